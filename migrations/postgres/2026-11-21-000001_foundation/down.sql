@@ -1,0 +1,4 @@
+DROP TABLE api_keys;
+DROP TABLE integrations;
+DROP TABLE projects;
+DROP TABLE teams;

@@ -1,0 +1,187 @@
+//! Application state, the HTTP routes, and starting/stopping the server.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, HttpResponse, HttpServer, guard, web};
+
+use crate::config::Config;
+use crate::crypto::Keyring;
+use crate::db::DbPool;
+use crate::graphql::{HubSchema, build_schema};
+use crate::graphql_http::{graphql_get, graphql_post};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Config,
+    pub pool: DbPool,
+    pub keyring: Keyring,
+    pub schema: HubSchema,
+}
+
+/// What the first start of an empty database created: its team and admin key (shown once).
+pub struct FirstStart {
+    pub team_name: String,
+    pub admin_key: String,
+}
+
+/// Everything the server needs, made ready: pool connected and migrated, keys loaded, and on
+/// an empty database the first team and admin key created.
+pub struct Prepared {
+    pub state: AppState,
+    pub first_start: Option<FirstStart>,
+    pub key_file_created: Option<std::path::PathBuf>,
+}
+
+pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let (keyring, key_file_created) = load_keyring(&config)?;
+    let pool = DbPool::connect(&config.database(), config.db_pool_size).map_err(describe)?;
+    let applied = pool.migrate().await.map_err(describe)?;
+    if applied > 0 {
+        tracing::info!(applied, backend = pool.backend_name(), "database migrated");
+    }
+    let first_start = {
+        let mut conn = pool.get().await.map_err(describe)?;
+        if crate::teams::count(&mut conn).await.map_err(describe)? == 0 {
+            let (team, admin_key) = crate::teams::create_with_admin_key(&mut conn, "default")
+                .await
+                .map_err(describe)?;
+            tracing::info!(team_id = %team.id, "first start: created team `default` and its admin key");
+            Some(FirstStart {
+                team_name: team.name,
+                admin_key,
+            })
+        } else {
+            None
+        }
+    };
+    let schema = build_schema(Some(pool.clone()), Some(keyring.clone()));
+    Ok(Prepared {
+        state: AppState {
+            config,
+            pool,
+            keyring,
+            schema,
+        },
+        first_start,
+        key_file_created,
+    })
+}
+
+fn describe(err: crate::error::AppError) -> anyhow::Error {
+    match err {
+        crate::error::AppError::Internal { error, .. } => error,
+        crate::error::AppError::Unavailable(detail) => anyhow::anyhow!(detail),
+        other => anyhow::anyhow!(other.message()),
+    }
+}
+
+/// Keys from `HUB_ENCRYPTION_KEYS`, else the key file (created with a fresh key if missing).
+pub fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, Option<std::path::PathBuf>)> {
+    if let Some(spec) = &config.encryption_keys {
+        return Ok((Keyring::parse(spec).map_err(anyhow::Error::msg)?, None));
+    }
+    let path = config.key_file_path();
+    let (keyring, created) = Keyring::load_or_create_file(&path).map_err(anyhow::Error::msg)?;
+    Ok((keyring, created.then_some(path)))
+}
+
+/// A server bound and running in the background.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub handle: ServerHandle,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Graceful stop: in-flight requests finish (up to the shutdown timeout).
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+        let _ = self.task.await;
+    }
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
+    cfg.app_data(web::Data::new(state.clone()))
+        .app_data(web::PayloadConfig::new(state.config.max_body_bytes))
+        .service(
+            web::resource("/graphql")
+                .route(web::post().to(graphql_post))
+                .route(web::get().to(graphql_get))
+                .route(
+                    web::route()
+                        .guard(
+                            guard::Any(guard::Put())
+                                .or(guard::Delete())
+                                .or(guard::Patch()),
+                        )
+                        .to(|| async {
+                            HttpResponse::MethodNotAllowed()
+                                .insert_header(("Allow", "GET, POST"))
+                                .finish()
+                        }),
+                ),
+        )
+        .route(
+            "/healthz",
+            web::get().to(|| async { HttpResponse::Ok().body("ok") }),
+        )
+        .route("/readyz", web::get().to(readyz));
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match state.pool.ping().await {
+        Ok(()) => HttpResponse::Ok().body("ready"),
+        Err(_) => HttpResponse::ServiceUnavailable().body("database unavailable"),
+    }
+}
+
+/// One log line per request; the query string is left out (GET /graphql carries variables).
+async fn log_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.path().to_string();
+    let response = next.call(req).await?;
+    tracing::info!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    Ok(response)
+}
+
+/// Binds and starts serving in the background.
+pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
+    let addr = state.config.bind_addr().map_err(anyhow::Error::msg)?;
+    let workers = match state.config.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let shutdown = state.config.shutdown_timeout_secs;
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(from_fn(log_request))
+            .configure(|cfg| routes(cfg, &state))
+    })
+    .workers(workers)
+    .shutdown_timeout(shutdown)
+    .bind(addr)
+    .map_err(|err| anyhow::anyhow!("cannot listen on {addr}: {err}"))?;
+    let addr = *server
+        .addrs()
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no listening address"))?;
+    let server = server.run();
+    let handle = server.handle();
+    let task = tokio::spawn(server);
+    Ok(RunningServer { addr, handle, task })
+}

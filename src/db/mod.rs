@@ -1,0 +1,254 @@
+//! The database: one pool type over PostgreSQL or SQLite, a macro that runs one diesel query
+//! body on either backend, and the embedded migrations of each.
+
+pub mod schema;
+
+use diesel::ConnectionError;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{
+    AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, SimpleAsyncConnection,
+};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use futures_util::FutureExt;
+
+use crate::error::AppError;
+
+pub type SqliteConnection = SyncConnectionWrapper<diesel::SqliteConnection>;
+
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// Pragmas every SQLite connection needs: concurrent readers next to one writer, waiting
+/// instead of failing on a busy database, and enforced foreign keys.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
+     PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;";
+
+#[derive(Clone)]
+pub enum DbPool {
+    Postgres(Pool<AsyncPgConnection>),
+    Sqlite(Pool<SqliteConnection>),
+}
+
+/// A connection checked out of the pool; store functions take `&mut DbConn`.
+// Checked-out connections are few and short-lived; boxing would only add a hop.
+#[allow(clippy::large_enum_variant)]
+pub enum DbConn {
+    Postgres(Object<AsyncPgConnection>),
+    Sqlite(Object<SqliteConnection>),
+}
+
+/// Which database a `DATABASE_URL` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Postgres(String),
+    /// A file path (the `sqlite://` prefix removed).
+    Sqlite(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(url.to_string()))
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(
+                    "DATABASE_URL sqlite:// needs a file path, e.g. sqlite://integration-hub.db"
+                        .into(),
+                );
+            }
+            Ok(Self::Sqlite(path.to_string()))
+        } else {
+            Err(format!(
+                "DATABASE_URL must start with sqlite:// or postgres:// (got `{}`)",
+                redact_url(url)
+            ))
+        }
+    }
+}
+
+/// A URL with any password replaced, safe for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Runs `$body` with `$c` bound to the concrete connection of whichever backend `$conn` holds.
+/// The body is compiled once per backend, so one diesel query serves both.
+#[macro_export]
+macro_rules! with_conn {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::DbConn::Postgres(pooled) => {
+                let $c: &mut diesel_async::AsyncPgConnection = &mut **pooled;
+                $body
+            }
+            $crate::db::DbConn::Sqlite(pooled) => {
+                let $c: &mut $crate::db::SqliteConnection = &mut **pooled;
+                $body
+            }
+        }
+    };
+}
+
+impl DbPool {
+    pub fn connect(url: &DatabaseUrl, max_size: usize) -> Result<Self, AppError> {
+        match url {
+            DatabaseUrl::Postgres(url) => {
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.as_str());
+                let pool = Pool::builder(manager)
+                    .max_size(max_size)
+                    .build()
+                    .map_err(AppError::internal)?;
+                Ok(Self::Postgres(pool))
+            }
+            DatabaseUrl::Sqlite(path) => {
+                let mut config = ManagerConfig::<SqliteConnection>::default();
+                config.custom_setup = Box::new(|path| {
+                    let path = path.to_string();
+                    async move {
+                        let mut conn = SqliteConnection::establish(&path).await?;
+                        conn.batch_execute(SQLITE_PRAGMAS)
+                            .await
+                            .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                        Ok(conn)
+                    }
+                    .boxed()
+                });
+                let manager = AsyncDieselConnectionManager::<SqliteConnection>::new_with_config(
+                    path.as_str(),
+                    config,
+                );
+                let pool = Pool::builder(manager)
+                    .max_size(max_size)
+                    .build()
+                    .map_err(AppError::internal)?;
+                Ok(Self::Sqlite(pool))
+            }
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+
+    pub async fn get(&self) -> Result<DbConn, AppError> {
+        match self {
+            Self::Postgres(pool) => pool.get().await.map(DbConn::Postgres),
+            Self::Sqlite(pool) => pool.get().await.map(DbConn::Sqlite),
+        }
+        .map_err(|err| AppError::Unavailable(format!("database unavailable: {err}")))
+    }
+
+    /// Applies pending migrations. Uses `block_in_place`: call it from a multi-thread runtime,
+    /// never from an actix worker.
+    pub async fn migrate(&self) -> Result<usize, AppError> {
+        let conn = self.get().await?;
+        let applied = match conn {
+            DbConn::Postgres(c) => AsyncMigrationHarness::new(c)
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.len()),
+            DbConn::Sqlite(c) => AsyncMigrationHarness::new(c)
+                .run_pending_migrations(SQLITE_MIGRATIONS)
+                .map(|v| v.len()),
+        };
+        applied.map_err(|err| AppError::internal(anyhow::anyhow!("migration failed: {err}")))
+    }
+
+    /// Reverts every applied migration (newest first); used by the migration tests.
+    pub async fn revert_all(&self) -> Result<usize, AppError> {
+        let conn = self.get().await?;
+        let reverted = match conn {
+            DbConn::Postgres(c) => AsyncMigrationHarness::new(c)
+                .revert_all_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.len()),
+            DbConn::Sqlite(c) => AsyncMigrationHarness::new(c)
+                .revert_all_migrations(SQLITE_MIGRATIONS)
+                .map(|v| v.len()),
+        };
+        reverted.map_err(|err| AppError::internal(anyhow::anyhow!("revert failed: {err}")))
+    }
+
+    /// `SELECT 1` through the pool: what /readyz reports.
+    pub async fn ping(&self) -> Result<(), AppError> {
+        let mut conn = self.get().await?;
+        with_conn!(&mut conn, |c| c.batch_execute("SELECT 1").await)?;
+        Ok(())
+    }
+}
+
+/// Tables and their columns as the database sees them (names only, sorted), to compare the
+/// two migration sets.
+pub async fn describe_tables(pool: &DbPool) -> Result<Vec<(String, Vec<String>)>, AppError> {
+    use diesel::sql_types::Text;
+    use diesel_async::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Column {
+        #[diesel(sql_type = Text)]
+        table_name: String,
+        #[diesel(sql_type = Text)]
+        column_name: String,
+    }
+
+    let mut conn = pool.get().await?;
+    let columns: Vec<Column> = match &mut conn {
+        DbConn::Postgres(c) => {
+            diesel::sql_query(
+                "SELECT table_name::text AS table_name, column_name::text AS column_name \
+                 FROM information_schema.columns WHERE table_schema = current_schema()",
+            )
+            .load(&mut **c)
+            .await?
+        }
+        DbConn::Sqlite(c) => {
+            diesel::sql_query(
+                "SELECT m.name AS table_name, p.name AS column_name \
+                 FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+                 WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",
+            )
+            .load(&mut **c)
+            .await?
+        }
+    };
+    let mut tables: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for column in columns {
+        if column.table_name != "__diesel_schema_migrations" {
+            tables
+                .entry(column.table_name)
+                .or_default()
+                .push(column.column_name);
+        }
+    }
+    Ok(tables
+        .into_iter()
+        .map(|(table, mut columns)| {
+            columns.sort();
+            (table, columns)
+        })
+        .collect())
+}
+
+/// The current UTC time at microsecond precision (what PostgreSQL keeps), so values read back
+/// from either database compare equal to what was written.
+pub fn now() -> chrono::NaiveDateTime {
+    use chrono::Timelike;
+    let t = chrono::Utc::now().naive_utc();
+    t.with_nanosecond(t.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(t)
+}
+
+/// A new time-ordered id (UUIDv7): ids sort by creation, which keyset pagination relies on.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

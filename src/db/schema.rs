@@ -1,0 +1,63 @@
+// @generated-style diesel schema, kept by hand for both backends (see diesel.toml).
+
+diesel::table! {
+    teams (id) {
+        id -> Text,
+        name -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    projects (id) {
+        id -> Text,
+        team_id -> Text,
+        name -> Text,
+        description -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    integrations (id) {
+        id -> Text,
+        team_id -> Text,
+        project_id -> Text,
+        provider_key -> Text,
+        name -> Text,
+        config -> Text,
+        credentials_sealed -> Nullable<Text>,
+        credentials_key_id -> Nullable<Text>,
+        credential_fields -> Text,
+        credentials_updated_at -> Nullable<Timestamp>,
+        enabled -> Bool,
+        status -> Text,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        team_id -> Text,
+        name -> Text,
+        public_id -> Text,
+        key_hash -> Text,
+        scopes -> Text,
+        expires_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+        last_used_at -> Nullable<Timestamp>,
+        usage_count -> BigInt,
+        created_by -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(projects -> teams (team_id));
+diesel::joinable!(integrations -> projects (project_id));
+diesel::joinable!(api_keys -> teams (team_id));
+
+diesel::allow_tables_to_appear_in_same_query!(teams, projects, integrations, api_keys);

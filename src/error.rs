@@ -1,0 +1,215 @@
+//! The one error type. Data-layer code returns diesel results, domain services return
+//! `AppError`, and this file is the only place an error becomes a stable `extensions.code`.
+//! Internal errors are logged here with where they came from and answered as a bare
+//! "internal error": no SQL, path or stack reaches a client.
+
+use async_graphql::ErrorExtensions;
+use serde::Serialize;
+
+/// One failing location in a validated document (JSON Pointer into the input).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldProblem {
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub enum AppError {
+    Unauthenticated(String),
+    Forbidden(String),
+    NotFound(String),
+    Validation {
+        message: String,
+        problems: Vec<FieldProblem>,
+    },
+    InvalidConfiguration {
+        message: String,
+        problems: Vec<FieldProblem>,
+    },
+    Conflict(String),
+    /// The database (or another dependency we need) cannot be reached right now.
+    Unavailable(String),
+    Internal {
+        error: anyhow::Error,
+        origin: &'static std::panic::Location<'static>,
+    },
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+impl AppError {
+    #[track_caller]
+    pub fn internal(error: impl Into<anyhow::Error>) -> Self {
+        Self::Internal {
+            error: error.into(),
+            origin: std::panic::Location::caller(),
+        }
+    }
+
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::Validation {
+            message: message.into(),
+            problems: Vec::new(),
+        }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::NotFound(format!("{what} not found"))
+    }
+
+    /// The stable code clients match on (`extensions.code`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated(_) => "UNAUTHENTICATED",
+            Self::Forbidden(_) => "FORBIDDEN",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::Validation { .. } => "VALIDATION_FAILED",
+            Self::InvalidConfiguration { .. } => "INVALID_CONFIGURATION",
+            Self::Conflict(_) => "CONFLICT",
+            Self::Unavailable(_) | Self::Internal { .. } => "INTERNAL",
+        }
+    }
+
+    /// The message a client sees.
+    pub fn message(&self) -> String {
+        match self {
+            Self::Unauthenticated(m)
+            | Self::Forbidden(m)
+            | Self::NotFound(m)
+            | Self::Conflict(m)
+            | Self::Validation { message: m, .. }
+            | Self::InvalidConfiguration { message: m, .. } => m.clone(),
+            Self::Unavailable(_) => "service temporarily unavailable".into(),
+            Self::Internal { .. } => "internal error".into(),
+        }
+    }
+
+    /// The HTTP status for errors answered outside GraphQL execution.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            Self::Unauthenticated(_) => 401,
+            Self::Forbidden(_) => 403,
+            Self::NotFound(_) => 404,
+            Self::Validation { .. } | Self::InvalidConfiguration { .. } => 400,
+            Self::Conflict(_) => 409,
+            Self::Unavailable(_) => 503,
+            Self::Internal { .. } => 500,
+        }
+    }
+
+    /// Logs what the client will not see.
+    fn log(&self) {
+        match self {
+            Self::Internal { error, origin } => {
+                tracing::error!(origin = %origin, error = format!("{error:#}"), "internal error")
+            }
+            Self::Unavailable(detail) => tracing::warn!(detail, "dependency unavailable"),
+            _ => {}
+        }
+    }
+
+    /// The GraphQL error: message plus `extensions.code` (and the failing paths, if any).
+    pub fn into_graphql(self) -> async_graphql::Error {
+        self.log();
+        let code = self.code();
+        let problems = match &self {
+            Self::Validation { problems, .. } | Self::InvalidConfiguration { problems, .. } => {
+                problems.clone()
+            }
+            _ => Vec::new(),
+        };
+        async_graphql::Error::new(self.message()).extend_with(|_, ext| {
+            ext.set("code", code);
+            if !problems.is_empty() {
+                let list: Vec<async_graphql::Value> = problems
+                    .iter()
+                    .map(|p| {
+                        let mut map = async_graphql::indexmap::IndexMap::new();
+                        map.insert(async_graphql::Name::new("path"), p.path.clone().into());
+                        map.insert(
+                            async_graphql::Name::new("message"),
+                            p.message.clone().into(),
+                        );
+                        async_graphql::Value::Object(map)
+                    })
+                    .collect();
+                ext.set("problems", async_graphql::Value::List(list));
+            }
+        })
+    }
+
+    /// A GraphQL-shaped response body for errors raised before execution (auth, body parse).
+    pub fn into_response_body(self) -> serde_json::Value {
+        self.log();
+        serde_json::json!({
+            "errors": [{ "message": self.message(), "extensions": { "code": self.code() } }]
+        })
+    }
+}
+
+// No `Display` on purpose: async-graphql converts any `Display` type into an error with its
+// text as the message, which would bypass the code mapping below.
+impl From<AppError> for async_graphql::Error {
+    fn from(err: AppError) -> Self {
+        err.into_graphql()
+    }
+}
+
+impl From<diesel::result::Error> for AppError {
+    #[track_caller]
+    fn from(err: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match err {
+            Error::NotFound => AppError::NotFound("not found".into()),
+            Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+                AppError::Conflict("an object with these unique values already exists".into())
+            }
+            Error::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
+                AppError::NotFound("a referenced object does not exist".into())
+            }
+            other => AppError::internal(other),
+        }
+    }
+}
+
+impl From<serde_json::Error> for AppError {
+    #[track_caller]
+    fn from(err: serde_json::Error) -> Self {
+        AppError::internal(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_stable() {
+        let cases = [
+            (AppError::Unauthenticated(String::new()), "UNAUTHENTICATED"),
+            (AppError::Forbidden(String::new()), "FORBIDDEN"),
+            (AppError::NotFound(String::new()), "NOT_FOUND"),
+            (AppError::validation(""), "VALIDATION_FAILED"),
+            (
+                AppError::InvalidConfiguration {
+                    message: String::new(),
+                    problems: vec![],
+                },
+                "INVALID_CONFIGURATION",
+            ),
+            (AppError::Conflict(String::new()), "CONFLICT"),
+            (AppError::Unavailable(String::new()), "INTERNAL"),
+            (AppError::internal(anyhow::anyhow!("x")), "INTERNAL"),
+        ];
+        for (err, code) in cases {
+            assert_eq!(err.code(), code);
+        }
+    }
+
+    #[test]
+    fn internal_details_are_not_shown() {
+        let err = AppError::internal(anyhow::anyhow!("relation \"teams\" does not exist"));
+        let gql = err.into_graphql();
+        assert_eq!(gql.message, "internal error");
+    }
+}

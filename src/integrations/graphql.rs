@@ -1,0 +1,305 @@
+use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use super::model::{IntegrationFilter, IntegrationRow, IntegrationStatus};
+use super::service::{self, IntegrationUpdate, NewIntegration};
+use super::store;
+use crate::auth::{Scope, ScopeGuard, principal};
+use crate::crypto::Keyring;
+use crate::graphql::{PageInfo, conn, decode_cursor, encode_cursor, page_size};
+use crate::providers::graphql::ProviderNode;
+use crate::providers::{self, ProviderCategory};
+
+pub struct IntegrationNode(pub IntegrationRow);
+
+/// Which credential fields are set. Values are write-only and never returned.
+#[derive(SimpleObject)]
+pub struct CredentialsInfo {
+    pub is_set: bool,
+    pub fields: Vec<String>,
+    /// Id of the key the credentials are sealed under.
+    pub key_id: Option<String>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+#[Object(name = "Integration")]
+impl IntegrationNode {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    async fn project_id(&self) -> ID {
+        ID(self.0.project_id.clone())
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn provider(&self) -> Option<ProviderNode> {
+        providers::find(&self.0.provider_key).map(ProviderNode)
+    }
+    async fn provider_key(&self) -> &str {
+        &self.0.provider_key
+    }
+    async fn config(&self) -> Json<serde_json::Value> {
+        Json(serde_json::from_str(&self.0.config).unwrap_or_default())
+    }
+    async fn credentials(&self) -> CredentialsInfo {
+        let fields: Vec<String> =
+            serde_json::from_str(&self.0.credential_fields).unwrap_or_default();
+        CredentialsInfo {
+            is_set: self.0.credentials_sealed.is_some(),
+            fields,
+            key_id: self.0.credentials_key_id.clone(),
+            updated_at: self.0.credentials_updated_at.map(|t| t.and_utc()),
+        }
+    }
+    async fn enabled(&self) -> bool {
+        self.0.enabled
+    }
+    async fn status(&self) -> IntegrationStatus {
+        IntegrationStatus::parse(&self.0.status)
+    }
+    async fn last_error(&self) -> Option<&str> {
+        self.0.last_error.as_deref()
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at.and_utc()
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at.and_utc()
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct IntegrationEdge {
+    pub cursor: String,
+    pub node: IntegrationNode,
+}
+
+#[derive(SimpleObject)]
+pub struct IntegrationConnection {
+    pub edges: Vec<IntegrationEdge>,
+    pub page_info: PageInfo,
+}
+
+#[derive(InputObject, Default)]
+pub struct IntegrationFilterInput {
+    pub provider: Option<String>,
+    pub category: Option<ProviderCategory>,
+    pub status: Option<IntegrationStatus>,
+    pub enabled: Option<bool>,
+}
+
+impl IntegrationFilterInput {
+    fn resolve(self) -> IntegrationFilter {
+        let provider_keys = (self.provider.is_some() || self.category.is_some()).then(|| {
+            providers::catalogue::all()
+                .iter()
+                .filter(|p| self.provider.as_deref().is_none_or(|k| p.key == k))
+                .filter(|p| self.category.is_none_or(|c| p.category == c))
+                .map(|p| p.key.to_string())
+                .collect()
+        });
+        IntegrationFilter {
+            provider_keys,
+            status: self.status,
+            enabled: self.enabled,
+        }
+    }
+}
+
+#[derive(InputObject)]
+pub struct RegisterIntegrationInput {
+    pub project_id: ID,
+    /// Provider key from the catalogue, e.g. `jira`.
+    pub provider: String,
+    pub name: String,
+    /// Validated against the provider's `configSchema`.
+    pub config: Json<serde_json::Value>,
+    /// Validated against the provider's `credentialsSchema`; sealed, never returned.
+    pub credentials: Option<Json<serde_json::Value>>,
+    #[graphql(default = true)]
+    pub enabled: bool,
+}
+
+#[derive(InputObject)]
+pub struct UpdateIntegrationInput {
+    pub name: Option<String>,
+    /// Replaces the whole configuration.
+    pub config: Option<Json<serde_json::Value>>,
+}
+
+#[derive(SimpleObject)]
+pub struct ResealResult {
+    /// How many integrations had their credentials re-sealed.
+    pub resealed: u64,
+    pub active_key_id: String,
+}
+
+#[derive(Default)]
+pub struct IntegrationQuery;
+
+#[Object]
+impl IntegrationQuery {
+    /// A project's integrations in creation order, filtered, `first` at a time (max 100).
+    #[graphql(guard = "ScopeGuard(Scope::IntegrationsRead)")]
+    async fn integrations(
+        &self,
+        ctx: &Context<'_>,
+        project_id: ID,
+        filter: Option<IntegrationFilterInput>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<IntegrationConnection> {
+        let caller = principal(ctx)?;
+        let limit = page_size(first)?;
+        let after_id = after
+            .as_deref()
+            .map(|c| decode_cursor("integration", c))
+            .transpose()?;
+        let mut db = conn(ctx).await?;
+        crate::projects::store::get(&mut db, &caller.team_id, &project_id).await?;
+        let filter = filter.unwrap_or_default().resolve();
+        let mut rows = store::list(
+            &mut db,
+            &caller.team_id,
+            &project_id,
+            &filter,
+            after_id.as_deref(),
+            limit + 1,
+        )
+        .await?;
+        let has_next_page = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let edges: Vec<IntegrationEdge> = rows
+            .into_iter()
+            .map(|row| IntegrationEdge {
+                cursor: encode_cursor("integration", &row.id),
+                node: IntegrationNode(row),
+            })
+            .collect();
+        Ok(IntegrationConnection {
+            page_info: PageInfo {
+                has_next_page,
+                end_cursor: edges.last().map(|e| e.cursor.clone()),
+            },
+            edges,
+        })
+    }
+
+    #[graphql(guard = "ScopeGuard(Scope::IntegrationsRead)")]
+    async fn integration(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<IntegrationNode> {
+        let caller = principal(ctx)?;
+        Ok(IntegrationNode(
+            store::get(&mut conn(ctx).await?, &caller.team_id, &id).await?,
+        ))
+    }
+}
+
+#[derive(Default)]
+pub struct IntegrationMutation;
+
+#[Object]
+impl IntegrationMutation {
+    /// Registers an integration. Sending credentials also needs `credentials:write`.
+    #[graphql(guard = "ScopeGuard(Scope::IntegrationsWrite)")]
+    async fn register_integration(
+        &self,
+        ctx: &Context<'_>,
+        input: RegisterIntegrationInput,
+    ) -> async_graphql::Result<IntegrationNode> {
+        let caller = principal(ctx)?;
+        if input.credentials.is_some() {
+            caller.require(Scope::CredentialsWrite)?;
+        }
+        let row = service::register(
+            &mut conn(ctx).await?,
+            ctx.data::<Keyring>()?,
+            &caller.team_id,
+            NewIntegration {
+                project_id: input.project_id.0,
+                provider: input.provider,
+                name: input.name,
+                config: input.config.0,
+                credentials: input.credentials.map(|c| c.0),
+                enabled: input.enabled,
+            },
+        )
+        .await?;
+        Ok(IntegrationNode(row))
+    }
+
+    #[graphql(guard = "ScopeGuard(Scope::IntegrationsWrite)")]
+    async fn update_integration(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: UpdateIntegrationInput,
+    ) -> async_graphql::Result<IntegrationNode> {
+        let caller = principal(ctx)?;
+        let update = IntegrationUpdate {
+            name: input.name,
+            config: input.config.map(|c| c.0),
+        };
+        let row = service::update(&mut conn(ctx).await?, &caller.team_id, &id, update).await?;
+        Ok(IntegrationNode(row))
+    }
+
+    #[graphql(guard = "ScopeGuard(Scope::IntegrationsWrite)")]
+    async fn set_integration_enabled(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        enabled: bool,
+    ) -> async_graphql::Result<IntegrationNode> {
+        let caller = principal(ctx)?;
+        let row =
+            service::set_enabled(&mut conn(ctx).await?, &caller.team_id, &id, enabled).await?;
+        Ok(IntegrationNode(row))
+    }
+
+    /// Replaces the credentials; the old values are gone.
+    #[graphql(guard = "ScopeGuard(Scope::CredentialsWrite)")]
+    async fn rotate_integration_credentials(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        credentials: Json<serde_json::Value>,
+    ) -> async_graphql::Result<IntegrationNode> {
+        let caller = principal(ctx)?;
+        let row = service::rotate_credentials(
+            &mut conn(ctx).await?,
+            ctx.data::<Keyring>()?,
+            &caller.team_id,
+            &id,
+            &credentials.0,
+        )
+        .await?;
+        Ok(IntegrationNode(row))
+    }
+
+    /// Deletes the integration; returns its id.
+    #[graphql(guard = "ScopeGuard(Scope::IntegrationsWrite)")]
+    async fn delete_integration(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
+        let caller = principal(ctx)?;
+        store::delete(&mut conn(ctx).await?, &caller.team_id, &id).await?;
+        Ok(id)
+    }
+
+    /// Re-seals the team's credentials under the active encryption key (after adding a key to
+    /// `HUB_ENCRYPTION_KEYS`). Needs `admin`.
+    #[graphql(guard = "ScopeGuard(Scope::Admin)")]
+    async fn reseal_credentials(&self, ctx: &Context<'_>) -> async_graphql::Result<ResealResult> {
+        let caller = principal(ctx)?;
+        let keyring = ctx.data::<Keyring>()?;
+        let resealed =
+            service::reseal_all(&mut conn(ctx).await?, keyring, Some(&caller.team_id)).await?;
+        Ok(ResealResult {
+            resealed,
+            active_key_id: keyring.active_key_id().to_string(),
+        })
+    }
+}

@@ -1,0 +1,6 @@
+//! Integrations: a provider configured for a project, with sealed, write-only credentials.
+
+pub mod graphql;
+pub mod model;
+pub mod service;
+pub mod store;

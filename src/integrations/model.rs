@@ -1,0 +1,80 @@
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::schema::integrations;
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = integrations)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct IntegrationRow {
+    pub id: String,
+    pub team_id: String,
+    pub project_id: String,
+    pub provider_key: String,
+    pub name: String,
+    /// JSON text, valid against the provider's configuration schema.
+    pub config: String,
+    /// `base64(nonce || AES-256-GCM ciphertext)` of the credentials JSON.
+    pub credentials_sealed: Option<String>,
+    pub credentials_key_id: Option<String>,
+    /// JSON array of the credential field names that are set (names only, never values).
+    pub credential_fields: String,
+    pub credentials_updated_at: Option<NaiveDateTime>,
+    pub enabled: bool,
+    pub status: String,
+    pub last_error: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Default, AsChangeset)]
+#[diesel(table_name = integrations)]
+pub struct IntegrationChanges {
+    pub name: Option<String>,
+    pub config: Option<String>,
+    pub enabled: Option<bool>,
+    pub credentials_sealed: Option<Option<String>>,
+    pub credentials_key_id: Option<Option<String>>,
+    pub credential_fields: Option<String>,
+    pub credentials_updated_at: Option<Option<NaiveDateTime>>,
+    pub updated_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
+pub enum IntegrationStatus {
+    Pending,
+    Connected,
+    Degraded,
+    Disconnected,
+    Error,
+}
+
+impl IntegrationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Connected => "connected",
+            Self::Degraded => "degraded",
+            Self::Disconnected => "disconnected",
+            Self::Error => "error",
+        }
+    }
+
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "connected" => Self::Connected,
+            "degraded" => Self::Degraded,
+            "disconnected" => Self::Disconnected,
+            "error" => Self::Error,
+            _ => Self::Pending,
+        }
+    }
+}
+
+/// List filters; `provider_keys` is already resolved from provider and category.
+#[derive(Debug, Default, Clone)]
+pub struct IntegrationFilter {
+    pub provider_keys: Option<Vec<String>>,
+    pub status: Option<IntegrationStatus>,
+    pub enabled: Option<bool>,
+}

@@ -1,0 +1,208 @@
+//! Rules for integrations: validation against the provider's schemas, sealing of
+//! credentials, and re-sealing under the active key.
+
+use serde_json::Value;
+
+use super::model::{IntegrationChanges, IntegrationRow, IntegrationStatus};
+use super::store;
+use crate::crypto::Keyring;
+use crate::db::{DbConn, new_id, now};
+use crate::error::{AppError, AppResult};
+use crate::providers::{self, Provider};
+
+pub struct NewIntegration {
+    pub project_id: String,
+    pub provider: String,
+    pub name: String,
+    pub config: Value,
+    pub credentials: Option<Value>,
+    pub enabled: bool,
+}
+
+fn check_name(name: &str) -> AppResult<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(AppError::validation(
+            "integration name must be 1 to 100 characters",
+        ));
+    }
+    Ok(name.to_string())
+}
+
+/// What sealing credentials produces for a row.
+struct Sealed {
+    text: String,
+    key_id: String,
+    fields: String,
+}
+
+fn seal_credentials(
+    keyring: &Keyring,
+    provider: &Provider,
+    integration_id: &str,
+    credentials: &Value,
+) -> AppResult<Sealed> {
+    provider.validate_credentials(credentials)?;
+    let mut fields: Vec<&str> = credentials
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, _)| k.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    fields.sort_unstable();
+    let (key_id, text) = keyring.seal(credentials.to_string().as_bytes(), integration_id)?;
+    Ok(Sealed {
+        text,
+        key_id,
+        fields: serde_json::to_string(&fields)?,
+    })
+}
+
+pub async fn register(
+    conn: &mut DbConn,
+    keyring: &Keyring,
+    team_id: &str,
+    new: NewIntegration,
+) -> AppResult<IntegrationRow> {
+    let provider = providers::require(&new.provider)?;
+    let name = check_name(&new.name)?;
+    provider.validate_config(&new.config)?;
+    crate::projects::store::get(conn, team_id, &new.project_id).await?;
+    let id = new_id();
+    let sealed = new
+        .credentials
+        .as_ref()
+        .map(|c| seal_credentials(keyring, provider, &id, c))
+        .transpose()?;
+    let at = now();
+    let row = IntegrationRow {
+        id,
+        team_id: team_id.to_string(),
+        project_id: new.project_id,
+        provider_key: provider.key.to_string(),
+        name,
+        config: new.config.to_string(),
+        credentials_key_id: sealed.as_ref().map(|s| s.key_id.clone()),
+        credential_fields: sealed
+            .as_ref()
+            .map_or_else(|| "[]".into(), |s| s.fields.clone()),
+        credentials_sealed: sealed.map(|s| s.text),
+        credentials_updated_at: new.credentials.as_ref().map(|_| at),
+        enabled: new.enabled,
+        status: IntegrationStatus::Pending.as_str().into(),
+        last_error: None,
+        created_at: at,
+        updated_at: at,
+    };
+    store::insert(conn, &row).await?;
+    Ok(row)
+}
+
+pub struct IntegrationUpdate {
+    pub name: Option<String>,
+    /// Replaces the whole configuration; validated against the provider's schema.
+    pub config: Option<Value>,
+}
+
+pub async fn update(
+    conn: &mut DbConn,
+    team_id: &str,
+    id: &str,
+    update: IntegrationUpdate,
+) -> AppResult<IntegrationRow> {
+    let current = store::get(conn, team_id, id).await?;
+    if let Some(config) = &update.config {
+        providers::require(&current.provider_key)?.validate_config(config)?;
+    }
+    let changes = IntegrationChanges {
+        name: update.name.as_deref().map(check_name).transpose()?,
+        config: update.config.map(|c| c.to_string()),
+        updated_at: Some(now()),
+        ..Default::default()
+    };
+    store::update(conn, team_id, id, &changes).await
+}
+
+pub async fn set_enabled(
+    conn: &mut DbConn,
+    team_id: &str,
+    id: &str,
+    enabled: bool,
+) -> AppResult<IntegrationRow> {
+    let changes = IntegrationChanges {
+        enabled: Some(enabled),
+        updated_at: Some(now()),
+        ..Default::default()
+    };
+    store::update(conn, team_id, id, &changes).await
+}
+
+/// Replaces the credentials with new ones, sealed under the active key.
+pub async fn rotate_credentials(
+    conn: &mut DbConn,
+    keyring: &Keyring,
+    team_id: &str,
+    id: &str,
+    credentials: &Value,
+) -> AppResult<IntegrationRow> {
+    let current = store::get(conn, team_id, id).await?;
+    let provider = providers::require(&current.provider_key)?;
+    let sealed = seal_credentials(keyring, provider, id, credentials)?;
+    let at = now();
+    let changes = IntegrationChanges {
+        credentials_sealed: Some(Some(sealed.text)),
+        credentials_key_id: Some(Some(sealed.key_id)),
+        credential_fields: Some(sealed.fields),
+        credentials_updated_at: Some(Some(at)),
+        updated_at: Some(at),
+        ..Default::default()
+    };
+    store::update(conn, team_id, id, &changes).await
+}
+
+/// The credentials in clear, for outbound calls only; never returned to a client.
+pub fn open_credentials(keyring: &Keyring, row: &IntegrationRow) -> AppResult<Option<Value>> {
+    let (Some(sealed), Some(key_id)) = (&row.credentials_sealed, &row.credentials_key_id) else {
+        return Ok(None);
+    };
+    let bytes = keyring.open(key_id, sealed, &row.id)?;
+    Ok(Some(serde_json::from_slice(&bytes)?))
+}
+
+/// Re-seals every credential not yet under the active key (one team's, or all teams' when
+/// `team_id` is None). Returns how many were re-sealed. Safe to run while serving: each row
+/// is replaced only if nobody rotated it meanwhile.
+pub async fn reseal_all(
+    conn: &mut DbConn,
+    keyring: &Keyring,
+    team_id: Option<&str>,
+) -> AppResult<u64> {
+    const BATCH: i64 = 200;
+    let active = keyring.active_key_id().to_string();
+    let mut count = 0;
+    loop {
+        let rows = store::sealed_under_other_keys(conn, team_id, &active, BATCH).await?;
+        if rows.is_empty() {
+            return Ok(count);
+        }
+        let mut progressed = false;
+        for row in rows {
+            let (Some(sealed), Some(old_key)) = (&row.credentials_sealed, &row.credentials_key_id)
+            else {
+                continue;
+            };
+            let clear = keyring.open(old_key, sealed, &row.id)?;
+            let (new_key, resealed) = keyring.seal(&clear, &row.id)?;
+            if store::replace_sealed(conn, &row.id, old_key, &new_key, &resealed).await? {
+                count += 1;
+                progressed = true;
+            }
+        }
+        if !progressed {
+            return Ok(count);
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Queries on `integrations`, each confined to one team.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use super::model::{IntegrationChanges, IntegrationFilter, IntegrationRow};
+use crate::db::DbConn;
+use crate::db::schema::integrations;
+use crate::error::{AppError, AppResult};
+use crate::with_conn;
+
+fn name_taken(name: &str) -> AppError {
+    AppError::Conflict(format!(
+        "an integration named `{name}` already exists in this project"
+    ))
+}
+
+pub async fn insert(conn: &mut DbConn, row: &IntegrationRow) -> AppResult<()> {
+    let result = with_conn!(conn, |c| diesel::insert_into(integrations::table)
+        .values(row)
+        .execute(c)
+        .await);
+    match result.map_err(AppError::from) {
+        Err(AppError::Conflict(_)) => Err(name_taken(&row.name)),
+        other => other.map(|_| ()),
+    }
+}
+
+pub async fn get(conn: &mut DbConn, team_id: &str, id: &str) -> AppResult<IntegrationRow> {
+    with_conn!(conn, |c| integrations::table
+        .filter(integrations::team_id.eq(team_id))
+        .filter(integrations::id.eq(id))
+        .select(IntegrationRow::as_select())
+        .first(c)
+        .await
+        .optional())?
+    .ok_or_else(|| AppError::not_found("integration"))
+}
+
+/// One page in id (creation) order after `after_id`; fetches `limit` rows.
+pub async fn list(
+    conn: &mut DbConn,
+    team_id: &str,
+    project_id: &str,
+    filter: &IntegrationFilter,
+    after_id: Option<&str>,
+    limit: i64,
+) -> AppResult<Vec<IntegrationRow>> {
+    Ok(with_conn!(conn, |c| {
+        let mut query = integrations::table
+            .filter(integrations::team_id.eq(team_id))
+            .filter(integrations::project_id.eq(project_id))
+            .select(IntegrationRow::as_select())
+            .order(integrations::id.asc())
+            .limit(limit)
+            .into_boxed();
+        if let Some(keys) = &filter.provider_keys {
+            query = query.filter(integrations::provider_key.eq_any(keys.clone()));
+        }
+        if let Some(status) = filter.status {
+            query = query.filter(integrations::status.eq(status.as_str()));
+        }
+        if let Some(enabled) = filter.enabled {
+            query = query.filter(integrations::enabled.eq(enabled));
+        }
+        if let Some(after) = after_id {
+            query = query.filter(integrations::id.gt(after.to_string()));
+        }
+        query.load(c).await
+    })?)
+}
+
+pub async fn update(
+    conn: &mut DbConn,
+    team_id: &str,
+    id: &str,
+    changes: &IntegrationChanges,
+) -> AppResult<IntegrationRow> {
+    let updated = with_conn!(conn, |c| diesel::update(
+        integrations::table
+            .filter(integrations::team_id.eq(team_id))
+            .filter(integrations::id.eq(id))
+    )
+    .set(changes)
+    .execute(c)
+    .await)
+    .map_err(AppError::from);
+    match updated {
+        Err(AppError::Conflict(_)) => Err(name_taken(changes.name.as_deref().unwrap_or_default())),
+        Ok(0) => Err(AppError::not_found("integration")),
+        Ok(_) => get(conn, team_id, id).await,
+        Err(other) => Err(other),
+    }
+}
+
+pub async fn delete(conn: &mut DbConn, team_id: &str, id: &str) -> AppResult<()> {
+    let deleted = with_conn!(conn, |c| diesel::delete(
+        integrations::table
+            .filter(integrations::team_id.eq(team_id))
+            .filter(integrations::id.eq(id))
+    )
+    .execute(c)
+    .await)?;
+    if deleted == 0 {
+        return Err(AppError::not_found("integration"));
+    }
+    Ok(())
+}
+
+/// Integrations whose credentials are sealed under a key other than `active_key_id`
+/// (of one team, or of all teams when `team_id` is None), at most `limit`.
+pub async fn sealed_under_other_keys(
+    conn: &mut DbConn,
+    team_id: Option<&str>,
+    active_key_id: &str,
+    limit: i64,
+) -> AppResult<Vec<IntegrationRow>> {
+    Ok(with_conn!(conn, |c| {
+        let mut query = integrations::table
+            .filter(integrations::credentials_sealed.is_not_null())
+            .filter(integrations::credentials_key_id.ne(active_key_id))
+            .select(IntegrationRow::as_select())
+            .order(integrations::id.asc())
+            .limit(limit)
+            .into_boxed();
+        if let Some(team) = team_id {
+            query = query.filter(integrations::team_id.eq(team.to_string()));
+        }
+        query.load(c).await
+    })?)
+}
+
+/// Replaces sealed credentials only if they are still sealed under `old_key_id` (a concurrent
+/// rotation wins); returns whether the row changed.
+pub async fn replace_sealed(
+    conn: &mut DbConn,
+    id: &str,
+    old_key_id: &str,
+    new_key_id: &str,
+    sealed: &str,
+) -> AppResult<bool> {
+    let changed = with_conn!(conn, |c| diesel::update(
+        integrations::table
+            .filter(integrations::id.eq(id))
+            .filter(integrations::credentials_key_id.eq(old_key_id))
+    )
+    .set((
+        integrations::credentials_sealed.eq(sealed),
+        integrations::credentials_key_id.eq(new_key_id),
+    ))
+    .execute(c)
+    .await)?;
+    Ok(changed == 1)
+}

@@ -1,0 +1,15 @@
+//! integration-hub: a self-hosted integration hub behind a GraphQL gateway.
+
+pub mod api_keys;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod graphql;
+pub mod graphql_http;
+pub mod integrations;
+pub mod projects;
+pub mod providers;
+pub mod teams;

@@ -1,0 +1,273 @@
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use integration_hub::app;
+use integration_hub::auth::ScopeSet;
+use integration_hub::config::Config;
+use integration_hub::db::DbPool;
+
+#[derive(Parser)]
+#[command(
+    name = "integration-hub",
+    version,
+    about = "Self-hosted integration hub behind a GraphQL gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the GraphQL schema (SDL), or write it to a file.
+    ExportSchema {
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+        /// Fail if this file (default schema.graphql) differs from the code's schema.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Manage teams.
+    Team {
+        #[command(subcommand)]
+        command: TeamCommand,
+    },
+    /// Manage API keys.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+    /// Re-seal every integration's credentials under the active encryption key.
+    ResealCredentials,
+}
+
+#[derive(Subcommand)]
+enum TeamCommand {
+    /// Create a team and print its first admin API key (shown once).
+    Create { name: String },
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Create an API key and print it (shown once).
+    Create {
+        /// Team id or name.
+        #[arg(long)]
+        team: String,
+        /// Comma-separated scopes, e.g. integrations:read,logs:read
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// Days until the key expires.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::ExportSchema { output, check }) = &cli.command {
+        return export_schema(output.as_deref(), *check);
+    }
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("integration-hub: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&config);
+    match run(cli.command.unwrap_or(Command::Serve), config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("integration-hub: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn export_schema(output: Option<&std::path::Path>, check: bool) -> ExitCode {
+    let sdl = integration_hub::graphql::sdl();
+    if check {
+        let path = output.unwrap_or(std::path::Path::new("schema.graphql"));
+        return match std::fs::read_to_string(path) {
+            Ok(existing) if existing == sdl => ExitCode::SUCCESS,
+            Ok(_) => {
+                eprintln!(
+                    "{} is out of date: run `integration-hub export-schema --output {}`",
+                    path.display(),
+                    path.display()
+                );
+                ExitCode::FAILURE
+            }
+            Err(err) => {
+                eprintln!("cannot read {}: {err}", path.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match output {
+        Some(path) => match std::fs::write(path, &sdl) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("cannot write {}: {err}", path.display());
+                ExitCode::FAILURE
+            }
+        },
+        None => {
+            print!("{sdl}");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let pool =
+                DbPool::connect(&config.database(), 1).map_err(|e| anyhow::anyhow!(e.message()))?;
+            let applied = pool
+                .migrate()
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message()))?;
+            println!("applied {applied} migration(s)");
+            Ok(())
+        }
+        Command::Team {
+            command: TeamCommand::Create { name },
+        } => {
+            let prepared = app::prepare(config).await?;
+            print_first_start(&prepared);
+            let mut conn = prepared
+                .state
+                .pool
+                .get()
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message()))?;
+            let (team, key) = integration_hub::teams::create_with_admin_key(&mut conn, &name)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message()))?;
+            println!("team:      {} ({})", team.name, team.id);
+            println!("admin key: {key}");
+            println!("This key is shown once; store it now.");
+            Ok(())
+        }
+        Command::ApiKey {
+            command:
+                ApiKeyCommand::Create {
+                    team,
+                    scopes,
+                    name,
+                    expires_in_days,
+                },
+        } => {
+            let scopes = ScopeSet::parse(&scopes)
+                .map_err(|unknown| anyhow::anyhow!("unknown scopes: {}", unknown.join(", ")))?;
+            let prepared = app::prepare(config).await?;
+            print_first_start(&prepared);
+            let mut conn = prepared
+                .state
+                .pool
+                .get()
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message()))?;
+            let team = integration_hub::teams::find_by_id_or_name(&mut conn, &team)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message()))?;
+            let expires_at = expires_in_days
+                .map(|d| integration_hub::db::now() + chrono::Duration::days(d.into()));
+            let (row, key) = integration_hub::api_keys::service::create_api_key(
+                &mut conn,
+                integration_hub::api_keys::service::NewApiKey {
+                    team_id: team.id,
+                    name,
+                    scopes,
+                    expires_at,
+                    created_by: Some("cli".into()),
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message()))?;
+            println!("api key id: {}", row.id);
+            println!("api key:    {key}");
+            println!("This key is shown once; store it now.");
+            Ok(())
+        }
+        Command::ResealCredentials => {
+            let prepared = app::prepare(config).await?;
+            let mut conn = prepared
+                .state
+                .pool
+                .get()
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message()))?;
+            let count = integration_hub::integrations::service::reseal_all(
+                &mut conn,
+                &prepared.state.keyring,
+                None,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message()))?;
+            println!(
+                "re-sealed {count} credential set(s) under key `{}`",
+                prepared.state.keyring.active_key_id()
+            );
+            Ok(())
+        }
+        Command::ExportSchema { .. } => unreachable!("handled before configuration is loaded"),
+    }
+}
+
+fn print_first_start(prepared: &app::Prepared) {
+    if let Some(path) = &prepared.key_file_created {
+        println!(
+            "Created encryption key file {} (mode 0600). Back it up: without it sealed credentials cannot be read.",
+            path.display()
+        );
+    }
+    if let Some(first) = &prepared.first_start {
+        println!(
+            "First start: created team `{}` with an admin API key:",
+            first.team_name
+        );
+        println!();
+        println!("    {}", first.admin_key);
+        println!();
+        println!("This key is shown once; store it now.");
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let prepared = app::prepare(config).await?;
+    print_first_start(&prepared);
+    let server = app::start(prepared.state)?;
+    println!(
+        "integration-hub listening on http://{}/graphql",
+        server.addr
+    );
+    tracing::info!(addr = %server.addr, "serving");
+    server.task.await??;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! The built binary, run the way the README says: no environment needed on SQLite, a
+//! `DATABASE_URL` for PostgreSQL. Also checks what it logs and that a restart keeps all.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::on_both_backends;
+use crate::support::{Backend, TestDb};
+
+on_both_backends!(binary_first_start_restart_and_cli);
+
+struct Running {
+    child: Child,
+    addr: String,
+    stdout: String,
+}
+
+fn command(db: &TestDb, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_integration-hub"));
+    cmd.args(args)
+        .current_dir(db.dir.path())
+        .env_remove("DATABASE_URL")
+        .env_remove("HUB_CONFIG")
+        .env_remove("HUB_ENCRYPTION_KEYS")
+        .env("HUB_BIND", "127.0.0.1:0")
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if db.backend == Backend::Postgres {
+        cmd.env("DATABASE_URL", &db.url);
+    }
+    cmd
+}
+
+/// Starts `integration-hub` (serve) and waits for its "listening on" line.
+async fn start(db: &TestDb) -> Running {
+    let mut child = command(db, &[]).spawn().expect("run the binary");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = String::new();
+    let addr = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            stdout.push_str(&line);
+            stdout.push('\n');
+            if let Some(rest) = line.strip_prefix("integration-hub listening on http://") {
+                return rest.trim_end_matches("/graphql").to_string();
+            }
+        }
+        panic!("the binary exited before listening; stdout: {stdout}");
+    })
+    .await
+    .expect("the binary starts listening");
+    Running {
+        child,
+        addr,
+        stdout,
+    }
+}
+
+/// SIGTERM, then the exit status and everything it wrote to stderr (its logs).
+async fn stop(mut running: Running) -> String {
+    let pid = running.child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(30), running.child.wait())
+        .await
+        .expect("graceful shutdown")
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    let mut logs = String::new();
+    running
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .await
+        .unwrap();
+    logs
+}
+
+async fn gql(addr: &str, key: &str, query: &str, variables: Value) -> Value {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/graphql"))
+        .header("authorization", format!("Bearer {key}"))
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn admin_key_in(stdout: &str) -> Option<String> {
+    stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("ihk_"))
+        .map(str::to_string)
+}
+
+async fn binary_first_start_restart_and_cli(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let key_file = db.dir.path().join(match backend {
+        Backend::Sqlite => "integration-hub.key",
+        Backend::Postgres => "integration-hub.key",
+    });
+
+    let first = start(&db).await;
+    let admin = admin_key_in(&first.stdout).expect("first start prints the admin key");
+    assert!(key_file.exists(), "key file created beside the database");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    if backend == Backend::Sqlite {
+        assert!(
+            db.dir.path().join("integration-hub.db").exists(),
+            "default SQLite file created"
+        );
+    }
+    let key_file_contents = std::fs::read_to_string(&key_file).unwrap();
+
+    let project = gql(
+        &first.addr,
+        &admin,
+        "mutation { createProject(input: { name: \"P\" }) { id } }",
+        json!({}),
+    )
+    .await;
+    let project = project["data"]["createProject"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let secret = "SECRET-binary-token-5e1f";
+    let registered = gql(
+        &first.addr,
+        &admin,
+        "mutation($p: ID!, $s: String!) { registerIntegration(input: { projectId: $p, provider: \"gitlab\", name: \"gl\", config: {}, credentials: { token: $s } }) { id } }",
+        json!({ "p": project, "s": secret }),
+    )
+    .await;
+    let integration = registered["data"]["registerIntegration"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let created = gql(
+        &first.addr,
+        &admin,
+        "mutation { createApiKey(input: { name: \"ci\", scopes: [\"integrations:read\"] }) { key } }",
+        json!({}),
+    )
+    .await;
+    let ci_key = created["data"]["createApiKey"]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let logs = stop(first).await;
+    assert!(logs.contains("request"), "request logs are written: {logs}");
+    for s in [secret, admin.as_str(), ci_key.as_str()] {
+        assert!(!logs.contains(s), "logs contain a secret");
+    }
+
+    // Restart: same data, same key file, the admin key still works, no new admin key printed.
+    let second = start(&db).await;
+    assert_eq!(admin_key_in(&second.stdout), None);
+    let back = gql(
+        &second.addr,
+        &admin,
+        "query($i: ID!) { projects { name } integration(id: $i) { name credentials { isSet fields } } }",
+        json!({ "i": integration }),
+    )
+    .await;
+    assert_eq!(
+        back["data"],
+        json!({ "projects": [{ "name": "P" }], "integration": { "name": "gl", "credentials": { "isSet": true, "fields": ["token"] } } })
+    );
+    let with_ci = gql(&second.addr, &ci_key, "{ projects { name } }", json!({})).await;
+    assert_eq!(with_ci["data"]["projects"][0]["name"], "P");
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap(),
+        key_file_contents
+    );
+
+    // The CLI makes a second team with its own admin key, usable at once.
+    let out = command(&db, &["team", "create", "second"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let team_key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("admin key: "))
+        .expect("team create prints the key")
+        .trim()
+        .to_string();
+    let theirs = gql(&second.addr, &team_key, "{ projects { name } }", json!({})).await;
+    assert_eq!(theirs["data"]["projects"], json!([]));
+
+    let out = command(
+        &db,
+        &[
+            "api-key",
+            "create",
+            "--team",
+            "second",
+            "--scopes",
+            "integrations:read,logs:read",
+            "--name",
+            "ci",
+        ],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let cli_key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("api key:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let keys = gql(
+        &second.addr,
+        &team_key,
+        "{ apiKeys { name scopes } }",
+        json!({}),
+    )
+    .await;
+    assert!(
+        keys["data"]["apiKeys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["scopes"] == json!(["integrations:read", "logs:read"]))
+    );
+    assert!(
+        gql(&second.addr, &cli_key, "{ projects { name } }", json!({})).await["data"]["projects"]
+            .is_array()
+    );
+
+    let bad = command(
+        &db,
+        &["api-key", "create", "--team", "second", "--scopes", "nope"],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown scopes: nope"));
+
+    stop(second).await;
+}

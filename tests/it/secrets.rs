@@ -1,0 +1,138 @@
+use diesel::sql_types::Text;
+use diesel_async::RunQueryDsl;
+use serde_json::json;
+
+use integration_hub::db::DbConn;
+
+use crate::on_both_backends;
+use crate::support::{Backend, REGISTER, TestApp};
+
+on_both_backends!(no_secret_in_the_database_or_responses);
+
+#[derive(diesel::QueryableByName)]
+struct Dumped {
+    #[diesel(sql_type = Text)]
+    row: String,
+}
+
+/// Everything the database holds, as text: the raw SQLite file and WAL, or every row of every
+/// PostgreSQL table.
+async fn dump(app: &TestApp) -> String {
+    match app.db.backend {
+        Backend::Sqlite => {
+            let mut all = Vec::new();
+            for file in app.db.sqlite_files() {
+                all.extend(std::fs::read(file).unwrap());
+            }
+            assert!(all.len() > 4096, "read the database files");
+            String::from_utf8_lossy(&all).into_owned()
+        }
+        Backend::Postgres => {
+            let mut conn = app.state.pool.get().await.unwrap();
+            let DbConn::Postgres(c) = &mut conn else {
+                unreachable!()
+            };
+            let mut out = String::new();
+            for table in ["teams", "projects", "integrations", "api_keys"] {
+                let rows: Vec<Dumped> =
+                    diesel::sql_query(format!("SELECT CAST(t AS text) AS row FROM {table} t"))
+                        .load(&mut **c)
+                        .await
+                        .unwrap();
+                for r in rows {
+                    out.push_str(&r.row);
+                    out.push('\n');
+                }
+            }
+            out
+        }
+    }
+}
+
+async fn no_secret_in_the_database_or_responses(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let admin = app.admin_key.clone();
+    let project = app.create_project(&admin, "P").await;
+    let secrets = [
+        "SECRET-jira-token-7f3a9c",
+        "SECRET-alm-password-c41d",
+        "SECRET-gh-token-99ab",
+    ];
+    let jira = app
+        .gql(
+            &admin,
+            REGISTER,
+            json!({ "input": { "projectId": project, "provider": "jira", "name": "jira",
+                "config": { "baseUrl": "https://acme.atlassian.net" },
+                "credentials": { "email": "ci@acme.test", "apiToken": secrets[0] } } }),
+        )
+        .await;
+    let alm = app
+        .gql(
+            &admin,
+            REGISTER,
+            json!({ "input": { "projectId": project, "provider": "alm", "name": "alm",
+                "config": { "baseUrl": "https://alm.acme.test", "domain": "D", "project": "P" },
+                "credentials": { "username": "bot", "password": secrets[1] } } }),
+        )
+        .await;
+    let gh = app
+        .register_github(&admin, &project, "gh", "placeholder")
+        .await;
+    let rotated = app
+        .gql(
+            &admin,
+            "mutation($id: ID!, $c: JSON!) { rotateIntegrationCredentials(id: $id, credentials: $c) { credentials { fields } } }",
+            json!({ "id": gh, "c": { "token": secrets[2] } }),
+        )
+        .await;
+    let (_, new_key) = app.key_with(&["integrations:read"]).await;
+
+    let mut responses = vec![
+        jira.body.to_string(),
+        alm.body.to_string(),
+        rotated.body.to_string(),
+    ];
+    for query in [
+        "{ apiKeys { id name prefix scopes createdBy } }".to_string(),
+        format!(
+            "{{ integrations(projectId: \"{project}\") {{ edges {{ node {{ name config credentials {{ isSet fields keyId }} }} }} }} }}"
+        ),
+    ] {
+        responses.push(app.gql(&admin, &query, json!({})).await.body.to_string());
+    }
+    for response in &responses {
+        for secret in secrets
+            .iter()
+            .copied()
+            .chain([admin.as_str(), new_key.as_str()])
+        {
+            assert!(
+                !response.contains(secret),
+                "a response contains a secret: {response}"
+            );
+        }
+    }
+
+    let stored = dump(&app).await;
+    assert!(
+        stored.contains("https://acme.atlassian.net"),
+        "the dump holds the rows (sanity check)"
+    );
+    for secret in secrets
+        .iter()
+        .copied()
+        .chain([admin.as_str(), new_key.as_str()])
+    {
+        assert!(
+            !stored.contains(secret),
+            "the database holds a secret in plain text"
+        );
+    }
+    // Nor the secret half of a key on its own.
+    for key in [&admin, &new_key] {
+        let secret_part = key.rsplit('_').next().unwrap();
+        assert!(!stored.contains(secret_part));
+    }
+    app.stop().await;
+}
