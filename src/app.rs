@@ -1,25 +1,36 @@
 //! Application state, the HTTP routes, and starting/stopping the server.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, guard, web};
 
+use crate::api_keys::usage::UsageRecorder;
+use crate::auth::cache::CredentialCache;
+use crate::auth::jwt::JwtVerifier;
 use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::db::DbPool;
+use crate::graphql::http::{graphql_get, graphql_post};
 use crate::graphql::{HubSchema, build_schema};
-use crate::graphql_http::{graphql_get, graphql_post};
+use crate::ratelimit::{RateLimits, RateSpec};
 
+/// What every request and resolver shares. Cheap to clone: the parts are handles.
 #[derive(Clone)]
 pub struct AppState {
     pub config: Config,
     pub pool: DbPool,
     pub keyring: Keyring,
-    pub schema: HubSchema,
+    pub credentials: Arc<CredentialCache>,
+    pub usage: Arc<UsageRecorder>,
+    pub rate_limits: Arc<RateLimits>,
+    pub jwt: Option<Arc<JwtVerifier>>,
+    /// The one outbound HTTP client.
+    pub http: reqwest::Client,
 }
 
 /// What the first start of an empty database created: its team and admin key (shown once).
@@ -59,13 +70,30 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             None
         }
     };
-    let schema = build_schema(Some(pool.clone()), Some(keyring.clone()));
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .user_agent(concat!("integration-hub/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    let jwt = JwtVerifier::from_config(&config, http.clone()).map_err(anyhow::Error::msg)?;
+    let spec = |s: &str| RateSpec::parse(s).map_err(anyhow::Error::msg);
+    let rate_limits = RateLimits::new(
+        spec(&config.rate_limit_api_key)?,
+        spec(&config.rate_limit_user)?,
+        spec(&config.rate_limit_anonymous)?,
+    );
     Ok(Prepared {
         state: AppState {
+            credentials: Arc::new(CredentialCache::new(Duration::from_secs(
+                config.credential_cache_secs,
+            ))),
+            usage: Arc::default(),
+            rate_limits: Arc::new(rate_limits),
+            jwt: jwt.map(Arc::new),
+            http,
             config,
             pool,
             keyring,
-            schema,
         },
         first_start,
         key_file_created,
@@ -95,19 +123,59 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub handle: ServerHandle,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+    state: AppState,
+    maintenance: tokio::task::JoinHandle<()>,
 }
 
 impl RunningServer {
-    /// Graceful stop: in-flight requests finish (up to the shutdown timeout).
-    pub async fn stop(self) {
+    /// Graceful stop: in-flight requests finish (up to the shutdown timeout), then pending
+    /// usage counts are written.
+    pub async fn stop(mut self) {
         self.handle.stop(true).await;
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
+        self.finish().await;
+    }
+
+    /// Waits until the server stops by itself (a signal), then writes pending usage counts.
+    pub async fn wait(mut self) -> std::io::Result<()> {
+        let result = (&mut self.task)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        self.finish().await;
+        result
+    }
+
+    async fn finish(self) {
+        self.maintenance.abort();
+        if let Err(err) = self.state.usage.flush(&self.state.pool).await {
+            tracing::warn!(code = err.code(), "usage counts not written at shutdown");
+        }
     }
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState) {
+/// Background upkeep: usage counts to the database, idle rate-limit state dropped.
+fn spawn_maintenance(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(state.config.usage_flush_ms.max(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_shrink = Instant::now();
+        loop {
+            tick.tick().await;
+            if let Err(err) = state.usage.flush(&state.pool).await {
+                tracing::warn!(code = err.code(), "usage counts not written; will retry");
+            }
+            if last_shrink.elapsed() > Duration::from_secs(60) {
+                state.rate_limits.shrink();
+                last_shrink = Instant::now();
+            }
+        }
+    })
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState, schema: &HubSchema) {
     cfg.app_data(web::Data::new(state.clone()))
-        .app_data(web::PayloadConfig::new(state.config.max_body_bytes))
+        .app_data(web::Data::new(schema.clone()))
         .service(
             web::resource("/graphql")
                 .route(web::post().to(graphql_post))
@@ -167,10 +235,12 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
         n => n,
     };
     let shutdown = state.config.shutdown_timeout_secs;
+    let schema = build_schema(state.clone());
+    let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
             .wrap(from_fn(log_request))
-            .configure(|cfg| routes(cfg, &state))
+            .configure(|cfg| routes(cfg, &app_state, &schema))
     })
     .workers(workers)
     .shutdown_timeout(shutdown)
@@ -183,5 +253,12 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
     let server = server.run();
     let handle = server.handle();
     let task = tokio::spawn(server);
-    Ok(RunningServer { addr, handle, task })
+    let maintenance = spawn_maintenance(state.clone());
+    Ok(RunningServer {
+        addr,
+        handle,
+        task,
+        state,
+        maintenance,
+    })
 }

@@ -2,6 +2,7 @@
 //! environment variables (`HUB_*`, plus the conventional `DATABASE_URL`). Validated once at
 //! start; anything wrong stops the process with a message naming the setting.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -36,6 +37,61 @@ pub struct Config {
     pub log_format: String,
     /// Seconds to let in-flight requests finish on shutdown.
     pub shutdown_timeout_secs: u64,
+
+    /// JWT: HS256 shared secret (at least 32 bytes).
+    pub jwt_hs256_secret: Option<String>,
+    /// JWT: PEM file with an RSA (RS256) or EC P-256 (ES256) public key.
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// JWT: JWKS URL (RS256/ES256 keys by `kid`), cached and refreshed.
+    pub jwt_jwks_url: Option<String>,
+    /// JWT: required `iss`.
+    pub jwt_issuer: Option<String>,
+    /// JWT: required `aud`.
+    pub jwt_audience: Option<String>,
+    /// JWT: the claim naming the caller's team (a team id).
+    pub jwt_team_claim: String,
+    /// JWT: the claim listing the caller's roles.
+    pub jwt_roles_claim: String,
+    /// JWT: clock leeway for `exp`/`nbf`, in seconds.
+    pub jwt_leeway_secs: u64,
+    /// JWKS: refresh period, in seconds.
+    pub jwt_jwks_refresh_secs: u64,
+    /// JWKS: at most one refetch per this many seconds when a token names an unknown `kid`.
+    pub jwt_jwks_min_refetch_secs: u64,
+    /// Role name → scopes granted to JWT callers with that role.
+    pub jwt_roles: BTreeMap<String, Vec<String>>,
+
+    /// How long a verified API key or token is trusted before it is checked again, in seconds.
+    /// Revocations on this replica take effect at once; other replicas see them within this.
+    pub credential_cache_secs: u64,
+    /// Default grace period of a rolled key's old secret, in seconds.
+    pub api_key_roll_grace_secs: u64,
+    /// How often usage counts are written to the database, in milliseconds.
+    pub usage_flush_ms: u64,
+
+    /// Default quota of an API key (`requests/period[,burst=n]`).
+    pub rate_limit_api_key: String,
+    /// Quota of each JWT subject.
+    pub rate_limit_user: String,
+    /// Quota of each client IP for requests without credentials.
+    pub rate_limit_anonymous: String,
+
+    /// Largest query depth.
+    pub max_depth: usize,
+    /// Largest query complexity (each field counts 1).
+    pub max_complexity: usize,
+    /// Most aliases in one document.
+    pub max_aliases: usize,
+    /// Most field selections in one document (fragments expanded, introspection aside).
+    pub max_fields: usize,
+    /// Most directives on one field.
+    pub max_directives: usize,
+    /// Most operations in one batch request.
+    pub max_batch: usize,
+    /// Answer introspection queries (turn off in production).
+    pub introspection: bool,
+    /// Suggest field names in validation errors (turn off in production).
+    pub field_suggestions: bool,
 }
 
 impl Default for Config {
@@ -51,8 +107,54 @@ impl Default for Config {
             graphiql: true,
             log_format: "text".into(),
             shutdown_timeout_secs: 30,
+            jwt_hs256_secret: None,
+            jwt_public_key_file: None,
+            jwt_jwks_url: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_team_claim: "team_id".into(),
+            jwt_roles_claim: "roles".into(),
+            jwt_leeway_secs: 30,
+            jwt_jwks_refresh_secs: 300,
+            jwt_jwks_min_refetch_secs: 30,
+            jwt_roles: default_roles(),
+            credential_cache_secs: 30,
+            api_key_roll_grace_secs: 86_400,
+            usage_flush_ms: 5_000,
+            rate_limit_api_key: "600/1m,burst=100".into(),
+            rate_limit_user: "600/1m,burst=100".into(),
+            rate_limit_anonymous: "60/1m,burst=20".into(),
+            max_depth: 12,
+            max_complexity: 1_000,
+            max_aliases: 15,
+            max_fields: 250,
+            max_directives: 10,
+            max_batch: 10,
+            introspection: true,
+            field_suggestions: true,
         }
     }
+}
+
+/// `admin` → everything; `viewer` → every read scope (and live logs).
+fn default_roles() -> BTreeMap<String, Vec<String>> {
+    let read = [
+        "integrations:read",
+        "logs:read",
+        "logs:subscribe",
+        "api_keys:read",
+        "sync:read",
+        "webhooks:read",
+        "templates:read",
+        "audit:read",
+    ];
+    BTreeMap::from([
+        ("admin".to_string(), vec!["admin".to_string()]),
+        (
+            "viewer".to_string(),
+            read.iter().map(|s| s.to_string()).collect(),
+        ),
+    ])
 }
 
 impl Config {
@@ -95,11 +197,42 @@ impl Config {
                 self.log_format
             ));
         }
+        for (name, spec) in [
+            ("HUB_RATE_LIMIT_API_KEY", &self.rate_limit_api_key),
+            ("HUB_RATE_LIMIT_USER", &self.rate_limit_user),
+            ("HUB_RATE_LIMIT_ANONYMOUS", &self.rate_limit_anonymous),
+        ] {
+            crate::ratelimit::RateSpec::parse(spec).map_err(|err| format!("{name}: {err}"))?;
+        }
+        for (role, scopes) in &self.jwt_roles {
+            crate::auth::ScopeSet::parse(scopes).map_err(|unknown| {
+                format!("jwt_roles.{role}: unknown scopes {}", unknown.join(", "))
+            })?;
+        }
+        if self.jwt_enabled() {
+            if self.jwt_issuer.is_none() || self.jwt_audience.is_none() {
+                return Err("JWT verification needs HUB_JWT_ISSUER and HUB_JWT_AUDIENCE (RFC 8725: check iss and aud)".into());
+            }
+            if self.jwt_hs256_secret.as_ref().is_some_and(|s| s.len() < 32) {
+                return Err("HUB_JWT_HS256_SECRET must be at least 32 bytes".into());
+            }
+        }
+        if self.max_batch == 0 || self.max_depth == 0 || self.max_complexity == 0 {
+            return Err(
+                "HUB_MAX_BATCH, HUB_MAX_DEPTH and HUB_MAX_COMPLEXITY must be at least 1".into(),
+            );
+        }
         if let Some(keys) = &self.encryption_keys {
             crate::crypto::Keyring::parse(keys)
                 .map_err(|err| format!("HUB_ENCRYPTION_KEYS: {err}"))?;
         }
         Ok(())
+    }
+
+    pub fn jwt_enabled(&self) -> bool {
+        self.jwt_hs256_secret.is_some()
+            || self.jwt_public_key_file.is_some()
+            || self.jwt_jwks_url.is_some()
     }
 
     pub fn database(&self) -> DatabaseUrl {

@@ -27,6 +27,10 @@ pub enum AppError {
         problems: Vec<FieldProblem>,
     },
     Conflict(String),
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    QueryTooComplex(String),
     /// The database (or another dependency we need) cannot be reached right now.
     Unavailable(String),
     Internal {
@@ -66,6 +70,8 @@ impl AppError {
             Self::Validation { .. } => "VALIDATION_FAILED",
             Self::InvalidConfiguration { .. } => "INVALID_CONFIGURATION",
             Self::Conflict(_) => "CONFLICT",
+            Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::QueryTooComplex(_) => "QUERY_TOO_COMPLEX",
             Self::Unavailable(_) | Self::Internal { .. } => "INTERNAL",
         }
     }
@@ -77,8 +83,12 @@ impl AppError {
             | Self::Forbidden(m)
             | Self::NotFound(m)
             | Self::Conflict(m)
+            | Self::QueryTooComplex(m)
             | Self::Validation { message: m, .. }
             | Self::InvalidConfiguration { message: m, .. } => m.clone(),
+            Self::RateLimited { retry_after_secs } => {
+                format!("rate limit exceeded; retry after {retry_after_secs} s")
+            }
             Self::Unavailable(_) => "service temporarily unavailable".into(),
             Self::Internal { .. } => "internal error".into(),
         }
@@ -90,7 +100,10 @@ impl AppError {
             Self::Unauthenticated(_) => 401,
             Self::Forbidden(_) => 403,
             Self::NotFound(_) => 404,
-            Self::Validation { .. } | Self::InvalidConfiguration { .. } => 400,
+            Self::Validation { .. }
+            | Self::InvalidConfiguration { .. }
+            | Self::QueryTooComplex(_) => 400,
+            Self::RateLimited { .. } => 429,
             Self::Conflict(_) => 409,
             Self::Unavailable(_) => 503,
             Self::Internal { .. } => 500,
@@ -138,12 +151,14 @@ impl AppError {
         })
     }
 
-    /// A GraphQL-shaped response body for errors raised before execution (auth, body parse).
+    /// A GraphQL-shaped response body for errors raised before execution (auth, limits).
     pub fn into_response_body(self) -> serde_json::Value {
         self.log();
-        serde_json::json!({
-            "errors": [{ "message": self.message(), "extensions": { "code": self.code() } }]
-        })
+        let mut extensions = serde_json::json!({ "code": self.code() });
+        if let Self::RateLimited { retry_after_secs } = &self {
+            extensions["retryAfter"] = (*retry_after_secs).into();
+        }
+        serde_json::json!({ "errors": [{ "message": self.message(), "extensions": extensions }] })
     }
 }
 
@@ -198,6 +213,16 @@ mod tests {
                 "INVALID_CONFIGURATION",
             ),
             (AppError::Conflict(String::new()), "CONFLICT"),
+            (
+                AppError::RateLimited {
+                    retry_after_secs: 1,
+                },
+                "RATE_LIMITED",
+            ),
+            (
+                AppError::QueryTooComplex(String::new()),
+                "QUERY_TOO_COMPLEX",
+            ),
             (AppError::Unavailable(String::new()), "INTERNAL"),
             (AppError::internal(anyhow::anyhow!("x")), "INTERNAL"),
         ];

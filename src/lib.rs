@@ -2,14 +2,15 @@
 
 pub mod api_keys;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod graphql;
-pub mod graphql_http;
 pub mod integrations;
 pub mod projects;
 pub mod providers;
+pub mod ratelimit;
 pub mod teams;

@@ -200,11 +200,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let (row, key) = integration_hub::api_keys::service::create_api_key(
                 &mut conn,
                 integration_hub::api_keys::service::NewApiKey {
-                    team_id: team.id,
-                    name,
-                    scopes,
                     expires_at,
-                    created_by: Some("cli".into()),
+                    ..integration_hub::api_keys::service::NewApiKey::new(
+                        team.id, &name, scopes, "cli",
+                    )
                 },
             )
             .await
@@ -267,7 +266,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         server.addr
     );
     tracing::info!(addr = %server.addr, "serving");
-    server.task.await??;
+    server.wait().await?;
     tracing::info!("stopped");
     Ok(())
 }

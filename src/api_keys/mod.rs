@@ -5,3 +5,4 @@ pub mod graphql;
 pub mod model;
 pub mod service;
 pub mod store;
+pub mod usage;

@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::model::ApiKeyRow;
+use super::model::{ApiKeyChanges, ApiKeyRow};
 use crate::db::DbConn;
 use crate::db::schema::api_keys;
 use crate::error::AppResult;
@@ -64,4 +64,47 @@ pub async fn revoke(
     .execute(c)
     .await)?;
     find(conn, team_id, id).await
+}
+
+pub async fn update(
+    conn: &mut DbConn,
+    team_id: &str,
+    id: &str,
+    changes: &ApiKeyChanges,
+) -> AppResult<Option<ApiKeyRow>> {
+    with_conn!(conn, |c| diesel::update(
+        api_keys::table
+            .filter(api_keys::team_id.eq(team_id))
+            .filter(api_keys::id.eq(id))
+    )
+    .set(changes)
+    .execute(c)
+    .await)?;
+    find(conn, team_id, id).await
+}
+
+/// Adds `count` uses and moves `last_used_at` forward (never back).
+pub async fn add_usage(
+    conn: &mut DbConn,
+    id: &str,
+    count: i64,
+    at: NaiveDateTime,
+) -> AppResult<()> {
+    with_conn!(conn, |c| diesel::update(
+        api_keys::table.filter(api_keys::id.eq(id))
+    )
+    .set(api_keys::usage_count.eq(api_keys::usage_count + count))
+    .execute(c)
+    .await)?;
+    with_conn!(conn, |c| diesel::update(
+        api_keys::table.filter(api_keys::id.eq(id)).filter(
+            api_keys::last_used_at
+                .is_null()
+                .or(api_keys::last_used_at.lt(at))
+        )
+    )
+    .set(api_keys::last_used_at.eq(at))
+    .execute(c)
+    .await)?;
+    Ok(())
 }

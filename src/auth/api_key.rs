@@ -36,6 +36,12 @@ pub fn generate() -> GeneratedKey {
     }
 }
 
+/// A new secret for an existing public id (a rolled key keeps its identity).
+pub fn with_public_id(public_id: &str) -> String {
+    let secret: [u8; 32] = rand::rng().random();
+    format!("{PREFIX}{public_id}_{}", URL_SAFE_NO_PAD.encode(secret))
+}
+
 /// The public id of a well-formed key, or None.
 pub fn public_id(key: &str) -> Option<&str> {
     let rest = key.strip_prefix(PREFIX)?;

@@ -104,6 +104,10 @@ impl ScopeSet {
         other.0.iter().all(|s| self.allows(*s))
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = Scope> + '_ {
+        self.0.iter().copied()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

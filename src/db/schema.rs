@@ -53,6 +53,28 @@ diesel::table! {
         usage_count -> BigInt,
         created_by -> Nullable<Text>,
         created_at -> Timestamp,
+        allowed_project_ids -> Nullable<Text>,
+        allowed_integration_ids -> Nullable<Text>,
+        rate_limit_requests -> Nullable<BigInt>,
+        rate_limit_period_secs -> Nullable<BigInt>,
+        rate_limit_burst -> Nullable<BigInt>,
+        previous_key_hash -> Nullable<Text>,
+        previous_key_expires_at -> Nullable<Timestamp>,
+        updated_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> Text,
+        team_id -> Text,
+        actor -> Text,
+        action -> Text,
+        target_type -> Nullable<Text>,
+        target_id -> Nullable<Text>,
+        outcome -> Text,
+        error_code -> Nullable<Text>,
+        created_at -> Timestamp,
     }
 }
 
@@ -60,4 +82,12 @@ diesel::joinable!(projects -> teams (team_id));
 diesel::joinable!(integrations -> projects (project_id));
 diesel::joinable!(api_keys -> teams (team_id));
 
-diesel::allow_tables_to_appear_in_same_query!(teams, projects, integrations, api_keys);
+diesel::joinable!(audit_events -> teams (team_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    teams,
+    projects,
+    integrations,
+    api_keys,
+    audit_events
+);

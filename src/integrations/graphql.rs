@@ -4,9 +4,12 @@ use chrono::{DateTime, Utc};
 use super::model::{IntegrationFilter, IntegrationRow, IntegrationStatus};
 use super::service::{self, IntegrationUpdate, NewIntegration};
 use super::store;
+use crate::audit;
+use crate::auth::Principal;
 use crate::auth::{Scope, ScopeGuard, principal};
-use crate::crypto::Keyring;
-use crate::graphql::{PageInfo, conn, decode_cursor, encode_cursor, page_size};
+use crate::db::DbConn;
+use crate::error::{AppError, AppResult};
+use crate::graphql::{Connection, Edge, conn, decode_cursor, page_size, state};
 use crate::providers::graphql::ProviderNode;
 use crate::providers::{self, ProviderCategory};
 
@@ -69,18 +72,6 @@ impl IntegrationNode {
     }
 }
 
-#[derive(SimpleObject)]
-pub struct IntegrationEdge {
-    pub cursor: String,
-    pub node: IntegrationNode,
-}
-
-#[derive(SimpleObject)]
-pub struct IntegrationConnection {
-    pub edges: Vec<IntegrationEdge>,
-    pub page_info: PageInfo,
-}
-
 #[derive(InputObject, Default)]
 pub struct IntegrationFilterInput {
     pub provider: Option<String>,
@@ -103,6 +94,7 @@ impl IntegrationFilterInput {
             provider_keys,
             status: self.status,
             enabled: self.enabled,
+            only_ids: None,
         }
     }
 }
@@ -135,6 +127,13 @@ pub struct ResealResult {
     pub active_key_id: String,
 }
 
+/// The integration if this caller may reach it; NOT_FOUND otherwise.
+async fn visible(db: &mut DbConn, caller: &Principal, id: &str) -> AppResult<IntegrationRow> {
+    let row = store::get(db, &caller.team_id, id).await?;
+    caller.check_integration(&row.project_id, &row.id)?;
+    Ok(row)
+}
+
 #[derive(Default)]
 pub struct IntegrationQuery;
 
@@ -149,7 +148,7 @@ impl IntegrationQuery {
         filter: Option<IntegrationFilterInput>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<IntegrationConnection> {
+    ) -> async_graphql::Result<Connection<Edge<IntegrationNode>>> {
         let caller = principal(ctx)?;
         let limit = page_size(first)?;
         let after_id = after
@@ -158,8 +157,15 @@ impl IntegrationQuery {
             .transpose()?;
         let mut db = conn(ctx).await?;
         crate::projects::store::get(&mut db, &caller.team_id, &project_id).await?;
-        let filter = filter.unwrap_or_default().resolve();
-        let mut rows = store::list(
+        let mut filter = filter.unwrap_or_default().resolve();
+        if !caller.limits.allows_project(&project_id) {
+            // A key limited to named integrations sees only those.
+            let Some(ids) = &caller.limits.integrations else {
+                return Err(AppError::not_found("project").into());
+            };
+            filter.only_ids = Some(ids.iter().cloned().collect());
+        }
+        let rows = store::list(
             &mut db,
             &caller.team_id,
             &project_id,
@@ -168,22 +174,13 @@ impl IntegrationQuery {
             limit + 1,
         )
         .await?;
-        let has_next_page = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let edges: Vec<IntegrationEdge> = rows
-            .into_iter()
-            .map(|row| IntegrationEdge {
-                cursor: encode_cursor("integration", &row.id),
-                node: IntegrationNode(row),
-            })
-            .collect();
-        Ok(IntegrationConnection {
-            page_info: PageInfo {
-                has_next_page,
-                end_cursor: edges.last().map(|e| e.cursor.clone()),
-            },
-            edges,
-        })
+        Ok(Connection::from_rows(
+            rows,
+            limit,
+            "integration",
+            |r| &r.id,
+            IntegrationNode,
+        ))
     }
 
     #[graphql(guard = "ScopeGuard(Scope::IntegrationsRead)")]
@@ -215,9 +212,10 @@ impl IntegrationMutation {
         if input.credentials.is_some() {
             caller.require(Scope::CredentialsWrite)?;
         }
+        caller.check_project(&input.project_id)?;
         let row = service::register(
             &mut conn(ctx).await?,
-            ctx.data::<Keyring>()?,
+            &state(ctx).keyring,
             &caller.team_id,
             NewIntegration {
                 project_id: input.project_id.0,
@@ -229,6 +227,7 @@ impl IntegrationMutation {
             },
         )
         .await?;
+        audit::target(ctx, "integration", &row.id);
         Ok(IntegrationNode(row))
     }
 
@@ -240,11 +239,14 @@ impl IntegrationMutation {
         input: UpdateIntegrationInput,
     ) -> async_graphql::Result<IntegrationNode> {
         let caller = principal(ctx)?;
+        audit::target(ctx, "integration", &id);
+        let mut db = conn(ctx).await?;
+        visible(&mut db, caller, &id).await?;
         let update = IntegrationUpdate {
             name: input.name,
             config: input.config.map(|c| c.0),
         };
-        let row = service::update(&mut conn(ctx).await?, &caller.team_id, &id, update).await?;
+        let row = service::update(&mut db, &caller.team_id, &id, update).await?;
         Ok(IntegrationNode(row))
     }
 
@@ -256,8 +258,10 @@ impl IntegrationMutation {
         enabled: bool,
     ) -> async_graphql::Result<IntegrationNode> {
         let caller = principal(ctx)?;
-        let row =
-            service::set_enabled(&mut conn(ctx).await?, &caller.team_id, &id, enabled).await?;
+        audit::target(ctx, "integration", &id);
+        let mut db = conn(ctx).await?;
+        visible(&mut db, caller, &id).await?;
+        let row = service::set_enabled(&mut db, &caller.team_id, &id, enabled).await?;
         Ok(IntegrationNode(row))
     }
 
@@ -270,9 +274,12 @@ impl IntegrationMutation {
         credentials: Json<serde_json::Value>,
     ) -> async_graphql::Result<IntegrationNode> {
         let caller = principal(ctx)?;
+        audit::target(ctx, "integration", &id);
+        let mut db = conn(ctx).await?;
+        visible(&mut db, caller, &id).await?;
         let row = service::rotate_credentials(
-            &mut conn(ctx).await?,
-            ctx.data::<Keyring>()?,
+            &mut db,
+            &state(ctx).keyring,
             &caller.team_id,
             &id,
             &credentials.0,
@@ -285,7 +292,10 @@ impl IntegrationMutation {
     #[graphql(guard = "ScopeGuard(Scope::IntegrationsWrite)")]
     async fn delete_integration(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
         let caller = principal(ctx)?;
-        store::delete(&mut conn(ctx).await?, &caller.team_id, &id).await?;
+        audit::target(ctx, "integration", &id);
+        let mut db = conn(ctx).await?;
+        visible(&mut db, caller, &id).await?;
+        store::delete(&mut db, &caller.team_id, &id).await?;
         Ok(id)
     }
 
@@ -294,7 +304,8 @@ impl IntegrationMutation {
     #[graphql(guard = "ScopeGuard(Scope::Admin)")]
     async fn reseal_credentials(&self, ctx: &Context<'_>) -> async_graphql::Result<ResealResult> {
         let caller = principal(ctx)?;
-        let keyring = ctx.data::<Keyring>()?;
+        caller.require_unrestricted()?;
+        let keyring = &state(ctx).keyring;
         let resealed =
             service::reseal_all(&mut conn(ctx).await?, keyring, Some(&caller.team_id)).await?;
         Ok(ResealResult {

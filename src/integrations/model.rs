@@ -77,4 +77,6 @@ pub struct IntegrationFilter {
     pub provider_keys: Option<Vec<String>>,
     pub status: Option<IntegrationStatus>,
     pub enabled: Option<bool>,
+    /// Only these integrations (a key limited to named integrations).
+    pub only_ids: Option<Vec<String>>,
 }

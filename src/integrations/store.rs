@@ -63,6 +63,9 @@ pub async fn list(
         if let Some(enabled) = filter.enabled {
             query = query.filter(integrations::enabled.eq(enabled));
         }
+        if let Some(ids) = &filter.only_ids {
+            query = query.filter(integrations::id.eq_any(ids.clone()));
+        }
         if let Some(after) = after_id {
             query = query.filter(integrations::id.gt(after.to_string()));
         }

@@ -2,6 +2,7 @@ use async_graphql::{Context, ID, InputObject, Object};
 use chrono::{DateTime, Utc};
 
 use super::{ProjectChanges, ProjectRow, store};
+use crate::audit;
 use crate::auth::{Scope, ScopeGuard, principal};
 use crate::db::{new_id, now};
 use crate::error::{AppError, AppResult};
@@ -70,12 +71,17 @@ impl ProjectQuery {
     async fn projects(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ProjectNode>> {
         let caller = principal(ctx)?;
         let rows = store::list(&mut conn(ctx).await?, &caller.team_id).await?;
-        Ok(rows.into_iter().map(ProjectNode).collect())
+        Ok(rows
+            .into_iter()
+            .filter(|p| caller.limits.allows_project(&p.id))
+            .map(ProjectNode)
+            .collect())
     }
 
     #[graphql(guard = "ScopeGuard(Scope::IntegrationsRead)")]
     async fn project(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ProjectNode> {
         let caller = principal(ctx)?;
+        caller.check_project(&id)?;
         Ok(ProjectNode(
             store::get(&mut conn(ctx).await?, &caller.team_id, &id).await?,
         ))
@@ -104,6 +110,7 @@ impl ProjectMutation {
             updated_at: at,
         };
         store::insert(&mut conn(ctx).await?, &row).await?;
+        audit::target(ctx, "project", &row.id);
         Ok(ProjectNode(row))
     }
 
@@ -115,6 +122,8 @@ impl ProjectMutation {
         input: UpdateProjectInput,
     ) -> async_graphql::Result<ProjectNode> {
         let caller = principal(ctx)?;
+        audit::target(ctx, "project", &id);
+        caller.check_project(&id)?;
         let changes = ProjectChanges {
             name: input.name.as_deref().map(check_name).transpose()?,
             description: match input.description {
@@ -133,6 +142,8 @@ impl ProjectMutation {
     #[graphql(guard = "ScopeGuard(Scope::IntegrationsWrite)")]
     async fn delete_project(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
         let caller = principal(ctx)?;
+        audit::target(ctx, "project", &id);
+        caller.check_project(&id)?;
         store::delete(&mut conn(ctx).await?, &caller.team_id, &id).await?;
         Ok(id)
     }

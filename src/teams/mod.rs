@@ -61,13 +61,12 @@ pub async fn create_with_admin_key(conn: &mut DbConn, name: &str) -> AppResult<(
         name: name.to_string(),
         created_at: now(),
     };
-    let (key_row, key) = prepare_api_key(NewApiKey {
-        team_id: team.id.clone(),
-        name: "admin".into(),
-        scopes: [Scope::Admin].into_iter().collect::<ScopeSet>(),
-        expires_at: None,
-        created_by: Some("system".into()),
-    });
+    let (key_row, key) = prepare_api_key(NewApiKey::new(
+        team.id.clone(),
+        "admin",
+        [Scope::Admin].into_iter().collect::<ScopeSet>(),
+        "system",
+    ));
     // One transaction: a team never exists without its first key.
     let inserted = with_conn!(conn, |c| c
         .transaction(async |c| {

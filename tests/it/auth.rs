@@ -52,13 +52,12 @@ async fn missing_invalid_revoked_and_expired_keys(backend: Backend) {
     assert!(answer.message().contains("revoked"));
 
     // An expired key (stored directly: the API refuses to create one in the past).
-    let (mut row, expired_key) = prepare_api_key(NewApiKey {
-        team_id: app.team_id.clone(),
-        name: "old".into(),
-        scopes: [Scope::Admin].into_iter().collect::<ScopeSet>(),
-        expires_at: None,
-        created_by: None,
-    });
+    let (mut row, expired_key) = prepare_api_key(NewApiKey::new(
+        app.team_id.clone(),
+        "old",
+        [Scope::Admin].into_iter().collect::<ScopeSet>(),
+        "test",
+    ));
     row.expires_at = Some((Utc::now() - Duration::minutes(1)).naive_utc());
     integration_hub::api_keys::store::insert(&mut app.state.pool.get().await.unwrap(), &row)
         .await

@@ -3,15 +3,19 @@
 //! `application/json`, and the status codes each calls for. Credentials are checked here,
 //! before any execution.
 
+use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap};
-use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{BatchRequest, BatchResponse, Request};
+use futures_util::StreamExt;
 
+use super::HubSchema;
 use crate::app::AppState;
-use crate::auth::Principal;
+use crate::audit::AuditTargets;
+use crate::auth::{Principal, authenticate};
 use crate::error::AppError;
+use crate::ratelimit::{Decision, Subject};
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const JSON: &str = "application/json";
@@ -101,17 +105,76 @@ fn presented_credential(headers: &HeaderMap) -> Result<Option<String>, AppError>
     Ok(None)
 }
 
-async fn authenticate(
+/// Who the request is, and whether its quota admits it; a refused request is answered here.
+/// Missing and failed credentials count against the client address.
+async fn admit(
     state: &AppState,
-    headers: &HeaderMap,
-) -> Result<Option<Principal>, AppError> {
-    let Some(token) = presented_credential(headers)? else {
-        return Ok(None);
+    req: &HttpRequest,
+    format: Format,
+) -> Result<(Option<Principal>, Decision), HttpResponse> {
+    let client_ip = req.peer_addr().map_or([127, 0, 0, 1].into(), |a| a.ip());
+    let authenticated = match presented_credential(req.headers()) {
+        Ok(Some(token)) => authenticate(state, &token).await.map(Some),
+        Ok(None) => Ok(None),
+        Err(err) => Err(err),
     };
-    let mut conn = state.pool.get().await?;
-    crate::api_keys::service::authenticate(&mut conn, &token)
-        .await
-        .map(Some)
+    let decision = match &authenticated {
+        Ok(Some(principal)) => state.rate_limits.check(&principal.rate_subject()),
+        _ => state.rate_limits.check(&Subject::Anonymous(client_ip)),
+    };
+    if let Some(retry_after_secs) = decision.retry_after_secs {
+        let mut response = error_response(AppError::RateLimited { retry_after_secs }, format);
+        add_rate_limit_headers(&mut response, &decision);
+        if let Ok(value) = header::HeaderValue::from_str(&retry_after_secs.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return Err(response);
+    }
+    match authenticated {
+        Ok(principal) => Ok((principal, decision)),
+        Err(err) => {
+            let mut response = error_response(err, format);
+            add_rate_limit_headers(&mut response, &decision);
+            Err(response)
+        }
+    }
+}
+
+/// IETF `RateLimit-*` headers, on every GraphQL response.
+fn add_rate_limit_headers(response: &mut HttpResponse, decision: &Decision) {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("ratelimit-limit", decision.limit.to_string()),
+        ("ratelimit-remaining", decision.remaining.to_string()),
+        ("ratelimit-reset", decision.reset_secs.to_string()),
+        ("ratelimit-policy", decision.policy.clone()),
+    ] {
+        if let Ok(value) = header::HeaderValue::from_str(&value) {
+            headers.insert(header::HeaderName::from_static(name), value);
+        }
+    }
+}
+
+/// Reads the body up to `limit` bytes; a larger one is refused without reading on.
+async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+    format: Format,
+) -> Result<web::Bytes, HttpResponse> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|_| bad_request("the request body could not be read".into(), format))?;
+        if body.len() + chunk.len() > limit {
+            let err =
+                AppError::QueryTooComplex(format!("the request body is larger than {limit} bytes"));
+            let mut response = error_response(err, format);
+            *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            return Err(response);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// True when the operation the request selects is a mutation (refused over GET).
@@ -132,8 +195,9 @@ fn selects_mutation(request: &Request) -> bool {
 
 pub async fn graphql_post(
     state: web::Data<AppState>,
+    schema: web::Data<HubSchema>,
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> HttpResponse {
     let Some(format) = negotiate(req.headers()) else {
         return HttpResponse::NotAcceptable()
@@ -146,31 +210,46 @@ pub async fn graphql_post(
         .unwrap_or_default()
         .to_ascii_lowercase();
     if !content_type.starts_with(JSON) {
-        return HttpResponse::UnsupportedMediaType()
-            .content_type(format.content_type())
-            .body(
-                AppError::validation("send the request as application/json")
-                    .into_response_body()
-                    .to_string(),
-            );
+        let mut response = bad_request("send the request as application/json".into(), format);
+        *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return response;
     }
-    let principal = match authenticate(&state, req.headers()).await {
-        Ok(p) => p,
-        Err(err) => return error_response(err, format),
+    let (principal, decision) = match admit(&state, &req, format).await {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
     };
-    let batch: BatchRequest = match serde_json::from_slice(&body) {
-        Ok(batch) => batch,
-        Err(err) => {
-            return bad_request(format!("the body is not a GraphQL request: {err}"), format);
-        }
+    let mut response = match read_body(payload, state.config.max_body_bytes, format).await {
+        Ok(body) => match parse_batch(&body, state.config.max_batch) {
+            Ok(batch) => execute(&schema, batch, principal, &decision, format).await,
+            Err(err) => error_response(err, format),
+        },
+        Err(response) => response,
     };
-    if batch.iter().any(|r| r.query.trim().is_empty()) {
-        return bad_request("the request has no `query`".into(), format);
-    }
-    execute(&state, batch, principal, format).await
+    add_rate_limit_headers(&mut response, &decision);
+    response
 }
 
-pub async fn graphql_get(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+/// The request(s) in a POST body, each with a query, at most `max_batch` of them.
+fn parse_batch(body: &[u8], max_batch: usize) -> Result<BatchRequest, AppError> {
+    let batch: BatchRequest = serde_json::from_slice(body)
+        .map_err(|err| AppError::validation(format!("the body is not a GraphQL request: {err}")))?;
+    if batch.iter().any(|r| r.query.trim().is_empty()) {
+        return Err(AppError::validation("the request has no `query`"));
+    }
+    let operations = batch.iter().count();
+    if operations > max_batch {
+        return Err(AppError::QueryTooComplex(format!(
+            "a batch may hold at most {max_batch} operations (got {operations})"
+        )));
+    }
+    Ok(batch)
+}
+
+pub async fn graphql_get(
+    state: web::Data<AppState>,
+    schema: web::Data<HubSchema>,
+    req: HttpRequest,
+) -> HttpResponse {
     let wants_html = req
         .headers()
         .get(header::ACCEPT)
@@ -197,32 +276,44 @@ pub async fn graphql_get(state: web::Data<AppState>, req: HttpRequest) -> HttpRe
         return bad_request("the request has no `query` parameter".into(), format);
     }
     if selects_mutation(&request) {
-        return HttpResponse::MethodNotAllowed()
-            .insert_header((header::ALLOW, Method::POST.as_str()))
-            .content_type(format.content_type())
-            .body(
-                AppError::validation("mutations must be sent with POST")
-                    .into_response_body()
-                    .to_string(),
-            );
+        let mut response = bad_request("mutations must be sent with POST".into(), format);
+        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return response;
     }
-    let principal = match authenticate(&state, req.headers()).await {
-        Ok(p) => p,
-        Err(err) => return error_response(err, format),
+    let (principal, decision) = match admit(&state, &req, format).await {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
     };
-    execute(&state, BatchRequest::Single(request), principal, format).await
+    let mut response = execute(
+        &schema,
+        BatchRequest::Single(request),
+        principal,
+        &decision,
+        format,
+    )
+    .await;
+    add_rate_limit_headers(&mut response, &decision);
+    response
 }
 
 async fn execute(
-    state: &AppState,
+    schema: &HubSchema,
     mut batch: BatchRequest,
     principal: Option<Principal>,
+    decision: &Decision,
     format: Format,
 ) -> HttpResponse {
     if let Some(principal) = principal {
         batch = batch.data(principal);
     }
-    let response = state.schema.execute_batch(batch).await;
+    for request in batch.iter_mut() {
+        request.data.insert(decision.clone());
+        request.data.insert(AuditTargets::default());
+    }
+    let response = schema.execute_batch(batch).await;
     let (status, body, headers) = match response {
         BatchResponse::Single(single) => {
             // A request error (parse, validation, limits) means nothing was executed: the spec

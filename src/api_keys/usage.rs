@@ -1,0 +1,70 @@
+//! Usage counts and last-used times, gathered in memory and written in batches, so a request
+//! costs no database write. Flushed periodically and at shutdown.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::NaiveDateTime;
+
+use super::store;
+use crate::db::{DbPool, now};
+use crate::error::AppResult;
+
+#[derive(Default)]
+pub struct UsageRecorder {
+    pending: Mutex<HashMap<String, (i64, NaiveDateTime)>>,
+}
+
+impl UsageRecorder {
+    pub fn record(&self, key_id: &str) {
+        let at = now();
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = pending.entry(key_id.to_string()).or_insert((0, at));
+        entry.0 += 1;
+        entry.1 = at;
+    }
+
+    /// Writes what was gathered; on failure the counts are put back for the next flush.
+    pub async fn flush(&self, pool: &DbPool) -> AppResult<usize> {
+        let batch: Vec<(String, (i64, NaiveDateTime))> = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.drain().collect()
+        };
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = match pool.get().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                self.restore(batch);
+                return Err(err);
+            }
+        };
+        let mut written = 0;
+        let mut failed = Vec::new();
+        let mut error = None;
+        for (id, (count, at)) in batch {
+            match store::add_usage(&mut conn, &id, count, at).await {
+                Ok(()) => written += 1,
+                Err(err) => {
+                    failed.push((id, (count, at)));
+                    error = Some(err);
+                }
+            }
+        }
+        self.restore(failed);
+        match error {
+            Some(err) => Err(err),
+            None => Ok(written),
+        }
+    }
+
+    fn restore(&self, batch: Vec<(String, (i64, NaiveDateTime))>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, (count, at)) in batch {
+            let entry = pending.entry(id).or_insert((0, at));
+            entry.0 += count;
+            entry.1 = entry.1.max(at);
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Builds the one schema from the domains' parts, plus the pieces resolvers share:
+//! a database connection from context, and opaque cursors for pagination.
+
+pub mod http;
+pub mod limits;
+
+use async_graphql::{Context, EmptySubscription, MergedObject, OutputType, Schema, SimpleObject};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::api_keys::graphql::{ApiKeyMutation, ApiKeyQuery};
+use crate::app::AppState;
+use crate::audit::extension::AuditLog;
+use crate::audit::graphql::{AuditEventNode, AuditQuery};
+use crate::auth::graphql::ViewerQuery;
+use crate::db::DbConn;
+use crate::error::{AppError, AppResult};
+use crate::integrations::graphql::{IntegrationMutation, IntegrationNode, IntegrationQuery};
+use crate::projects::graphql::{ProjectMutation, ProjectQuery};
+use crate::providers::graphql::ProviderQuery;
+use limits::QueryLimits;
+
+#[derive(MergedObject, Default)]
+pub struct Query(
+    ViewerQuery,
+    ProviderQuery,
+    ProjectQuery,
+    IntegrationQuery,
+    ApiKeyQuery,
+    AuditQuery,
+);
+
+#[derive(MergedObject, Default)]
+pub struct Mutation(ProjectMutation, IntegrationMutation, ApiKeyMutation);
+
+pub type HubSchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// The schema over the application state: limits, audit log and production switches from
+/// its configuration.
+pub fn build_schema(state: AppState) -> HubSchema {
+    let config = &state.config;
+    let mut builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+        .extension(QueryLimits {
+            max_depth: config.max_depth,
+            max_complexity: config.max_complexity,
+            max_aliases: config.max_aliases,
+            max_fields: config.max_fields,
+            max_directives: config.max_directives,
+        })
+        .extension(AuditLog)
+        .limit_recursive_depth(64);
+    if !config.introspection {
+        builder = builder.disable_introspection();
+    }
+    if !config.field_suggestions {
+        builder = builder.disable_suggestions();
+    }
+    builder.data(state).finish()
+}
+
+/// The SDL as committed in schema.graphql.
+pub fn sdl() -> String {
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+        .finish()
+        .sdl()
+}
+
+/// The application state in schema data.
+pub fn state<'a>(ctx: &'a Context<'_>) -> &'a AppState {
+    ctx.data_unchecked::<AppState>()
+}
+
+/// A connection from the pool.
+pub async fn conn(ctx: &Context<'_>) -> AppResult<DbConn> {
+    state(ctx).pool.get().await
+}
+
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    /// Pass as `after` to get the next page.
+    pub end_cursor: Option<String>,
+}
+
+pub type IntegrationEdge = Edge<IntegrationNode>;
+pub type AuditEventEdge = Edge<AuditEventNode>;
+
+#[derive(SimpleObject)]
+#[graphql(concrete(name = "IntegrationEdge", params(IntegrationNode)))]
+#[graphql(concrete(name = "AuditEventEdge", params(AuditEventNode)))]
+pub struct Edge<T: OutputType> {
+    pub cursor: String,
+    pub node: T,
+}
+
+/// A page of a list in id order (ids are time-ordered UUIDv7).
+#[derive(SimpleObject)]
+#[graphql(concrete(name = "IntegrationConnection", params(IntegrationEdge)))]
+#[graphql(concrete(name = "AuditEventConnection", params(AuditEventEdge)))]
+pub struct Connection<E: OutputType> {
+    pub edges: Vec<E>,
+    pub page_info: PageInfo,
+}
+
+impl<T: OutputType> Connection<Edge<T>>
+where
+    Edge<T>: OutputType,
+{
+    /// Builds a page from up to `limit + 1` rows (the extra row only says there is more).
+    pub fn from_rows<R>(
+        mut rows: Vec<R>,
+        limit: i64,
+        kind: &str,
+        id_of: impl Fn(&R) -> &str,
+        node: impl Fn(R) -> T,
+    ) -> Self {
+        let has_next_page = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let edges: Vec<Edge<T>> = rows
+            .into_iter()
+            .map(|row| Edge {
+                cursor: encode_cursor(kind, id_of(&row)),
+                node: node(row),
+            })
+            .collect();
+        Self {
+            page_info: PageInfo {
+                has_next_page,
+                end_cursor: edges.last().map(|e| e.cursor.clone()),
+            },
+            edges,
+        }
+    }
+}
+
+const MAX_PAGE: i32 = 100;
+
+/// `first` checked and defaulted (20; at most 100).
+pub fn page_size(first: Option<i32>) -> AppResult<i64> {
+    match first {
+        None => Ok(20),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n as i64),
+        Some(_) => Err(AppError::validation(format!(
+            "`first` must be between 1 and {MAX_PAGE}"
+        ))),
+    }
+}
+
+pub fn encode_cursor(kind: &str, id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{kind}:{id}"))
+}
+
+pub fn decode_cursor(kind: &str, cursor: &str) -> AppResult<String> {
+    let invalid = || AppError::validation("invalid cursor");
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
+    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
+    text.strip_prefix(kind)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .map(str::to_string)
+        .ok_or_else(invalid)
+}
