@@ -124,7 +124,7 @@ impl Default for Config {
             rate_limit_api_key: "600/1m,burst=100".into(),
             rate_limit_user: "600/1m,burst=100".into(),
             rate_limit_anonymous: "60/1m,burst=20".into(),
-            max_depth: 12,
+            max_depth: 15,
             max_complexity: 1_000,
             max_aliases: 15,
             max_fields: 250,

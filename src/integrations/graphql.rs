@@ -191,7 +191,7 @@ impl IntegrationQuery {
     ) -> async_graphql::Result<IntegrationNode> {
         let caller = principal(ctx)?;
         Ok(IntegrationNode(
-            store::get(&mut conn(ctx).await?, &caller.team_id, &id).await?,
+            visible(&mut conn(ctx).await?, caller, &id).await?,
         ))
     }
 }

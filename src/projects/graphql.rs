@@ -100,6 +100,7 @@ impl ProjectMutation {
         input: CreateProjectInput,
     ) -> async_graphql::Result<ProjectNode> {
         let caller = principal(ctx)?;
+        caller.require_unrestricted()?;
         let at = now();
         let row = ProjectRow {
             id: new_id(),

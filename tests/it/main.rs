@@ -4,13 +4,18 @@
 mod support;
 
 mod api_keys;
+mod audit;
 mod auth;
 mod binary;
 mod http;
 mod integrations;
+mod jwt;
+mod key_lifecycle;
 mod migrations;
 mod projects;
 mod providers;
+mod query_limits;
+mod rate_limits;
 mod schema;
 mod secrets;
 mod tenancy;

@@ -2,6 +2,7 @@
 //! (a temporary SQLite file, or a PostgreSQL database created for the test and dropped after).
 
 pub mod db;
+pub mod receiver;
 
 use std::time::Duration;
 
@@ -45,6 +46,7 @@ pub struct TestApp {
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
+    pub headers: Vec<(String, String)>,
     pub body: Value,
 }
 
@@ -66,6 +68,13 @@ impl Answer {
             .unwrap_or_else(|| panic!("no error code in {}", self.body))
     }
 
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
     pub fn message(&self) -> &str {
         self.body["errors"][0]["message"]
             .as_str()
@@ -81,14 +90,25 @@ pub fn test_config(db: &TestDb) -> Config {
         workers: 1,
         db_pool_size: 5,
         shutdown_timeout_secs: 1,
+        usage_flush_ms: 100,
+        // Generous quotas: the rate-limit tests set their own.
+        rate_limit_api_key: "100000/1m".into(),
+        rate_limit_user: "100000/1m".into(),
+        rate_limit_anonymous: "100000/1m".into(),
         ..Config::default()
     }
 }
 
 impl TestApp {
     pub async fn start(backend: Backend) -> Self {
+        Self::start_configured(backend, |_| {}).await
+    }
+
+    /// Starts with the test configuration changed by `change`.
+    pub async fn start_configured(backend: Backend, change: impl FnOnce(&mut Config)) -> Self {
         let db = TestDb::new(backend).await;
-        let config = test_config(&db);
+        let mut config = test_config(&db);
+        change(&mut config);
         Self::start_with(db, config).await
     }
 
@@ -149,10 +169,19 @@ impl TestApp {
         }
         let response = request.send().await.expect("request reaches the server");
         let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_string()))
+            .collect();
         let text = response.text().await.unwrap();
         let body =
             serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"));
-        Answer { status, body }
+        Answer {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// A second team with its own admin key, made the way the CLI makes one.

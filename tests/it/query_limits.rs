@@ -1,0 +1,174 @@
+//! Cost limits refuse abusive documents before anything runs, with QUERY_TOO_COMPLEX.
+
+use serde_json::json;
+
+use crate::on_both_backends;
+use crate::support::{Backend, TestApp};
+
+on_both_backends!(abusive_documents_are_refused, production_switches);
+
+async fn abusive_documents_are_refused(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let key = app.admin_key.clone();
+    let aliases: String = (0..101).map(|i| format!("a{i}: __typename ")).collect();
+    let duplicated = format!("{{ projects {{ {} }} }}", "id ".repeat(500));
+    let mut deep = String::from("{ __type(name: \"Query\") { ");
+    for _ in 0..20 {
+        deep.push_str("ofType { ");
+    }
+    deep.push_str("name");
+    deep.push_str(&" }".repeat(22));
+    let fragment_bomb = "query { ...A } fragment A on Query { a1: __typename a2: __typename ...B ...B ...B ...B } fragment B on Query { b1: __typename b2: __typename b3: __typename b4: __typename }";
+    let directives = format!("{{ __typename {} }}", "@include(if: true) ".repeat(11));
+    let cases = [
+        ("101 aliases", format!("{{ {aliases} }}")),
+        ("500 duplicated fields", duplicated),
+        ("deep nesting", deep),
+        ("aliases hidden in fragments", fragment_bomb.to_string()),
+        ("11 directives on a field", directives),
+    ];
+    for (what, query) in &cases {
+        let answer = app.gql(&key, query, json!({})).await;
+        assert_eq!(answer.status, 400, "{what}: {}", answer.body);
+        assert_eq!(
+            answer.code(),
+            "QUERY_TOO_COMPLEX",
+            "{what}: {}",
+            answer.body
+        );
+        assert!(answer.body.get("data").is_none());
+    }
+
+    // Circular fragments never run (refused by validation).
+    let circular = app
+        .gql(
+            &key,
+            "query { ...A } fragment A on Query { ...B } fragment B on Query { ...A }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(circular.status, 400);
+    assert!(circular.body.get("data").is_none());
+
+    // No mutation in a refused document ran.
+    let refused = app
+        .gql(
+            &key,
+            &format!(
+                "mutation {{ createProject(input: {{ name: \"x\" }}) {{ {} }} }}",
+                "id ".repeat(300)
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(refused.code(), "QUERY_TOO_COMPLEX");
+    assert_eq!(
+        app.gql(&key, "{ projects { id } }", json!({})).await.data()["projects"],
+        json!([])
+    );
+
+    // A huge batch.
+    let batch: Vec<_> = (0..11)
+        .map(|_| json!({ "query": "{ __typename }" }))
+        .collect();
+    let response = app
+        .client
+        .post(app.graphql_url())
+        .header("authorization", format!("Bearer {key}"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "QUERY_TOO_COMPLEX");
+
+    // A 2 MiB body.
+    let huge = format!(
+        r#"{{"query":"{{ __typename }}","variables":{{"pad":"{}"}}}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let response = app
+        .client
+        .post(app.graphql_url())
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {key}"))
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "QUERY_TOO_COMPLEX");
+
+    // GraphiQL's own introspection query stays within the limits.
+    let introspection = app.gql(&key, INTROSPECTION, json!({})).await;
+    assert!(
+        introspection.data()["__schema"]["types"]
+            .as_array()
+            .unwrap()
+            .len()
+            > 20
+    );
+    app.stop().await;
+}
+
+async fn production_switches(backend: Backend) {
+    let app = TestApp::start_configured(backend, |config| {
+        config.introspection = false;
+        config.field_suggestions = false;
+    })
+    .await;
+    let key = app.admin_key.clone();
+    let introspection = app
+        .gql(&key, "{ __schema { types { name } } }", json!({}))
+        .await;
+    assert!(
+        introspection.body["data"]["__schema"].is_null()
+            || introspection.body.get("errors").is_some(),
+        "introspection is off: {}",
+        introspection.body
+    );
+    let typo = app.gql(&key, "{ projets { id } }", json!({})).await;
+    assert!(
+        !typo.message().contains("projects"),
+        "no suggestion: {}",
+        typo.message()
+    );
+    app.stop().await;
+
+    let app = TestApp::start(backend).await;
+    let typo = app
+        .gql(&app.admin_key, "{ projets { id } }", json!({}))
+        .await;
+    assert!(
+        typo.message().contains("projects"),
+        "suggestions on by default: {}",
+        typo.message()
+    );
+    app.stop().await;
+}
+
+/// The introspection query GraphiQL sends.
+const INTROSPECTION: &str = r#"
+query IntrospectionQuery {
+  __schema {
+    queryType { name } mutationType { name } subscriptionType { name }
+    types { ...FullType }
+    directives { name description locations args { ...InputValue } }
+  }
+}
+fragment FullType on __Type {
+  kind name description
+  fields(includeDeprecated: true) { name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason }
+  inputFields { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type {
+  kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } }
+}
+"#;
