@@ -165,7 +165,7 @@ async fn roll_with_grace_period(backend: Backend) {
     let admin = app.admin_key.clone();
     let (id, old) = app.key_with(&["integrations:read"]).await;
 
-    let rolled = app.gql(&admin, ROLL, json!({ "id": id, "grace": 2 })).await;
+    let rolled = app.gql(&admin, ROLL, json!({ "id": id, "grace": 3 })).await;
     let rolled = rolled.data()["rollApiKey"].clone();
     let new = rolled["key"].as_str().unwrap().to_string();
     assert_ne!(new, old);
@@ -178,7 +178,7 @@ async fn roll_with_grace_period(backend: Backend) {
     app.gql(&old, "{ projects { id } }", json!({})).await.data();
     app.gql(&new, "{ projects { id } }", json!({})).await.data();
     // ...then only the new one.
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    tokio::time::sleep(Duration::from_millis(3200)).await;
     let answer = app.gql(&old, "{ projects { id } }", json!({})).await;
     assert_eq!((answer.status, answer.code()), (401, "UNAUTHENTICATED"));
     app.gql(&new, "{ projects { id } }", json!({})).await.data();

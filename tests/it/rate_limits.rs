@@ -19,7 +19,7 @@ async fn per_key_quota(backend: Backend) {
     let created = app
         .gql(
             &admin,
-            "mutation { createApiKey(input: { name: \"tight\", scopes: [\"integrations:read\"], rateLimit: { requests: 3, periodSeconds: 1 } }) { key } }",
+            "mutation { createApiKey(input: { name: \"tight\", scopes: [\"integrations:read\"], rateLimit: { requests: 3, periodSeconds: 3600 } }) { key } }",
             json!({}),
         )
         .await;
@@ -33,7 +33,7 @@ async fn per_key_quota(backend: Backend) {
     first.data();
     assert_eq!(first.header("ratelimit-limit"), Some("3"));
     assert_eq!(first.header("ratelimit-remaining"), Some("2"));
-    assert_eq!(first.header("ratelimit-policy"), Some("3;w=1;burst=3"));
+    assert_eq!(first.header("ratelimit-policy"), Some("3;w=3600;burst=3"));
     assert!(first.header("ratelimit-reset").is_some());
     app.gql(&tight, "{ projects { id } }", json!({}))
         .await
@@ -72,9 +72,28 @@ async fn per_key_quota(backend: Backend) {
             .data();
     }
 
-    // The quota refills (one request per third of a second).
+    // A quota refills: two a second, so after a second without requests one more is admitted.
+    let created = app
+        .gql(
+            &admin,
+            "mutation { createApiKey(input: { name: \"refill\", scopes: [\"integrations:read\"], rateLimit: { requests: 2, periodSeconds: 1 } }) { key } }",
+            json!({}),
+        )
+        .await;
+    let refill = created.data()["createApiKey"]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut refused = false;
+    for _ in 0..20 {
+        if app.gql(&refill, "{ __typename }", json!({})).await.status == 429 {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the quota runs out");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    app.gql(&tight, "{ projects { id } }", json!({}))
+    app.gql(&refill, "{ projects { id } }", json!({}))
         .await
         .data();
 
