@@ -13,6 +13,8 @@ use crate::api_keys::usage::UsageRecorder;
 use crate::auth::cache::CredentialCache;
 use crate::auth::jwt::JwtVerifier;
 use crate::config::Config;
+use crate::events::EventBus;
+use crate::http::Outbound;
 use crate::crypto::Keyring;
 use crate::db::DbPool;
 use crate::graphql::http::{graphql_get, graphql_post};
@@ -29,8 +31,11 @@ pub struct AppState {
     pub usage: Arc<UsageRecorder>,
     pub rate_limits: Arc<RateLimits>,
     pub jwt: Option<Arc<JwtVerifier>>,
-    /// The one outbound HTTP client.
+    /// A plain client for the hub's own fetches (JWKS), from operator-set URLs.
     pub http: reqwest::Client,
+    /// The one client for calls made for integrations (SSRF guard, retries, breaker...).
+    pub outbound: Arc<Outbound>,
+    pub events: EventBus,
 }
 
 /// What the first start of an empty database created: its team and admin key (shown once).
@@ -91,6 +96,8 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             rate_limits: Arc::new(rate_limits),
             jwt: jwt.map(Arc::new),
             http,
+            outbound: Arc::new(Outbound::from_config(&config)?),
+            events: EventBus::new(config.event_buffer),
             config,
             pool,
             keyring,
@@ -125,6 +132,7 @@ pub struct RunningServer {
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
     state: AppState,
     maintenance: tokio::task::JoinHandle<()>,
+    monitor: tokio::task::JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -147,6 +155,7 @@ impl RunningServer {
 
     async fn finish(self) {
         self.maintenance.abort();
+        self.monitor.abort();
         if let Err(err) = self.state.usage.flush(&self.state.pool).await {
             tracing::warn!(code = err.code(), "usage counts not written at shutdown");
         }
@@ -178,6 +187,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState, schema: &HubSchema
         .app_data(web::Data::new(schema.clone()))
         .service(
             web::resource("/graphql")
+                .route(web::get().guard(guard::fn_guard(is_websocket)).to(graphql_ws))
                 .route(web::post().to(graphql_post))
                 .route(web::get().to(graphql_get))
                 .route(
@@ -199,6 +209,28 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState, schema: &HubSchema
             web::get().to(|| async { HttpResponse::Ok().body("ok") }),
         )
         .route("/readyz", web::get().to(readyz));
+}
+
+fn is_websocket(ctx: &guard::GuardContext<'_>) -> bool {
+    ctx.head()
+        .headers()
+        .get("upgrade")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// GraphQL subscriptions over WebSocket (`graphql-transport-ws` and the legacy `graphql-ws`),
+/// authenticated by the `connection_init` payload.
+async fn graphql_ws(
+    state: web::Data<AppState>,
+    schema: web::Data<HubSchema>,
+    req: actix_web::HttpRequest,
+    payload: web::Payload,
+) -> actix_web::Result<HttpResponse> {
+    let state = state.get_ref().clone();
+    async_graphql_actix_web::GraphQLSubscription::new(HubSchema::clone(&schema))
+        .on_connection_init(move |value| async move { crate::live::connection_init(&state, value).await })
+        .keepalive_timeout(Duration::from_secs(60))
+        .start(&req, payload)
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
@@ -254,11 +286,13 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
     let handle = server.handle();
     let task = tokio::spawn(server);
     let maintenance = spawn_maintenance(state.clone());
+    let monitor = crate::health::monitor::spawn(state.clone());
     Ok(RunningServer {
         addr,
         handle,
         task,
         state,
         maintenance,
+        monitor,
     })
 }

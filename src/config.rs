@@ -92,6 +92,47 @@ pub struct Config {
     pub introspection: bool,
     /// Suggest field names in validation errors (turn off in production).
     pub field_suggestions: bool,
+
+    /// Outbound: connect timeout, in milliseconds.
+    pub outbound_connect_timeout_ms: u64,
+    /// Outbound: total timeout of one attempt, in milliseconds.
+    pub outbound_timeout_ms: u64,
+    /// Outbound: retries of idempotent calls on timeouts, 429, 502, 503, 504.
+    pub outbound_max_retries: u32,
+    /// Outbound: first backoff delay, in milliseconds (doubles, with jitter).
+    pub outbound_retry_base_ms: u64,
+    /// Outbound: longest backoff delay, in milliseconds.
+    pub outbound_retry_max_ms: u64,
+    /// Outbound: the longest `Retry-After` honoured, in seconds.
+    pub outbound_max_retry_after_secs: u64,
+    /// Outbound: largest response body read, in bytes.
+    pub outbound_max_response_bytes: usize,
+    /// Outbound: comma-separated CIDRs the SSRF guard lets through (e.g. `10.0.0.0/8`).
+    pub outbound_allow: String,
+    /// Outbound: quota per integration (`requests/period[,burst=n]`); calls wait for it.
+    pub outbound_rate_limit: String,
+    /// Consecutive failures that open an integration's circuit.
+    pub breaker_threshold: u32,
+    /// Seconds an open circuit waits before a trial call.
+    pub breaker_cooldown_secs: u64,
+    /// Most calls in one `batchExecute`.
+    pub batch_max_calls: usize,
+    /// Calls of one batch in flight at once.
+    pub batch_concurrency: usize,
+    /// Request logs older than this many days are pruned.
+    pub log_retention_days: u64,
+    /// At most this many request logs are kept per integration.
+    pub log_retention_per_integration: i64,
+    /// Seconds between health checks of each enabled integration (0: no monitor).
+    pub health_interval_secs: u64,
+    /// Window for uptime and error rate, in seconds.
+    pub health_window_secs: u64,
+    /// Health checks in flight at once.
+    pub health_concurrency: usize,
+    /// Events buffered per subscriber before it is told it missed some.
+    pub event_buffer: usize,
+    /// Open subscriptions per WebSocket connection.
+    pub max_subscriptions_per_connection: usize,
 }
 
 impl Default for Config {
@@ -132,6 +173,26 @@ impl Default for Config {
             max_batch: 10,
             introspection: true,
             field_suggestions: true,
+            outbound_connect_timeout_ms: 5_000,
+            outbound_timeout_ms: 30_000,
+            outbound_max_retries: 3,
+            outbound_retry_base_ms: 200,
+            outbound_retry_max_ms: 5_000,
+            outbound_max_retry_after_secs: 30,
+            outbound_max_response_bytes: 5 * 1024 * 1024,
+            outbound_allow: String::new(),
+            outbound_rate_limit: "20/1s,burst=40".into(),
+            breaker_threshold: 5,
+            breaker_cooldown_secs: 30,
+            batch_max_calls: 20,
+            batch_concurrency: 4,
+            log_retention_days: 7,
+            log_retention_per_integration: 10_000,
+            health_interval_secs: 300,
+            health_window_secs: 3_600,
+            health_concurrency: 4,
+            event_buffer: 1_024,
+            max_subscriptions_per_connection: 20,
         }
     }
 }
@@ -222,11 +283,34 @@ impl Config {
                 "HUB_MAX_BATCH, HUB_MAX_DEPTH and HUB_MAX_COMPLEXITY must be at least 1".into(),
             );
         }
+        self.outbound_allow_list().map_err(|err| format!("HUB_OUTBOUND_ALLOW: {err}"))?;
+        crate::ratelimit::RateSpec::parse(&self.outbound_rate_limit)
+            .map_err(|err| format!("HUB_OUTBOUND_RATE_LIMIT: {err}"))?;
+        if self.batch_max_calls == 0 || self.batch_concurrency == 0 || self.health_concurrency == 0 {
+            return Err("HUB_BATCH_MAX_CALLS, HUB_BATCH_CONCURRENCY and HUB_HEALTH_CONCURRENCY must be at least 1".into());
+        }
+        if self.outbound_timeout_ms == 0 || self.outbound_connect_timeout_ms == 0 {
+            return Err("outbound timeouts must be positive".into());
+        }
         if let Some(keys) = &self.encryption_keys {
             crate::crypto::Keyring::parse(keys)
                 .map_err(|err| format!("HUB_ENCRYPTION_KEYS: {err}"))?;
         }
         Ok(())
+    }
+
+    /// The SSRF guard's allow-list.
+    pub fn outbound_allow_list(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.outbound_allow
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("`{s}` is not an address or CIDR"))
+            })
+            .collect()
     }
 
     pub fn jwt_enabled(&self) -> bool {

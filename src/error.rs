@@ -31,6 +31,11 @@ pub enum AppError {
         retry_after_secs: u64,
     },
     QueryTooComplex(String),
+    UpstreamTimeout(String),
+    UpstreamError(String),
+    /// The SSRF guard refused the destination.
+    UpstreamBlocked(String),
+    IntegrationDisabled(String),
     /// The database (or another dependency we need) cannot be reached right now.
     Unavailable(String),
     Internal {
@@ -72,6 +77,10 @@ impl AppError {
             Self::Conflict(_) => "CONFLICT",
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::QueryTooComplex(_) => "QUERY_TOO_COMPLEX",
+            Self::UpstreamTimeout(_) => "UPSTREAM_TIMEOUT",
+            Self::UpstreamError(_) => "UPSTREAM_ERROR",
+            Self::UpstreamBlocked(_) => "UPSTREAM_BLOCKED",
+            Self::IntegrationDisabled(_) => "INTEGRATION_DISABLED",
             Self::Unavailable(_) | Self::Internal { .. } => "INTERNAL",
         }
     }
@@ -84,6 +93,10 @@ impl AppError {
             | Self::NotFound(m)
             | Self::Conflict(m)
             | Self::QueryTooComplex(m)
+            | Self::UpstreamTimeout(m)
+            | Self::UpstreamError(m)
+            | Self::UpstreamBlocked(m)
+            | Self::IntegrationDisabled(m)
             | Self::Validation { message: m, .. }
             | Self::InvalidConfiguration { message: m, .. } => m.clone(),
             Self::RateLimited { retry_after_secs } => {
@@ -104,6 +117,9 @@ impl AppError {
             | Self::InvalidConfiguration { .. }
             | Self::QueryTooComplex(_) => 400,
             Self::RateLimited { .. } => 429,
+            Self::UpstreamTimeout(_) => 504,
+            Self::UpstreamError(_) | Self::UpstreamBlocked(_) => 502,
+            Self::IntegrationDisabled(_) => 409,
             Self::Conflict(_) => 409,
             Self::Unavailable(_) => 503,
             Self::Internal { .. } => 500,

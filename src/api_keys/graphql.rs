@@ -10,6 +10,7 @@ use super::store;
 use crate::audit;
 use crate::auth::{Principal, ResourceLimits, Scope, ScopeGuard, ScopeSet, api_key, principal};
 use crate::db::now;
+use crate::events::{Event, EventKind};
 use crate::error::{AppError, AppResult, FieldProblem};
 use crate::graphql::{conn, state};
 use crate::ratelimit::RateSpec;
@@ -385,6 +386,15 @@ impl ApiKeyMutation {
             .await?
             .ok_or_else(|| AppError::not_found("API key"))?;
         forget(ctx, &id);
+        // Ends the key's open subscriptions.
+        state(ctx).events.publish(Event {
+            kind: EventKind::ApiKeyRevoked,
+            team_id: row.team_id.clone(),
+            project_id: None,
+            subject_id: row.id.clone(),
+            payload: serde_json::json!({ "name": row.name }),
+            at: now(),
+        });
         Ok(ApiKeyNode(row))
     }
 }

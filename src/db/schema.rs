@@ -36,6 +36,9 @@ diesel::table! {
         last_error -> Nullable<Text>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        last_check_at -> Nullable<Timestamp>,
+        last_response_ms -> Nullable<BigInt>,
+        consecutive_failures -> Integer,
     }
 }
 
@@ -82,7 +85,41 @@ diesel::joinable!(projects -> teams (team_id));
 diesel::joinable!(integrations -> projects (project_id));
 diesel::joinable!(api_keys -> teams (team_id));
 
+diesel::table! {
+    request_logs (id) {
+        id -> Text,
+        team_id -> Text,
+        project_id -> Text,
+        integration_id -> Text,
+        level -> Text,
+        method -> Text,
+        path -> Text,
+        status -> Nullable<Integer>,
+        duration_ms -> BigInt,
+        bytes_in -> BigInt,
+        bytes_out -> BigInt,
+        error -> Nullable<Text>,
+        actor -> Text,
+        correlation_id -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    health_checks (id) {
+        id -> Text,
+        integration_id -> Text,
+        ok -> Bool,
+        status -> Nullable<Integer>,
+        duration_ms -> BigInt,
+        error -> Nullable<Text>,
+        checked_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(audit_events -> teams (team_id));
+diesel::joinable!(request_logs -> integrations (integration_id));
+diesel::joinable!(health_checks -> integrations (integration_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     teams,

@@ -4,7 +4,7 @@
 pub mod http;
 pub mod limits;
 
-use async_graphql::{Context, EmptySubscription, MergedObject, OutputType, Schema, SimpleObject};
+use async_graphql::{Context, MergedObject, MergedSubscription, OutputType, Schema, SimpleObject};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -15,7 +15,10 @@ use crate::audit::graphql::{AuditEventNode, AuditQuery};
 use crate::auth::graphql::ViewerQuery;
 use crate::db::DbConn;
 use crate::error::{AppError, AppResult};
-use crate::integrations::graphql::{IntegrationMutation, IntegrationNode, IntegrationQuery};
+use crate::calls::graphql::CallsMutation;
+use crate::health::graphql::{HealthQuery, HealthSubscription};
+use crate::integrations::graphql::{IntegrationMutation, IntegrationNode, IntegrationQuery, IntegrationSubscription};
+use crate::logs::graphql::{LogsQuery, LogsSubscription, RequestLogNode};
 use crate::projects::graphql::{ProjectMutation, ProjectQuery};
 use crate::providers::graphql::ProviderQuery;
 use limits::QueryLimits;
@@ -26,20 +29,25 @@ pub struct Query(
     ProviderQuery,
     ProjectQuery,
     IntegrationQuery,
+    HealthQuery,
+    LogsQuery,
     ApiKeyQuery,
     AuditQuery,
 );
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(ProjectMutation, IntegrationMutation, ApiKeyMutation);
+pub struct Mutation(ProjectMutation, IntegrationMutation, CallsMutation, ApiKeyMutation);
 
-pub type HubSchema = Schema<Query, Mutation, EmptySubscription>;
+#[derive(MergedSubscription, Default)]
+pub struct Subscription(LogsSubscription, HealthSubscription, IntegrationSubscription);
+
+pub type HubSchema = Schema<Query, Mutation, Subscription>;
 
 /// The schema over the application state: limits, audit log and production switches from
 /// its configuration.
 pub fn build_schema(state: AppState) -> HubSchema {
     let config = &state.config;
-    let mut builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+    let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription::default())
         .extension(QueryLimits {
             max_depth: config.max_depth,
             max_complexity: config.max_complexity,
@@ -60,7 +68,7 @@ pub fn build_schema(state: AppState) -> HubSchema {
 
 /// The SDL as committed in schema.graphql.
 pub fn sdl() -> String {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+    Schema::build(Query::default(), Mutation::default(), Subscription::default())
         .finish()
         .sdl()
 }
@@ -84,10 +92,12 @@ pub struct PageInfo {
 
 pub type IntegrationEdge = Edge<IntegrationNode>;
 pub type AuditEventEdge = Edge<AuditEventNode>;
+pub type RequestLogEdge = Edge<RequestLogNode>;
 
 #[derive(SimpleObject)]
 #[graphql(concrete(name = "IntegrationEdge", params(IntegrationNode)))]
 #[graphql(concrete(name = "AuditEventEdge", params(AuditEventNode)))]
+#[graphql(concrete(name = "RequestLogEdge", params(RequestLogNode)))]
 pub struct Edge<T: OutputType> {
     pub cursor: String,
     pub node: T,
@@ -97,6 +107,7 @@ pub struct Edge<T: OutputType> {
 #[derive(SimpleObject)]
 #[graphql(concrete(name = "IntegrationConnection", params(IntegrationEdge)))]
 #[graphql(concrete(name = "AuditEventConnection", params(AuditEventEdge)))]
+#[graphql(concrete(name = "RequestLogConnection", params(RequestLogEdge)))]
 pub struct Connection<E: OutputType> {
     pub edges: Vec<E>,
     pub page_info: PageInfo,

@@ -1,10 +1,15 @@
-use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject};
+use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject, Subscription, Union};
+use futures_util::{Stream, StreamExt};
+use serde_json::json;
 use chrono::{DateTime, Utc};
 
 use super::model::{IntegrationFilter, IntegrationRow, IntegrationStatus};
 use super::service::{self, IntegrationUpdate, NewIntegration};
 use super::store;
 use crate::audit;
+use crate::db::now;
+use crate::events::{Event, EventKind};
+use crate::live::{EventsMissed, Live, take_slot, watch};
 use crate::auth::Principal;
 use crate::auth::{Scope, ScopeGuard, principal};
 use crate::db::DbConn;
@@ -127,6 +132,96 @@ pub struct ResealResult {
     pub active_key_id: String,
 }
 
+/// Publishes an integration change on the bus (no configuration or credentials in it).
+fn publish(ctx: &Context<'_>, kind: EventKind, row: &IntegrationRow) {
+    state(ctx).events.publish(Event {
+        kind,
+        team_id: row.team_id.clone(),
+        project_id: Some(row.project_id.clone()),
+        subject_id: row.id.clone(),
+        payload: json!({
+            "name": row.name,
+            "providerKey": row.provider_key,
+            "enabled": row.enabled,
+            "status": row.status,
+        }),
+        at: now(),
+    });
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum IntegrationEventKind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// An integration was created, changed or deleted.
+#[derive(SimpleObject, Clone)]
+pub struct IntegrationEvent {
+    pub kind: IntegrationEventKind,
+    pub integration_id: ID,
+    pub name: String,
+    pub provider_key: String,
+    pub enabled: bool,
+    pub status: IntegrationStatus,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Union)]
+pub enum IntegrationEventItem {
+    Event(IntegrationEvent),
+    Missed(EventsMissed),
+}
+
+#[derive(Default)]
+pub struct IntegrationSubscription;
+
+#[Subscription]
+impl IntegrationSubscription {
+    /// Integrations created, updated or deleted in the project, live.
+    #[graphql(guard = "ScopeGuard(Scope::LogsSubscribe)")]
+    async fn integration_events(
+        &self,
+        ctx: &Context<'_>,
+        project_id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = IntegrationEventItem> + use<>> {
+        let caller = principal(ctx)?;
+        caller.check_project(&project_id)?;
+        crate::projects::store::get(&mut conn(ctx).await?, &caller.team_id, &project_id).await?;
+        let slot = take_slot(ctx)?;
+        let project = project_id.0;
+        Ok(watch(state(ctx), caller, slot).filter_map(move |item| {
+            let kind = |k: EventKind| match k {
+                EventKind::IntegrationCreated => Some(IntegrationEventKind::Created),
+                EventKind::IntegrationUpdated => Some(IntegrationEventKind::Updated),
+                EventKind::IntegrationDeleted => Some(IntegrationEventKind::Deleted),
+                _ => None,
+            };
+            let out = match item {
+                Live::Missed(count) => Some(IntegrationEventItem::Missed(EventsMissed {
+                    count: count.min(i32::MAX as u64) as i32,
+                })),
+                Live::Event(event) if event.project_id.as_deref() == Some(project.as_str()) => {
+                    kind(event.kind).map(|kind| {
+                        IntegrationEventItem::Event(IntegrationEvent {
+                            kind,
+                            integration_id: ID(event.subject_id.clone()),
+                            name: event.payload["name"].as_str().unwrap_or_default().to_string(),
+                            provider_key: event.payload["providerKey"].as_str().unwrap_or_default().to_string(),
+                            enabled: event.payload["enabled"].as_bool().unwrap_or_default(),
+                            status: IntegrationStatus::parse(event.payload["status"].as_str().unwrap_or_default()),
+                            at: event.at.and_utc(),
+                        })
+                    })
+                }
+                Live::Event(_) => None,
+            };
+            std::future::ready(out)
+        }))
+    }
+}
+
 /// The integration if this caller may reach it; NOT_FOUND otherwise.
 async fn visible(db: &mut DbConn, caller: &Principal, id: &str) -> AppResult<IntegrationRow> {
     let row = store::get(db, &caller.team_id, id).await?;
@@ -228,6 +323,7 @@ impl IntegrationMutation {
         )
         .await?;
         audit::target(ctx, "integration", &row.id);
+        publish(ctx, EventKind::IntegrationCreated, &row);
         Ok(IntegrationNode(row))
     }
 
@@ -247,6 +343,7 @@ impl IntegrationMutation {
             config: input.config.map(|c| c.0),
         };
         let row = service::update(&mut db, &caller.team_id, &id, update).await?;
+        publish(ctx, EventKind::IntegrationUpdated, &row);
         Ok(IntegrationNode(row))
     }
 
@@ -262,6 +359,7 @@ impl IntegrationMutation {
         let mut db = conn(ctx).await?;
         visible(&mut db, caller, &id).await?;
         let row = service::set_enabled(&mut db, &caller.team_id, &id, enabled).await?;
+        publish(ctx, EventKind::IntegrationUpdated, &row);
         Ok(IntegrationNode(row))
     }
 
@@ -285,6 +383,7 @@ impl IntegrationMutation {
             &credentials.0,
         )
         .await?;
+        publish(ctx, EventKind::IntegrationUpdated, &row);
         Ok(IntegrationNode(row))
     }
 
@@ -294,8 +393,9 @@ impl IntegrationMutation {
         let caller = principal(ctx)?;
         audit::target(ctx, "integration", &id);
         let mut db = conn(ctx).await?;
-        visible(&mut db, caller, &id).await?;
+        let row = visible(&mut db, caller, &id).await?;
         store::delete(&mut db, &caller.team_id, &id).await?;
+        publish(ctx, EventKind::IntegrationDeleted, &row);
         Ok(id)
     }
 

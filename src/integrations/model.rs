@@ -25,6 +25,9 @@ pub struct IntegrationRow {
     pub last_error: Option<String>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    pub last_check_at: Option<NaiveDateTime>,
+    pub last_response_ms: Option<i64>,
+    pub consecutive_failures: i32,
 }
 
 #[derive(Debug, Default, AsChangeset)]

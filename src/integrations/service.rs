@@ -96,6 +96,9 @@ pub async fn register(
         last_error: None,
         created_at: at,
         updated_at: at,
+        last_check_at: None,
+        last_response_ms: None,
+        consecutive_failures: 0,
     };
     store::insert(conn, &row).await?;
     Ok(row)

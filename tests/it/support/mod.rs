@@ -95,6 +95,13 @@ pub fn test_config(db: &TestDb) -> Config {
         rate_limit_api_key: "100000/1m".into(),
         rate_limit_user: "100000/1m".into(),
         rate_limit_anonymous: "100000/1m".into(),
+        // Upstreams in tests are local servers; the health monitor runs only where a test
+        // turns it on; retries back off briefly.
+        outbound_allow: "127.0.0.1/32".into(),
+        health_interval_secs: 0,
+        outbound_retry_base_ms: 20,
+        outbound_retry_max_ms: 200,
+        outbound_rate_limit: "1000/1s".into(),
         ..Config::default()
     }
 }

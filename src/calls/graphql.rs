@@ -1,0 +1,237 @@
+use std::collections::BTreeMap;
+
+use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject};
+use futures_util::StreamExt;
+
+use super::service::{self, CallBody, CallInput, CallResult, parse_method};
+use crate::audit;
+use crate::auth::{Principal, Scope, ScopeGuard, principal};
+use crate::error::{AppError, AppResult};
+use crate::graphql::{conn, state};
+use crate::integrations::graphql::IntegrationNode;
+use crate::integrations::model::IntegrationRow;
+
+#[derive(InputObject, Clone)]
+pub struct ExecuteRequestInput {
+    /// GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS.
+    pub method: String,
+    /// Under the integration's base URL, starting with `/`.
+    pub path: String,
+    /// Query parameters: an object of strings, numbers, booleans or lists of them.
+    pub query: Option<Json<serde_json::Value>>,
+    /// Extra request headers (authentication is the hub's).
+    pub headers: Option<Json<serde_json::Value>>,
+    /// A JSON body.
+    pub body: Option<Json<serde_json::Value>>,
+    /// A non-JSON body (sent as text/plain unless `headers` says otherwise).
+    pub body_text: Option<String>,
+}
+
+fn object(value: Option<Json<serde_json::Value>>, what: &str) -> AppResult<Option<serde_json::Map<String, serde_json::Value>>> {
+    match value.map(|v| v.0) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Object(map)) => Ok(Some(map)),
+        Some(_) => Err(AppError::validation(format!("`{what}` must be an object"))),
+    }
+}
+
+impl ExecuteRequestInput {
+    fn into_call(self) -> AppResult<CallInput> {
+        let body = match (self.body, self.body_text) {
+            (Some(_), Some(_)) => return Err(AppError::validation("send either `body` or `bodyText`, not both")),
+            (Some(json), None) => Some(CallBody::Json(json.0)),
+            (None, Some(text)) => Some(CallBody::Text(text)),
+            (None, None) => None,
+        };
+        Ok(CallInput {
+            method: parse_method(&self.method)?,
+            path: self.path,
+            query: object(self.query, "query")?,
+            headers: object(self.headers, "headers")?,
+            body,
+        })
+    }
+}
+
+/// An upstream answer.
+#[derive(SimpleObject)]
+pub struct ExecuteResult {
+    pub status: i32,
+    /// True for a 2xx status.
+    pub ok: bool,
+    /// Response headers (cookies and hop-by-hop headers removed).
+    pub headers: Json<BTreeMap<String, String>>,
+    /// The body, when it is JSON.
+    pub body: Option<Json<serde_json::Value>>,
+    /// The body as text, when it is not JSON.
+    pub body_text: Option<String>,
+    pub duration_ms: i32,
+    /// Attempts made (retries included).
+    pub attempts: i32,
+    /// Sent upstream as `X-Request-Id` and kept in the request log.
+    pub correlation_id: String,
+}
+
+impl From<CallResult> for ExecuteResult {
+    fn from(r: CallResult) -> Self {
+        Self {
+            status: r.status.into(),
+            ok: (200..300).contains(&r.status),
+            headers: Json(r.headers.into_iter().collect()),
+            body: r.json.map(Json),
+            body_text: r.text,
+            duration_ms: r.duration_ms.min(i32::MAX as i64) as i32,
+            attempts: r.attempts as i32,
+            correlation_id: r.correlation_id,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct CallError {
+    pub code: String,
+    pub message: String,
+}
+
+/// One call of a batch: its result or its error.
+#[derive(SimpleObject)]
+pub struct BatchCallResult {
+    /// Position in the request's `calls`.
+    pub index: i32,
+    pub result: Option<ExecuteResult>,
+    pub error: Option<CallError>,
+}
+
+#[derive(SimpleObject)]
+pub struct TestConnectionResult {
+    pub ok: bool,
+    /// The upstream's status code, when it answered.
+    pub status: Option<i32>,
+    pub duration_ms: i32,
+    pub error: Option<String>,
+    /// The integration after the check (status, last error).
+    pub integration: IntegrationNode,
+}
+
+/// The integration if the caller may reach it (team and key limits).
+pub async fn reachable(ctx: &Context<'_>, caller: &Principal, id: &str) -> AppResult<IntegrationRow> {
+    let row = crate::integrations::store::get(&mut conn(ctx).await?, &caller.team_id, id).await?;
+    caller.check_integration(&row.project_id, &row.id)?;
+    Ok(row)
+}
+
+#[derive(Default)]
+pub struct CallsMutation;
+
+#[Object]
+impl CallsMutation {
+    /// Runs the provider's health request now and updates the integration's status.
+    #[graphql(guard = "ScopeGuard(Scope::IntegrationsExecute)")]
+    async fn test_connection(&self, ctx: &Context<'_>, integration_id: ID) -> async_graphql::Result<TestConnectionResult> {
+        let caller = principal(ctx)?;
+        audit::target(ctx, "integration", &integration_id);
+        let integration = reachable(ctx, caller, &integration_id).await?;
+        let (outcome, updated) = crate::health::run_check(state(ctx), &integration, &caller.actor.label()).await?;
+        Ok(TestConnectionResult {
+            ok: outcome.ok,
+            status: outcome.status.map(i32::from),
+            duration_ms: outcome.duration_ms.min(i32::MAX as i64) as i32,
+            error: outcome.error,
+            integration: IntegrationNode(updated),
+        })
+    }
+
+    /// One request through the integration, authenticated the provider's way.
+    #[graphql(guard = "ScopeGuard(Scope::IntegrationsExecute)")]
+    async fn execute_request(
+        &self,
+        ctx: &Context<'_>,
+        integration_id: ID,
+        input: ExecuteRequestInput,
+    ) -> async_graphql::Result<ExecuteResult> {
+        let caller = principal(ctx)?;
+        audit::target(ctx, "integration", &integration_id);
+        let integration = reachable(ctx, caller, &integration_id).await?;
+        let result = service::execute(state(ctx), &integration, &caller.actor.label(), input.into_call()?).await?;
+        Ok(result.into())
+    }
+
+    /// A GraphQL operation against a `graphql` integration.
+    #[graphql(guard = "ScopeGuard(Scope::IntegrationsExecute)")]
+    async fn execute_graphql(
+        &self,
+        ctx: &Context<'_>,
+        integration_id: ID,
+        query: String,
+        variables: Option<Json<serde_json::Value>>,
+        operation_name: Option<String>,
+    ) -> async_graphql::Result<ExecuteResult> {
+        let caller = principal(ctx)?;
+        audit::target(ctx, "integration", &integration_id);
+        let integration = reachable(ctx, caller, &integration_id).await?;
+        let result = service::execute_graphql(
+            state(ctx),
+            &integration,
+            &caller.actor.label(),
+            query,
+            variables.map(|v| v.0),
+            operation_name,
+        )
+        .await?;
+        Ok(result.into())
+    }
+
+    /// Several calls through one integration, run concurrently (a bounded number at once);
+    /// each has its own result or error, and one failing does not fail the rest.
+    #[graphql(guard = "ScopeGuard(Scope::IntegrationsExecute)")]
+    async fn batch_execute(
+        &self,
+        ctx: &Context<'_>,
+        integration_id: ID,
+        calls: Vec<ExecuteRequestInput>,
+    ) -> async_graphql::Result<Vec<BatchCallResult>> {
+        let caller = principal(ctx)?;
+        audit::target(ctx, "integration", &integration_id);
+        let state = state(ctx);
+        if calls.is_empty() || calls.len() > state.config.batch_max_calls {
+            return Err(AppError::validation(format!(
+                "a batch holds 1 to {} calls",
+                state.config.batch_max_calls
+            ))
+            .into());
+        }
+        let integration = reachable(ctx, caller, &integration_id).await?;
+        if !integration.enabled {
+            return Err(AppError::IntegrationDisabled(format!("integration `{}` is disabled", integration.name)).into());
+        }
+        let actor = caller.actor.label();
+        let (integration, actor) = (&integration, &actor);
+        let mut results: Vec<BatchCallResult> = futures_util::stream::iter(calls.into_iter().enumerate())
+            .map(|(index, call)| async move {
+                let outcome = match call.into_call() {
+                    Ok(call) => service::execute(state, integration, actor, call).await,
+                    Err(err) => Err(err),
+                };
+                match outcome {
+                    Ok(result) => BatchCallResult {
+                        index: index as i32,
+                        result: Some(result.into()),
+                        error: None,
+                    },
+                    Err(err) => BatchCallResult {
+                        index: index as i32,
+                        result: None,
+                        error: Some(CallError {
+                            code: err.code().into(),
+                            message: err.message(),
+                        }),
+                    },
+                }
+            })
+            .buffer_unordered(state.config.batch_concurrency)
+            .collect()
+            .await;
+        results.sort_by_key(|r| r.index);
+        Ok(results)
+    }
+}

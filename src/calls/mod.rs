@@ -1,0 +1,6 @@
+//! Calling providers through integrations: `testConnection`, `executeRequest`,
+//! `executeGraphql`, `batchExecute`.
+
+pub mod graphql;
+pub mod service;
+pub mod target;

@@ -1,0 +1,447 @@
+//! Calling a provider through an integration: the request built under its base URL, signed
+//! per its auth scheme, sent through the one outbound client, logged (redacted) and measured.
+//! The same path serves `executeRequest`, `batchExecute`, `testConnection` and the health
+//! monitor.
+
+use std::time::Instant;
+
+use reqwest::Method;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Map, Value, json};
+
+use super::target::{apply_auth, base_url, join, secret_values};
+use crate::app::AppState;
+use crate::error::{AppError, AppResult};
+use crate::http::{OutboundError, OutboundRequest, OutboundResponse};
+use crate::integrations::model::IntegrationRow;
+use crate::logs::{self, CallRecord};
+use crate::providers::{self, AuthScheme, Provider};
+
+/// A call as a client describes it.
+#[derive(Debug, Clone)]
+pub struct CallInput {
+    pub method: Method,
+    pub path: String,
+    pub query: Option<Map<String, Value>>,
+    pub headers: Option<Map<String, Value>>,
+    pub body: Option<CallBody>,
+}
+
+#[derive(Debug, Clone)]
+pub enum CallBody {
+    Json(Value),
+    Text(String),
+}
+
+/// What came back, ready for a client.
+#[derive(Debug, Clone)]
+pub struct CallResult {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub json: Option<Value>,
+    pub text: Option<String>,
+    pub duration_ms: i64,
+    pub attempts: u32,
+    pub correlation_id: String,
+}
+
+/// Request headers a client may not set: the hub owns authentication and framing.
+const FORBIDDEN_HEADERS: [&str; 12] = [
+    "authorization",
+    "cookie",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "private-token",
+    "proxy-authorization",
+    "x-forwarded-for",
+    "x-forwarded-host",
+];
+
+/// Response headers never passed back.
+const HIDDEN_RESPONSE_HEADERS: [&str; 8] = [
+    "set-cookie",
+    "set-cookie2",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "alt-svc",
+];
+
+pub fn parse_method(text: &str) -> AppResult<Method> {
+    match text.to_ascii_uppercase().as_str() {
+        "GET" => Ok(Method::GET),
+        "POST" => Ok(Method::POST),
+        "PUT" => Ok(Method::PUT),
+        "PATCH" => Ok(Method::PATCH),
+        "DELETE" => Ok(Method::DELETE),
+        "HEAD" => Ok(Method::HEAD),
+        "OPTIONS" => Ok(Method::OPTIONS),
+        other => Err(AppError::validation(format!("unsupported method `{other}`"))),
+    }
+}
+
+fn client_headers(headers: Option<&Map<String, Value>>) -> AppResult<HeaderMap> {
+    let mut out = HeaderMap::new();
+    for (name, value) in headers.into_iter().flatten() {
+        let lower = name.to_ascii_lowercase();
+        if FORBIDDEN_HEADERS.contains(&lower.as_str()) || lower.starts_with("proxy-") {
+            return Err(AppError::validation(format!("the header `{name}` is set by the hub")));
+        }
+        let value = value
+            .as_str()
+            .ok_or_else(|| AppError::validation(format!("the header `{name}` must be a string")))?;
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| AppError::validation(format!("`{name}` is not a header name")))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| AppError::validation(format!("the header `{name}` has an invalid value")))?;
+        out.append(name, value);
+    }
+    Ok(out)
+}
+
+/// Everything needed to call one integration.
+struct Prepared<'a> {
+    integration: &'a IntegrationRow,
+    provider: &'static Provider,
+    config: Value,
+    credentials: Value,
+    secrets: Vec<String>,
+}
+
+fn prepare<'a>(state: &AppState, integration: &'a IntegrationRow) -> AppResult<Prepared<'a>> {
+    if !integration.enabled {
+        return Err(AppError::IntegrationDisabled(format!(
+            "integration `{}` is disabled",
+            integration.name
+        )));
+    }
+    let provider = providers::require(&integration.provider_key)?;
+    let config: Value = serde_json::from_str(&integration.config)?;
+    let credentials = crate::integrations::service::open_credentials(&state.keyring, integration)?.unwrap_or(json!({}));
+    let secrets = secret_values(Some(&credentials));
+    Ok(Prepared {
+        integration,
+        provider,
+        config,
+        credentials,
+        secrets,
+    })
+}
+
+/// Sends one request for the integration and writes its log; the outbound error, if any, is
+/// returned after it is logged.
+async fn send_logged(
+    state: &AppState,
+    prepared: &Prepared<'_>,
+    actor: &str,
+    request: OutboundRequest,
+) -> (String, i64, Result<OutboundResponse, OutboundError>) {
+    let correlation_id = uuid::Uuid::new_v4().to_string();
+    let mut request = request;
+    if let Ok(value) = HeaderValue::from_str(&correlation_id) {
+        request.headers.insert(HeaderName::from_static("x-request-id"), value);
+    }
+    let method = request.method.to_string();
+    let path = logs::redact_url(&request.url, &prepared.secrets);
+    let bytes_out = request.body.as_ref().map_or(0, Vec::len) as i64;
+    let started = Instant::now();
+    let outcome = state.outbound.send(&prepared.integration.id, request).await;
+    let duration_ms = started.elapsed().as_millis() as i64;
+    let (status, bytes_in, error) = match &outcome {
+        Ok(response) => (Some(response.status.as_u16()), response.body.len() as i64, None),
+        Err(err) => (None, 0, Some(logs::redact(&err.message(), &prepared.secrets))),
+    };
+    logs::record(
+        state,
+        prepared.integration,
+        CallRecord {
+            method,
+            path,
+            status,
+            duration_ms,
+            bytes_in,
+            bytes_out,
+            error,
+            actor: actor.to_string(),
+            correlation_id: correlation_id.clone(),
+        },
+    )
+    .await;
+    (correlation_id, duration_ms, outcome)
+}
+
+/// ALM: signs in and returns the session cookies for the calls that follow.
+async fn alm_session(state: &AppState, prepared: &Prepared<'_>, actor: &str) -> AppResult<String> {
+    let base = base_url(prepared.provider, &prepared.config)?;
+    let url = join(&base, "/qcbin/authentication-point/alm-authenticate", None)?;
+    let body = format!(
+        "<alm-authentication><user>{}</user><password>{}</password></alm-authentication>",
+        xml_escape(prepared.credentials["username"].as_str().unwrap_or_default()),
+        xml_escape(prepared.credentials["password"].as_str().unwrap_or_default())
+    );
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
+    let request = OutboundRequest {
+        method: Method::POST,
+        url,
+        headers,
+        body: Some(body.into_bytes()),
+    };
+    let (_, _, outcome) = send_logged(state, prepared, actor, request).await;
+    let response = outcome?;
+    if !response.status.is_success() {
+        return Err(AppError::UpstreamError(format!("ALM sign-in failed with status {}", response.status.as_u16())));
+    }
+    let cookies: Vec<String> = response
+        .headers
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .map(str::to_string)
+        .collect();
+    if cookies.is_empty() {
+        return Err(AppError::UpstreamError("ALM sign-in returned no session".into()));
+    }
+    Ok(cookies.join("; "))
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+fn result_of(response: OutboundResponse, duration_ms: i64, correlation_id: String, secrets: &[String]) -> CallResult {
+    let headers = response
+        .headers
+        .iter()
+        .filter(|(name, _)| !HIDDEN_RESPONSE_HEADERS.contains(&name.as_str()))
+        .filter_map(|(name, value)| Some((name.to_string(), logs::redact(value.to_str().ok()?, secrets))))
+        .collect();
+    let is_json = response
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("json"));
+    let json = if is_json { serde_json::from_slice(&response.body).ok() } else { None };
+    let text = json
+        .is_none()
+        .then(|| String::from_utf8_lossy(&response.body).into_owned());
+    CallResult {
+        status: response.status.as_u16(),
+        headers,
+        json,
+        text,
+        duration_ms,
+        attempts: response.attempts,
+        correlation_id,
+    }
+}
+
+/// `executeRequest`: one call through the integration.
+pub async fn execute(state: &AppState, integration: &IntegrationRow, actor: &str, input: CallInput) -> AppResult<CallResult> {
+    let prepared = prepare(state, integration)?;
+    let base = base_url(prepared.provider, &prepared.config)?;
+    let mut url = join(&base, &input.path, input.query.as_ref())?;
+    let mut headers = client_headers(input.headers.as_ref())?;
+    let body = match input.body {
+        Some(CallBody::Json(value)) => {
+            headers
+                .entry(CONTENT_TYPE)
+                .or_insert(HeaderValue::from_static("application/json"));
+            Some(value.to_string().into_bytes())
+        }
+        Some(CallBody::Text(text)) => {
+            headers
+                .entry(CONTENT_TYPE)
+                .or_insert(HeaderValue::from_static("text/plain; charset=utf-8"));
+            Some(text.into_bytes())
+        }
+        None => None,
+    };
+    let session = match prepared.provider.auth_scheme {
+        AuthScheme::Session => Some(alm_session(state, &prepared, actor).await?),
+        _ => None,
+    };
+    apply_auth(prepared.provider, &prepared.config, &prepared.credentials, &mut url, &mut headers, session.as_deref())?;
+    let request = OutboundRequest {
+        method: input.method,
+        url,
+        headers,
+        body,
+    };
+    let (correlation_id, duration_ms, outcome) = send_logged(state, &prepared, actor, request).await;
+    Ok(result_of(outcome?, duration_ms, correlation_id, &prepared.secrets))
+}
+
+/// `executeGraphql`: an operation against a `graphql` integration's endpoint.
+pub async fn execute_graphql(
+    state: &AppState,
+    integration: &IntegrationRow,
+    actor: &str,
+    query: String,
+    variables: Option<Value>,
+    operation_name: Option<String>,
+) -> AppResult<CallResult> {
+    if integration.provider_key != "graphql" {
+        return Err(AppError::validation("executeGraphql needs an integration of the `graphql` provider"));
+    }
+    let mut body = json!({ "query": query });
+    if let Some(variables) = variables {
+        body["variables"] = variables;
+    }
+    if let Some(name) = operation_name {
+        body["operationName"] = json!(name);
+    }
+    let mut headers = Map::new();
+    headers.insert("accept".into(), json!("application/graphql-response+json, application/json"));
+    execute(
+        state,
+        integration,
+        actor,
+        CallInput {
+            method: Method::POST,
+            path: "/".into(),
+            query: None,
+            headers: Some(headers),
+            body: Some(CallBody::Json(body)),
+        },
+    )
+    .await
+}
+
+/// The outcome of a provider's health request.
+#[derive(Debug, Clone)]
+pub struct CheckOutcome {
+    pub ok: bool,
+    pub status: Option<u16>,
+    pub duration_ms: i64,
+    pub error: Option<String>,
+    /// The credentials were refused (401/403, Slack `invalid_auth`...).
+    pub auth_failed: bool,
+}
+
+/// The provider's own health request (Jira `/myself`, Slack `auth.test`, TestLink
+/// `tl.checkDevKey`, ALM sign-in...), judged the provider's way.
+pub async fn check(state: &AppState, integration: &IntegrationRow, actor: &str) -> AppResult<CheckOutcome> {
+    let prepared = prepare(state, integration)?;
+    let started = Instant::now();
+    if prepared.provider.auth_scheme == AuthScheme::Session {
+        let outcome = alm_session(state, &prepared, actor).await;
+        return Ok(CheckOutcome {
+            ok: outcome.is_ok(),
+            status: None,
+            duration_ms: started.elapsed().as_millis() as i64,
+            auth_failed: matches!(&outcome, Err(AppError::UpstreamError(m)) if m.contains("401") || m.contains("403")),
+            error: outcome.err().map(|e| e.message()),
+        });
+    }
+    let base = base_url(prepared.provider, &prepared.config)?;
+    let (method, path, body, content_type) = health_request(prepared.provider, &prepared.config, &prepared.credentials);
+    let mut url = join(&base, &path, None)?;
+    let mut headers = HeaderMap::new();
+    if let Some(content_type) = content_type {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
+    apply_auth(prepared.provider, &prepared.config, &prepared.credentials, &mut url, &mut headers, None)?;
+    let request = OutboundRequest { method, url, headers, body };
+    let (_, duration_ms, outcome) = send_logged(state, &prepared, actor, request).await;
+    let response = match outcome {
+        Ok(response) => response,
+        Err(err) => {
+            return Ok(CheckOutcome {
+                ok: false,
+                status: None,
+                duration_ms,
+                error: Some(logs::redact(&err.message(), &prepared.secrets)),
+                auth_failed: false,
+            });
+        }
+    };
+    let status = response.status.as_u16();
+    let (ok, error, auth_failed) = judge(prepared.provider, status, &response.body);
+    Ok(CheckOutcome {
+        ok,
+        status: Some(status),
+        duration_ms,
+        error: error.map(|e| logs::redact(&e, &prepared.secrets)),
+        auth_failed,
+    })
+}
+
+/// Method, path, body and content type of a provider's health request.
+fn health_request(provider: &Provider, config: &Value, credentials: &Value) -> (Method, String, Option<Vec<u8>>, Option<&'static str>) {
+    match provider.key {
+        "testlink" => {
+            let body = format!(
+                "<?xml version=\"1.0\"?><methodCall><methodName>tl.checkDevKey</methodName><params><param><value><struct><member><name>devKey</name><value><string>{}</string></value></member></struct></value></param></params></methodCall>",
+                xml_escape(credentials["devKey"].as_str().unwrap_or_default())
+            );
+            (Method::POST, provider.health_check.path.clone(), Some(body.into_bytes()), Some("text/xml"))
+        }
+        "graphql" => {
+            let query = config["healthQuery"].as_str().unwrap_or("{ __typename }");
+            (Method::POST, "/".into(), Some(json!({ "query": query }).to_string().into_bytes()), Some("application/json"))
+        }
+        "generic_rest" => {
+            let method = config["healthCheckMethod"].as_str().and_then(|m| parse_method(m).ok()).unwrap_or(Method::GET);
+            (method, config["healthCheckPath"].as_str().unwrap_or("/").to_string(), None, None)
+        }
+        "azure_devops" => {
+            let organization = config["organization"].as_str().unwrap_or_default();
+            let path = provider.health_check.path.replace("{organization}", organization);
+            (Method::GET, path, None, None)
+        }
+        _ => {
+            let method = parse_method(&provider.health_check.method).unwrap_or(Method::GET);
+            (method, provider.health_check.path.clone(), None, None)
+        }
+    }
+}
+
+/// Healthy or not, the provider's way: a 2xx, and for some a body that says so.
+fn judge(provider: &Provider, status: u16, body: &[u8]) -> (bool, Option<String>, bool) {
+    if status == 401 || status == 403 {
+        return (false, Some(format!("credentials refused (status {status})")), true);
+    }
+    if !(200..300).contains(&status) {
+        return (false, Some(format!("health request answered with status {status}")), false);
+    }
+    match provider.key {
+        "slack" => {
+            let body: Value = serde_json::from_slice(body).unwrap_or_default();
+            if body["ok"] == true {
+                (true, None, false)
+            } else {
+                let error = body["error"].as_str().unwrap_or("unknown error").to_string();
+                let auth = matches!(error.as_str(), "invalid_auth" | "not_authed" | "token_revoked" | "account_inactive");
+                (false, Some(format!("Slack answered ok=false: {error}")), auth)
+            }
+        }
+        "testlink" => {
+            let text = String::from_utf8_lossy(body);
+            if text.contains("<fault>") || !text.contains("<boolean>1</boolean>") {
+                (false, Some("TestLink refused the developer key".into()), true)
+            } else {
+                (true, None, false)
+            }
+        }
+        "graphql" => {
+            let body: Value = serde_json::from_slice(body).unwrap_or_default();
+            match body.get("errors") {
+                Some(errors) if !errors.is_null() => (false, Some("the GraphQL endpoint answered with errors".into()), false),
+                _ => (true, None, false),
+            }
+        }
+        _ => (true, None, false),
+    }
+}

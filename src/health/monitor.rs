@@ -1,0 +1,69 @@
+//! The health monitor: checks every enabled integration once per interval (with jitter, so
+//! checks spread out), a bounded number at once; and prunes old logs and checks.
+
+use std::time::Duration;
+
+use chrono::Duration as ChronoDuration;
+use futures_util::StreamExt;
+use rand::Rng;
+
+use crate::app::AppState;
+use crate::db::now;
+
+const ACTOR: &str = "system:health-monitor";
+
+pub fn spawn(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let interval = state.config.health_interval_secs;
+        let tick = Duration::from_secs((interval / 10).clamp(1, 30));
+        let mut last_prune = std::time::Instant::now() - Duration::from_secs(3600);
+        loop {
+            if interval > 0 {
+                run_due(&state, interval).await;
+            }
+            if last_prune.elapsed() > Duration::from_secs(60) {
+                prune(&state).await;
+                last_prune = std::time::Instant::now();
+            }
+            tokio::time::sleep(tick).await;
+        }
+    })
+}
+
+async fn run_due(state: &AppState, interval: u64) {
+    // Up to 10 % jitter: an integration is due a little before or after its interval.
+    let jitter = rand::rng().random_range(0..=interval.max(10) / 10) as i64;
+    let before = now() - ChronoDuration::seconds(interval as i64 - jitter);
+    let due = match state.pool.get().await {
+        Ok(mut conn) => crate::health::store::due(&mut conn, before, 100).await,
+        Err(err) => Err(err),
+    };
+    let due = match due {
+        Ok(due) => due,
+        Err(err) => {
+            tracing::warn!(code = err.code(), "health monitor could not list integrations");
+            return;
+        }
+    };
+    futures_util::stream::iter(due)
+        .for_each_concurrent(state.config.health_concurrency, |integration| async move {
+            if let Err(err) = crate::health::run_check(state, &integration, ACTOR).await {
+                tracing::warn!(integration_id = %integration.id, code = err.code(), "health check failed to run");
+            }
+        })
+        .await;
+}
+
+async fn prune(state: &AppState) {
+    let Ok(mut conn) = state.pool.get().await else { return };
+    let cutoff = now() - ChronoDuration::days(state.config.log_retention_days as i64);
+    match crate::logs::store::prune(&mut conn, cutoff, state.config.log_retention_per_integration).await {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(removed, "request logs pruned"),
+        Err(err) => tracing::warn!(code = err.code(), "request logs not pruned"),
+    }
+    let window = now() - ChronoDuration::seconds(2 * state.config.health_window_secs as i64);
+    if let Err(err) = crate::health::store::prune(&mut conn, window).await {
+        tracing::warn!(code = err.code(), "health checks not pruned");
+    }
+}

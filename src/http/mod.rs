@@ -1,0 +1,257 @@
+//! The one outbound HTTP client. Every call the hub makes for an integration goes through
+//! [`Outbound::send`]: the SSRF guard, the integration's outbound rate limit (the hub waits
+//! rather than exceed a provider's quota), its circuit breaker, connect and total timeouts,
+//! retries with exponential backoff and jitter for idempotent methods (timeouts, 429, 502,
+//! 503, 504; `Retry-After` honoured within bounds) and a cap on response size.
+
+pub mod breaker;
+pub mod guard;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::BackoffBuilder;
+use governor::clock::DefaultClock;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+
+use crate::config::Config;
+use crate::error::AppError;
+use breaker::Breakers;
+use guard::{AddressGuard, Blocked, GuardedResolver};
+
+/// One request to send.
+#[derive(Debug, Clone)]
+pub struct OutboundRequest {
+    pub method: Method,
+    pub url: url::Url,
+    pub headers: HeaderMap,
+    pub body: Option<Vec<u8>>,
+}
+
+/// What came back, with what it took.
+#[derive(Debug, Clone)]
+pub struct OutboundResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum OutboundError {
+    Blocked(String),
+    Timeout,
+    CircuitOpen { retry_in_secs: u64 },
+    TooLarge(usize),
+    Transport(String),
+}
+
+impl OutboundError {
+    pub fn message(&self) -> String {
+        match self {
+            Self::Blocked(reason) => reason.clone(),
+            Self::Timeout => "the upstream did not answer in time".into(),
+            Self::CircuitOpen { retry_in_secs } => {
+                format!("the upstream keeps failing; calls paused for {retry_in_secs} s (circuit open)")
+            }
+            Self::TooLarge(limit) => format!("the upstream response is larger than {limit} bytes"),
+            Self::Transport(reason) => format!("the upstream could not be reached: {reason}"),
+        }
+    }
+}
+
+impl From<OutboundError> for AppError {
+    fn from(err: OutboundError) -> Self {
+        match err {
+            OutboundError::Blocked(reason) => AppError::UpstreamBlocked(reason),
+            OutboundError::Timeout => AppError::UpstreamTimeout(err.message()),
+            other => AppError::UpstreamError(other.message()),
+        }
+    }
+}
+
+type Limiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
+
+pub struct Outbound {
+    client: reqwest::Client,
+    guard: Arc<AddressGuard>,
+    limiter: Limiter,
+    breakers: Breakers,
+    timeout: Duration,
+    max_retries: u32,
+    retry_base: Duration,
+    retry_max: Duration,
+    max_retry_after: Duration,
+    max_response_bytes: usize,
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS)
+}
+
+fn is_retryable(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 429 | 502 | 503 | 504)
+}
+
+/// `Retry-After` as seconds (dates are not worth the trouble here: providers send seconds).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let seconds: f64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    (seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+}
+
+fn blocked_in(err: &reqwest::Error) -> Option<Blocked> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(blocked) = e.downcast_ref::<Blocked>() {
+            return Some(blocked.clone());
+        }
+        source = e.source();
+    }
+    None
+}
+
+impl Outbound {
+    pub fn from_config(config: &Config) -> anyhow::Result<Self> {
+        let allow = config.outbound_allow_list().map_err(anyhow::Error::msg)?;
+        let guard = Arc::new(AddressGuard::new(allow));
+        let redirect_guard = guard.clone();
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 5 {
+                return attempt.error(Blocked("too many redirects".into()));
+            }
+            match redirect_guard.check_url(attempt.url()) {
+                Ok(()) => attempt.follow(),
+                Err(blocked) => attempt.error(blocked),
+            }
+        });
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(config.outbound_connect_timeout_ms))
+            .redirect(redirects)
+            .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
+            .no_proxy()
+            .user_agent(concat!("integration-hub/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let rate = crate::ratelimit::RateSpec::parse(&config.outbound_rate_limit).map_err(anyhow::Error::msg)?;
+        let quota = Quota::with_period(rate.period / rate.requests)
+            .ok_or_else(|| anyhow::anyhow!("outbound rate limit too fine"))?
+            .allow_burst(NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN));
+        Ok(Self {
+            client,
+            guard,
+            limiter: RateLimiter::dashmap(quota),
+            breakers: Breakers::new(config.breaker_threshold, Duration::from_secs(config.breaker_cooldown_secs)),
+            timeout: Duration::from_millis(config.outbound_timeout_ms),
+            max_retries: config.outbound_max_retries,
+            retry_base: Duration::from_millis(config.outbound_retry_base_ms),
+            retry_max: Duration::from_millis(config.outbound_retry_max_ms),
+            max_retry_after: Duration::from_secs(config.outbound_max_retry_after_secs),
+            max_response_bytes: config.outbound_max_response_bytes,
+        })
+    }
+
+    pub fn breakers(&self) -> &Breakers {
+        &self.breakers
+    }
+
+    /// Sends `request` for the integration `key`, with everything the module docs promise.
+    /// A final 4xx/5xx is returned as a response, not an error.
+    pub async fn send(&self, key: &str, request: OutboundRequest) -> Result<OutboundResponse, OutboundError> {
+        self.guard
+            .check_url(&request.url)
+            .map_err(|b| OutboundError::Blocked(b.0))?;
+        self.breakers
+            .admit(key)
+            .map_err(|retry_in_secs| OutboundError::CircuitOpen { retry_in_secs })?;
+        let retries = if is_idempotent(&request.method) { self.max_retries } else { 0 };
+        let mut backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(self.retry_base)
+            .with_max_delay(self.retry_max)
+            .with_max_times(retries as usize)
+            .with_jitter()
+            .build();
+        let mut attempts = 0;
+        let limiter_key = key.to_string();
+        let outcome = loop {
+            attempts += 1;
+            let limit = self.limiter.until_key_ready(&limiter_key);
+            if tokio::time::timeout(self.timeout, limit).await.is_err() {
+                break Err(OutboundError::Timeout);
+            }
+            let result = self.attempt(&request).await;
+            let retry_delay = match &result {
+                Ok(response) if is_retryable(response.status) => Some(retry_after(&response.headers)),
+                Err(OutboundError::Timeout) => Some(None),
+                _ => None,
+            };
+            match (retry_delay, backoff.next()) {
+                (Some(server_delay), Some(our_delay)) => {
+                    let delay = server_delay.map_or(our_delay, |d| d.min(self.max_retry_after));
+                    tracing::debug!(key, attempt = attempts, delay_ms = delay.as_millis() as u64, "retrying upstream call");
+                    tokio::time::sleep(delay).await;
+                }
+                _ => break result,
+            }
+        };
+        let success = matches!(&outcome, Ok(r) if !r.status.is_server_error());
+        if !matches!(outcome, Err(OutboundError::Blocked(_))) {
+            self.breakers.record(key, success);
+        }
+        outcome.map(|mut response| {
+            response.attempts = attempts;
+            response
+        })
+    }
+
+    async fn attempt(&self, request: &OutboundRequest) -> Result<OutboundResponse, OutboundError> {
+        let mut builder = self
+            .client
+            .request(request.method.clone(), request.url.clone())
+            .headers(request.headers.clone())
+            .timeout(self.timeout);
+        if let Some(body) = &request.body {
+            builder = builder.body(body.clone());
+        }
+        let started = Instant::now();
+        let mut response = builder.send().await.map_err(|err| self.classify(err))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let mut body = bytes::BytesMut::new();
+        loop {
+            let remaining = self.timeout.saturating_sub(started.elapsed());
+            let chunk = tokio::time::timeout(remaining, response.chunk())
+                .await
+                .map_err(|_| OutboundError::Timeout)?
+                .map_err(|err| self.classify(err))?;
+            let Some(chunk) = chunk else { break };
+            if body.len() + chunk.len() > self.max_response_bytes {
+                return Err(OutboundError::TooLarge(self.max_response_bytes));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(OutboundResponse {
+            status,
+            headers,
+            body: body.freeze(),
+            attempts: 1,
+        })
+    }
+
+    fn classify(&self, err: reqwest::Error) -> OutboundError {
+        if let Some(blocked) = blocked_in(&err) {
+            return OutboundError::Blocked(blocked.0);
+        }
+        if err.is_timeout() {
+            return OutboundError::Timeout;
+        }
+        let mut reason = err.to_string();
+        if let Some(url) = err.url() {
+            // reqwest names the URL; keep the message free of it (it may carry a token).
+            reason = reason.replace(url.as_str(), "the upstream");
+        }
+        OutboundError::Transport(reason)
+    }
+}

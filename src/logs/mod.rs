@@ -1,0 +1,192 @@
+//! Request logs: one row per outbound call made for an integration, secrets redacted before
+//! anything is written or published; metrics derived from them; retention by age and count.
+
+pub mod graphql;
+pub mod store;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::app::AppState;
+use crate::db::schema::request_logs;
+use crate::db::{new_id, now};
+use crate::events::{Event, EventKind};
+use crate::integrations::model::IntegrationRow;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, async_graphql::Enum)]
+pub enum LogLevel {
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+
+    pub fn parse(text: &str) -> Self {
+        match text {
+            "warn" => Self::Warn,
+            "error" => Self::Error,
+            _ => Self::Info,
+        }
+    }
+
+    /// The levels at or above this one.
+    pub fn and_above(self) -> Vec<&'static str> {
+        [Self::Info, Self::Warn, Self::Error]
+            .into_iter()
+            .filter(|l| *l >= self)
+            .map(Self::as_str)
+            .collect()
+    }
+
+    pub fn for_outcome(status: Option<u16>, error: bool) -> Self {
+        match status {
+            _ if error => Self::Error,
+            Some(s) if s >= 500 => Self::Error,
+            Some(s) if s >= 400 => Self::Warn,
+            _ => Self::Info,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, serde::Serialize, serde::Deserialize)]
+#[diesel(table_name = request_logs)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct RequestLogRow {
+    pub id: String,
+    pub team_id: String,
+    pub project_id: String,
+    pub integration_id: String,
+    pub level: String,
+    pub method: String,
+    /// Path and query, redacted.
+    pub path: String,
+    pub status: Option<i32>,
+    pub duration_ms: i64,
+    pub bytes_in: i64,
+    pub bytes_out: i64,
+    pub error: Option<String>,
+    pub actor: String,
+    pub correlation_id: String,
+    pub created_at: NaiveDateTime,
+}
+
+/// Query parameters whose values are always hidden.
+const SENSITIVE_PARAMS: [&str; 12] = [
+    "token", "access_token", "api_key", "apikey", "key", "secret", "password", "sig", "signature", "code",
+    "client_secret", "auth",
+];
+
+/// Hides credential values anywhere in `text`.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for secret in secrets {
+        if !secret.is_empty() && out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), "[REDACTED]");
+        }
+    }
+    out
+}
+
+/// A URL's path and query for the log: sensitive parameters and credential values hidden.
+pub fn redact_url(url: &url::Url, secrets: &[String]) -> String {
+    let mut shown = url.path().to_string();
+    if let Some(query) = url.query() {
+        let pairs: Vec<String> = url::form_urlencoded::parse(query.as_bytes())
+            .map(|(k, v)| {
+                let lower = k.to_ascii_lowercase();
+                let value = if SENSITIVE_PARAMS.iter().any(|p| lower == *p || lower.ends_with(&format!("_{p}"))) {
+                    "[REDACTED]".to_string()
+                } else {
+                    v.into_owned()
+                };
+                format!("{k}={value}")
+            })
+            .collect();
+        shown.push('?');
+        shown.push_str(&pairs.join("&"));
+    }
+    redact(&shown, secrets)
+}
+
+/// What one call did, for the log.
+pub struct CallRecord {
+    pub method: String,
+    pub path: String,
+    pub status: Option<u16>,
+    pub duration_ms: i64,
+    pub bytes_in: i64,
+    pub bytes_out: i64,
+    pub error: Option<String>,
+    pub actor: String,
+    pub correlation_id: String,
+}
+
+/// Writes the log row and publishes it on the bus. A failed write is logged, never fatal to
+/// the call it describes.
+pub async fn record(state: &AppState, integration: &IntegrationRow, call: CallRecord) -> RequestLogRow {
+    let row = RequestLogRow {
+        id: new_id(),
+        team_id: integration.team_id.clone(),
+        project_id: integration.project_id.clone(),
+        integration_id: integration.id.clone(),
+        level: LogLevel::for_outcome(call.status, call.error.is_some()).as_str().into(),
+        method: call.method,
+        path: call.path,
+        status: call.status.map(i32::from),
+        duration_ms: call.duration_ms,
+        bytes_in: call.bytes_in,
+        bytes_out: call.bytes_out,
+        error: call.error,
+        actor: call.actor,
+        correlation_id: call.correlation_id,
+        created_at: now(),
+    };
+    match state.pool.get().await {
+        Ok(mut conn) => {
+            if let Err(err) = store::insert(&mut conn, &row).await {
+                tracing::error!(code = err.code(), "request log not written");
+            }
+        }
+        Err(_) => tracing::error!("request log not written: no database connection"),
+    }
+    state.events.publish(Event {
+        kind: EventKind::IntegrationRequest,
+        team_id: row.team_id.clone(),
+        project_id: Some(row.project_id.clone()),
+        subject_id: row.integration_id.clone(),
+        payload: serde_json::to_value(&row).unwrap_or_default(),
+        at: row.created_at,
+    });
+    row
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        let url = url::Url::parse("https://x.test/a/s3cr3tvalue/b?access_token=abc&q=1&client_secret=z&page=2").unwrap();
+        assert_eq!(
+            redact_url(&url, &["s3cr3tvalue".into()]),
+            "/a/[REDACTED]/b?access_token=[REDACTED]&q=1&client_secret=[REDACTED]&page=2"
+        );
+    }
+
+    #[test]
+    fn levels_follow_outcomes() {
+        assert_eq!(LogLevel::for_outcome(Some(200), false), LogLevel::Info);
+        assert_eq!(LogLevel::for_outcome(Some(404), false), LogLevel::Warn);
+        assert_eq!(LogLevel::for_outcome(Some(503), false), LogLevel::Error);
+        assert_eq!(LogLevel::for_outcome(None, true), LogLevel::Error);
+        assert_eq!(LogLevel::Warn.and_above(), ["warn", "error"]);
+    }
+}
