@@ -20,7 +20,10 @@ const ROUND: Duration = Duration::from_secs(3);
 const ROUNDS: usize = 4;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(run());
 }
 
@@ -38,16 +41,27 @@ async fn run() {
     let admin = prepared.first_start.expect("fresh database").admin_key;
     let server = app::start(prepared.state).expect("start");
     let url = format!("http://{}/graphql", server.addr);
-    let client = reqwest::Client::builder().pool_max_idle_per_host(CONCURRENCY).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(CONCURRENCY)
+        .build()
+        .unwrap();
 
     // 1. Authentication overhead.
     let mut with_key = 0.0;
     let mut without = 0.0;
     for round in 0..ROUNDS {
-        let (a, b) = if round % 2 == 0 { (Some(admin.as_str()), None) } else { (None, Some(admin.as_str())) };
+        let (a, b) = if round % 2 == 0 {
+            (Some(admin.as_str()), None)
+        } else {
+            (None, Some(admin.as_str()))
+        };
         let first = throughput(&client, &url, a).await;
         let second = throughput(&client, &url, b).await;
-        let (keyed, anonymous) = if round % 2 == 0 { (first, second) } else { (second, first) };
+        let (keyed, anonymous) = if round % 2 == 0 {
+            (first, second)
+        } else {
+            (second, first)
+        };
         println!("round {round}: with key {keyed:.0} req/s, without {anonymous:.0} req/s");
         with_key += keyed;
         without += anonymous;
@@ -70,7 +84,10 @@ async fn run() {
         .json()
         .await
         .unwrap();
-    let key = created["data"]["createApiKey"]["key"].as_str().unwrap().to_string();
+    let key = created["data"]["createApiKey"]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let duration = Duration::from_secs(10);
     let offered_per_sec = 400u64;
     let admitted = Arc::new(AtomicU64::new(0));
@@ -80,8 +97,13 @@ async fn run() {
     let mut tasks = Vec::new();
     while started.elapsed() < duration {
         ticker.tick().await;
-        let (client, url, key, admitted, refused) =
-            (client.clone(), url.clone(), key.clone(), admitted.clone(), refused.clone());
+        let (client, url, key, admitted, refused) = (
+            client.clone(),
+            url.clone(),
+            key.clone(),
+            admitted.clone(),
+            refused.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let status = client
                 .post(&url)
@@ -116,10 +138,17 @@ async fn throughput(client: &reqwest::Client, url: &str, key: Option<&str>) -> f
     let deadline = Instant::now() + ROUND;
     let mut tasks = Vec::new();
     for _ in 0..CONCURRENCY {
-        let (client, url, key, done) = (client.clone(), url.to_string(), key.map(str::to_string), done.clone());
+        let (client, url, key, done) = (
+            client.clone(),
+            url.to_string(),
+            key.map(str::to_string),
+            done.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
-                let mut request = client.post(&url).json(&json!({ "query": "{ __typename }" }));
+                let mut request = client
+                    .post(&url)
+                    .json(&json!({ "query": "{ __typename }" }));
                 if let Some(key) = &key {
                     request = request.bearer_auth(key);
                 }

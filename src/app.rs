@@ -13,12 +13,12 @@ use crate::api_keys::usage::UsageRecorder;
 use crate::auth::cache::CredentialCache;
 use crate::auth::jwt::JwtVerifier;
 use crate::config::Config;
-use crate::events::EventBus;
-use crate::http::Outbound;
 use crate::crypto::Keyring;
 use crate::db::DbPool;
+use crate::events::EventBus;
 use crate::graphql::http::{graphql_get, graphql_post};
 use crate::graphql::{HubSchema, build_schema};
+use crate::http::Outbound;
 use crate::ratelimit::{RateLimits, RateSpec};
 
 /// What every request and resolver shares. Cheap to clone: the parts are handles.
@@ -187,7 +187,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState, schema: &HubSchema
         .app_data(web::Data::new(schema.clone()))
         .service(
             web::resource("/graphql")
-                .route(web::get().guard(guard::fn_guard(is_websocket)).to(graphql_ws))
+                .route(
+                    web::get()
+                        .guard(guard::fn_guard(is_websocket))
+                        .to(graphql_ws),
+                )
                 .route(web::post().to(graphql_post))
                 .route(web::get().to(graphql_get))
                 .route(
@@ -228,7 +232,9 @@ async fn graphql_ws(
 ) -> actix_web::Result<HttpResponse> {
     let state = state.get_ref().clone();
     async_graphql_actix_web::GraphQLSubscription::new(HubSchema::clone(&schema))
-        .on_connection_init(move |value| async move { crate::live::connection_init(&state, value).await })
+        .on_connection_init(move |value| async move {
+            crate::live::connection_init(&state, value).await
+        })
         .keepalive_timeout(Duration::from_secs(60))
         .start(&req, payload)
 }

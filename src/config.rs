@@ -283,10 +283,12 @@ impl Config {
                 "HUB_MAX_BATCH, HUB_MAX_DEPTH and HUB_MAX_COMPLEXITY must be at least 1".into(),
             );
         }
-        self.outbound_allow_list().map_err(|err| format!("HUB_OUTBOUND_ALLOW: {err}"))?;
+        self.outbound_allow_list()
+            .map_err(|err| format!("HUB_OUTBOUND_ALLOW: {err}"))?;
         crate::ratelimit::RateSpec::parse(&self.outbound_rate_limit)
             .map_err(|err| format!("HUB_OUTBOUND_RATE_LIMIT: {err}"))?;
-        if self.batch_max_calls == 0 || self.batch_concurrency == 0 || self.health_concurrency == 0 {
+        if self.batch_max_calls == 0 || self.batch_concurrency == 0 || self.health_concurrency == 0
+        {
             return Err("HUB_BATCH_MAX_CALLS, HUB_BATCH_CONCURRENCY and HUB_HEALTH_CONCURRENCY must be at least 1".into());
         }
         if self.outbound_timeout_ms == 0 || self.outbound_connect_timeout_ms == 0 {

@@ -60,23 +60,34 @@ pub fn take_slot(ctx: &Context<'_>) -> Result<Option<SlotGuard>, AppError> {
 }
 
 /// `connection_init`: `{"Authorization": "Bearer <API key or JWT>"}` (any case of the key).
-pub async fn connection_init(state: &AppState, payload: serde_json::Value) -> async_graphql::Result<Data> {
+pub async fn connection_init(
+    state: &AppState,
+    payload: serde_json::Value,
+) -> async_graphql::Result<Data> {
     let credential = payload
         .as_object()
         .and_then(|o| {
             o.iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("authorization") || k.eq_ignore_ascii_case("x-api-key"))
+                .find(|(k, _)| {
+                    k.eq_ignore_ascii_case("authorization") || k.eq_ignore_ascii_case("x-api-key")
+                })
                 .and_then(|(_, v)| v.as_str())
         })
         .map(|v| {
             let v = v.trim();
             match v.split_once(' ') {
-                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim().to_string(),
+                Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                    token.trim().to_string()
+                }
                 _ => v.to_string(),
             }
         })
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| AppError::Unauthenticated("send {\"Authorization\": \"Bearer <key>\"} in connection_init".into()))?;
+        .ok_or_else(|| {
+            AppError::Unauthenticated(
+                "send {\"Authorization\": \"Bearer <key>\"} in connection_init".into(),
+            )
+        })?;
     let principal = crate::auth::authenticate(state, &credential).await?;
     principal.require(Scope::LogsSubscribe)?;
     let mut data = Data::default();
@@ -89,7 +100,11 @@ pub async fn connection_init(state: &AppState, payload: serde_json::Value) -> as
 }
 
 /// The caller's team's events, until its key is revoked or its credential expires.
-pub fn watch(state: &AppState, principal: &Principal, slot: Option<SlotGuard>) -> impl Stream<Item = Live> + Send + use<> {
+pub fn watch(
+    state: &AppState,
+    principal: &Principal,
+    slot: Option<SlotGuard>,
+) -> impl Stream<Item = Live> + Send + use<> {
     let receiver = state.events.subscribe();
     let team = principal.team_id.clone();
     let key_id = match &principal.actor {

@@ -10,8 +10,8 @@ use super::store;
 use crate::audit;
 use crate::auth::{Principal, ResourceLimits, Scope, ScopeGuard, ScopeSet, api_key, principal};
 use crate::db::now;
-use crate::events::{Event, EventKind};
 use crate::error::{AppError, AppResult, FieldProblem};
+use crate::events::{Event, EventKind};
 use crate::graphql::{conn, state};
 use crate::ratelimit::RateSpec;
 

@@ -27,7 +27,10 @@ pub struct ExecuteRequestInput {
     pub body_text: Option<String>,
 }
 
-fn object(value: Option<Json<serde_json::Value>>, what: &str) -> AppResult<Option<serde_json::Map<String, serde_json::Value>>> {
+fn object(
+    value: Option<Json<serde_json::Value>>,
+    what: &str,
+) -> AppResult<Option<serde_json::Map<String, serde_json::Value>>> {
     match value.map(|v| v.0) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::Object(map)) => Ok(Some(map)),
@@ -38,7 +41,11 @@ fn object(value: Option<Json<serde_json::Value>>, what: &str) -> AppResult<Optio
 impl ExecuteRequestInput {
     fn into_call(self) -> AppResult<CallInput> {
         let body = match (self.body, self.body_text) {
-            (Some(_), Some(_)) => return Err(AppError::validation("send either `body` or `bodyText`, not both")),
+            (Some(_), Some(_)) => {
+                return Err(AppError::validation(
+                    "send either `body` or `bodyText`, not both",
+                ));
+            }
             (Some(json), None) => Some(CallBody::Json(json.0)),
             (None, Some(text)) => Some(CallBody::Text(text)),
             (None, None) => None,
@@ -114,7 +121,11 @@ pub struct TestConnectionResult {
 }
 
 /// The integration if the caller may reach it (team and key limits).
-pub async fn reachable(ctx: &Context<'_>, caller: &Principal, id: &str) -> AppResult<IntegrationRow> {
+pub async fn reachable(
+    ctx: &Context<'_>,
+    caller: &Principal,
+    id: &str,
+) -> AppResult<IntegrationRow> {
     let row = crate::integrations::store::get(&mut conn(ctx).await?, &caller.team_id, id).await?;
     caller.check_integration(&row.project_id, &row.id)?;
     Ok(row)
@@ -127,11 +138,16 @@ pub struct CallsMutation;
 impl CallsMutation {
     /// Runs the provider's health request now and updates the integration's status.
     #[graphql(guard = "ScopeGuard(Scope::IntegrationsExecute)")]
-    async fn test_connection(&self, ctx: &Context<'_>, integration_id: ID) -> async_graphql::Result<TestConnectionResult> {
+    async fn test_connection(
+        &self,
+        ctx: &Context<'_>,
+        integration_id: ID,
+    ) -> async_graphql::Result<TestConnectionResult> {
         let caller = principal(ctx)?;
         audit::target(ctx, "integration", &integration_id);
         let integration = reachable(ctx, caller, &integration_id).await?;
-        let (outcome, updated) = crate::health::run_check(state(ctx), &integration, &caller.actor.label()).await?;
+        let (outcome, updated) =
+            crate::health::run_check(state(ctx), &integration, &caller.actor.label()).await?;
         Ok(TestConnectionResult {
             ok: outcome.ok,
             status: outcome.status.map(i32::from),
@@ -152,7 +168,13 @@ impl CallsMutation {
         let caller = principal(ctx)?;
         audit::target(ctx, "integration", &integration_id);
         let integration = reachable(ctx, caller, &integration_id).await?;
-        let result = service::execute(state(ctx), &integration, &caller.actor.label(), input.into_call()?).await?;
+        let result = service::execute(
+            state(ctx),
+            &integration,
+            &caller.actor.label(),
+            input.into_call()?,
+        )
+        .await?;
         Ok(result.into())
     }
 
@@ -202,35 +224,40 @@ impl CallsMutation {
         }
         let integration = reachable(ctx, caller, &integration_id).await?;
         if !integration.enabled {
-            return Err(AppError::IntegrationDisabled(format!("integration `{}` is disabled", integration.name)).into());
+            return Err(AppError::IntegrationDisabled(format!(
+                "integration `{}` is disabled",
+                integration.name
+            ))
+            .into());
         }
         let actor = caller.actor.label();
         let (integration, actor) = (&integration, &actor);
-        let mut results: Vec<BatchCallResult> = futures_util::stream::iter(calls.into_iter().enumerate())
-            .map(|(index, call)| async move {
-                let outcome = match call.into_call() {
-                    Ok(call) => service::execute(state, integration, actor, call).await,
-                    Err(err) => Err(err),
-                };
-                match outcome {
-                    Ok(result) => BatchCallResult {
-                        index: index as i32,
-                        result: Some(result.into()),
-                        error: None,
-                    },
-                    Err(err) => BatchCallResult {
-                        index: index as i32,
-                        result: None,
-                        error: Some(CallError {
-                            code: err.code().into(),
-                            message: err.message(),
-                        }),
-                    },
-                }
-            })
-            .buffer_unordered(state.config.batch_concurrency)
-            .collect()
-            .await;
+        let mut results: Vec<BatchCallResult> =
+            futures_util::stream::iter(calls.into_iter().enumerate())
+                .map(|(index, call)| async move {
+                    let outcome = match call.into_call() {
+                        Ok(call) => service::execute(state, integration, actor, call).await,
+                        Err(err) => Err(err),
+                    };
+                    match outcome {
+                        Ok(result) => BatchCallResult {
+                            index: index as i32,
+                            result: Some(result.into()),
+                            error: None,
+                        },
+                        Err(err) => BatchCallResult {
+                            index: index as i32,
+                            result: None,
+                            error: Some(CallError {
+                                code: err.code().into(),
+                                message: err.message(),
+                            }),
+                        },
+                    }
+                })
+                .buffer_unordered(state.config.batch_concurrency)
+                .collect()
+                .await;
         results.sort_by_key(|r| r.index);
         Ok(results)
     }

@@ -82,7 +82,9 @@ pub fn parse_method(text: &str) -> AppResult<Method> {
         "DELETE" => Ok(Method::DELETE),
         "HEAD" => Ok(Method::HEAD),
         "OPTIONS" => Ok(Method::OPTIONS),
-        other => Err(AppError::validation(format!("unsupported method `{other}`"))),
+        other => Err(AppError::validation(format!(
+            "unsupported method `{other}`"
+        ))),
     }
 }
 
@@ -91,15 +93,18 @@ fn client_headers(headers: Option<&Map<String, Value>>) -> AppResult<HeaderMap> 
     for (name, value) in headers.into_iter().flatten() {
         let lower = name.to_ascii_lowercase();
         if FORBIDDEN_HEADERS.contains(&lower.as_str()) || lower.starts_with("proxy-") {
-            return Err(AppError::validation(format!("the header `{name}` is set by the hub")));
+            return Err(AppError::validation(format!(
+                "the header `{name}` is set by the hub"
+            )));
         }
         let value = value
             .as_str()
             .ok_or_else(|| AppError::validation(format!("the header `{name}` must be a string")))?;
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| AppError::validation(format!("`{name}` is not a header name")))?;
-        let value = HeaderValue::from_str(value)
-            .map_err(|_| AppError::validation(format!("the header `{name}` has an invalid value")))?;
+        let value = HeaderValue::from_str(value).map_err(|_| {
+            AppError::validation(format!("the header `{name}` has an invalid value"))
+        })?;
         out.append(name, value);
     }
     Ok(out)
@@ -123,7 +128,8 @@ fn prepare<'a>(state: &AppState, integration: &'a IntegrationRow) -> AppResult<P
     }
     let provider = providers::require(&integration.provider_key)?;
     let config: Value = serde_json::from_str(&integration.config)?;
-    let credentials = crate::integrations::service::open_credentials(&state.keyring, integration)?.unwrap_or(json!({}));
+    let credentials = crate::integrations::service::open_credentials(&state.keyring, integration)?
+        .unwrap_or(json!({}));
     let secrets = secret_values(Some(&credentials));
     Ok(Prepared {
         integration,
@@ -145,7 +151,9 @@ async fn send_logged(
     let correlation_id = uuid::Uuid::new_v4().to_string();
     let mut request = request;
     if let Ok(value) = HeaderValue::from_str(&correlation_id) {
-        request.headers.insert(HeaderName::from_static("x-request-id"), value);
+        request
+            .headers
+            .insert(HeaderName::from_static("x-request-id"), value);
     }
     let method = request.method.to_string();
     let path = logs::redact_url(&request.url, &prepared.secrets);
@@ -154,8 +162,16 @@ async fn send_logged(
     let outcome = state.outbound.send(&prepared.integration.id, request).await;
     let duration_ms = started.elapsed().as_millis() as i64;
     let (status, bytes_in, error) = match &outcome {
-        Ok(response) => (Some(response.status.as_u16()), response.body.len() as i64, None),
-        Err(err) => (None, 0, Some(logs::redact(&err.message(), &prepared.secrets))),
+        Ok(response) => (
+            Some(response.status.as_u16()),
+            response.body.len() as i64,
+            None,
+        ),
+        Err(err) => (
+            None,
+            0,
+            Some(logs::redact(&err.message(), &prepared.secrets)),
+        ),
     };
     logs::record(
         state,
@@ -182,8 +198,16 @@ async fn alm_session(state: &AppState, prepared: &Prepared<'_>, actor: &str) -> 
     let url = join(&base, "/qcbin/authentication-point/alm-authenticate", None)?;
     let body = format!(
         "<alm-authentication><user>{}</user><password>{}</password></alm-authentication>",
-        xml_escape(prepared.credentials["username"].as_str().unwrap_or_default()),
-        xml_escape(prepared.credentials["password"].as_str().unwrap_or_default())
+        xml_escape(
+            prepared.credentials["username"]
+                .as_str()
+                .unwrap_or_default()
+        ),
+        xml_escape(
+            prepared.credentials["password"]
+                .as_str()
+                .unwrap_or_default()
+        )
     );
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/xml"));
@@ -196,7 +220,10 @@ async fn alm_session(state: &AppState, prepared: &Prepared<'_>, actor: &str) -> 
     let (_, _, outcome) = send_logged(state, prepared, actor, request).await;
     let response = outcome?;
     if !response.status.is_success() {
-        return Err(AppError::UpstreamError(format!("ALM sign-in failed with status {}", response.status.as_u16())));
+        return Err(AppError::UpstreamError(format!(
+            "ALM sign-in failed with status {}",
+            response.status.as_u16()
+        )));
     }
     let cookies: Vec<String> = response
         .headers
@@ -207,7 +234,9 @@ async fn alm_session(state: &AppState, prepared: &Prepared<'_>, actor: &str) -> 
         .map(str::to_string)
         .collect();
     if cookies.is_empty() {
-        return Err(AppError::UpstreamError("ALM sign-in returned no session".into()));
+        return Err(AppError::UpstreamError(
+            "ALM sign-in returned no session".into(),
+        ));
     }
     Ok(cookies.join("; "))
 }
@@ -220,19 +249,33 @@ fn xml_escape(text: &str) -> String {
         .replace('\'', "&apos;")
 }
 
-fn result_of(response: OutboundResponse, duration_ms: i64, correlation_id: String, secrets: &[String]) -> CallResult {
+fn result_of(
+    response: OutboundResponse,
+    duration_ms: i64,
+    correlation_id: String,
+    secrets: &[String],
+) -> CallResult {
     let headers = response
         .headers
         .iter()
         .filter(|(name, _)| !HIDDEN_RESPONSE_HEADERS.contains(&name.as_str()))
-        .filter_map(|(name, value)| Some((name.to_string(), logs::redact(value.to_str().ok()?, secrets))))
+        .filter_map(|(name, value)| {
+            Some((
+                name.to_string(),
+                logs::redact(value.to_str().ok()?, secrets),
+            ))
+        })
         .collect();
     let is_json = response
         .headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.contains("json"));
-    let json = if is_json { serde_json::from_slice(&response.body).ok() } else { None };
+    let json = if is_json {
+        serde_json::from_slice(&response.body).ok()
+    } else {
+        None
+    };
     let text = json
         .is_none()
         .then(|| String::from_utf8_lossy(&response.body).into_owned());
@@ -248,7 +291,12 @@ fn result_of(response: OutboundResponse, duration_ms: i64, correlation_id: Strin
 }
 
 /// `executeRequest`: one call through the integration.
-pub async fn execute(state: &AppState, integration: &IntegrationRow, actor: &str, input: CallInput) -> AppResult<CallResult> {
+pub async fn execute(
+    state: &AppState,
+    integration: &IntegrationRow,
+    actor: &str,
+    input: CallInput,
+) -> AppResult<CallResult> {
     let prepared = prepare(state, integration)?;
     let base = base_url(prepared.provider, &prepared.config)?;
     let mut url = join(&base, &input.path, input.query.as_ref())?;
@@ -272,15 +320,28 @@ pub async fn execute(state: &AppState, integration: &IntegrationRow, actor: &str
         AuthScheme::Session => Some(alm_session(state, &prepared, actor).await?),
         _ => None,
     };
-    apply_auth(prepared.provider, &prepared.config, &prepared.credentials, &mut url, &mut headers, session.as_deref())?;
+    apply_auth(
+        prepared.provider,
+        &prepared.config,
+        &prepared.credentials,
+        &mut url,
+        &mut headers,
+        session.as_deref(),
+    )?;
     let request = OutboundRequest {
         method: input.method,
         url,
         headers,
         body,
     };
-    let (correlation_id, duration_ms, outcome) = send_logged(state, &prepared, actor, request).await;
-    Ok(result_of(outcome?, duration_ms, correlation_id, &prepared.secrets))
+    let (correlation_id, duration_ms, outcome) =
+        send_logged(state, &prepared, actor, request).await;
+    Ok(result_of(
+        outcome?,
+        duration_ms,
+        correlation_id,
+        &prepared.secrets,
+    ))
 }
 
 /// `executeGraphql`: an operation against a `graphql` integration's endpoint.
@@ -293,7 +354,9 @@ pub async fn execute_graphql(
     operation_name: Option<String>,
 ) -> AppResult<CallResult> {
     if integration.provider_key != "graphql" {
-        return Err(AppError::validation("executeGraphql needs an integration of the `graphql` provider"));
+        return Err(AppError::validation(
+            "executeGraphql needs an integration of the `graphql` provider",
+        ));
     }
     let mut body = json!({ "query": query });
     if let Some(variables) = variables {
@@ -303,7 +366,10 @@ pub async fn execute_graphql(
         body["operationName"] = json!(name);
     }
     let mut headers = Map::new();
-    headers.insert("accept".into(), json!("application/graphql-response+json, application/json"));
+    headers.insert(
+        "accept".into(),
+        json!("application/graphql-response+json, application/json"),
+    );
     execute(
         state,
         integration,
@@ -332,7 +398,11 @@ pub struct CheckOutcome {
 
 /// The provider's own health request (Jira `/myself`, Slack `auth.test`, TestLink
 /// `tl.checkDevKey`, ALM sign-in...), judged the provider's way.
-pub async fn check(state: &AppState, integration: &IntegrationRow, actor: &str) -> AppResult<CheckOutcome> {
+pub async fn check(
+    state: &AppState,
+    integration: &IntegrationRow,
+    actor: &str,
+) -> AppResult<CheckOutcome> {
     let prepared = prepare(state, integration)?;
     let started = Instant::now();
     if prepared.provider.auth_scheme == AuthScheme::Session {
@@ -346,14 +416,27 @@ pub async fn check(state: &AppState, integration: &IntegrationRow, actor: &str) 
         });
     }
     let base = base_url(prepared.provider, &prepared.config)?;
-    let (method, path, body, content_type) = health_request(prepared.provider, &prepared.config, &prepared.credentials);
+    let (method, path, body, content_type) =
+        health_request(prepared.provider, &prepared.config, &prepared.credentials);
     let mut url = join(&base, &path, None)?;
     let mut headers = HeaderMap::new();
     if let Some(content_type) = content_type {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     }
-    apply_auth(prepared.provider, &prepared.config, &prepared.credentials, &mut url, &mut headers, None)?;
-    let request = OutboundRequest { method, url, headers, body };
+    apply_auth(
+        prepared.provider,
+        &prepared.config,
+        &prepared.credentials,
+        &mut url,
+        &mut headers,
+        None,
+    )?;
+    let request = OutboundRequest {
+        method,
+        url,
+        headers,
+        body,
+    };
     let (_, duration_ms, outcome) = send_logged(state, &prepared, actor, request).await;
     let response = match outcome {
         Ok(response) => response,
@@ -379,26 +462,54 @@ pub async fn check(state: &AppState, integration: &IntegrationRow, actor: &str) 
 }
 
 /// Method, path, body and content type of a provider's health request.
-fn health_request(provider: &Provider, config: &Value, credentials: &Value) -> (Method, String, Option<Vec<u8>>, Option<&'static str>) {
+fn health_request(
+    provider: &Provider,
+    config: &Value,
+    credentials: &Value,
+) -> (Method, String, Option<Vec<u8>>, Option<&'static str>) {
     match provider.key {
         "testlink" => {
             let body = format!(
                 "<?xml version=\"1.0\"?><methodCall><methodName>tl.checkDevKey</methodName><params><param><value><struct><member><name>devKey</name><value><string>{}</string></value></member></struct></value></param></params></methodCall>",
                 xml_escape(credentials["devKey"].as_str().unwrap_or_default())
             );
-            (Method::POST, provider.health_check.path.clone(), Some(body.into_bytes()), Some("text/xml"))
+            (
+                Method::POST,
+                provider.health_check.path.clone(),
+                Some(body.into_bytes()),
+                Some("text/xml"),
+            )
         }
         "graphql" => {
             let query = config["healthQuery"].as_str().unwrap_or("{ __typename }");
-            (Method::POST, "/".into(), Some(json!({ "query": query }).to_string().into_bytes()), Some("application/json"))
+            (
+                Method::POST,
+                "/".into(),
+                Some(json!({ "query": query }).to_string().into_bytes()),
+                Some("application/json"),
+            )
         }
         "generic_rest" => {
-            let method = config["healthCheckMethod"].as_str().and_then(|m| parse_method(m).ok()).unwrap_or(Method::GET);
-            (method, config["healthCheckPath"].as_str().unwrap_or("/").to_string(), None, None)
+            let method = config["healthCheckMethod"]
+                .as_str()
+                .and_then(|m| parse_method(m).ok())
+                .unwrap_or(Method::GET);
+            (
+                method,
+                config["healthCheckPath"]
+                    .as_str()
+                    .unwrap_or("/")
+                    .to_string(),
+                None,
+                None,
+            )
         }
         "azure_devops" => {
             let organization = config["organization"].as_str().unwrap_or_default();
-            let path = provider.health_check.path.replace("{organization}", organization);
+            let path = provider
+                .health_check
+                .path
+                .replace("{organization}", organization);
             (Method::GET, path, None, None)
         }
         _ => {
@@ -411,10 +522,18 @@ fn health_request(provider: &Provider, config: &Value, credentials: &Value) -> (
 /// Healthy or not, the provider's way: a 2xx, and for some a body that says so.
 fn judge(provider: &Provider, status: u16, body: &[u8]) -> (bool, Option<String>, bool) {
     if status == 401 || status == 403 {
-        return (false, Some(format!("credentials refused (status {status})")), true);
+        return (
+            false,
+            Some(format!("credentials refused (status {status})")),
+            true,
+        );
     }
     if !(200..300).contains(&status) {
-        return (false, Some(format!("health request answered with status {status}")), false);
+        return (
+            false,
+            Some(format!("health request answered with status {status}")),
+            false,
+        );
     }
     match provider.key {
         "slack" => {
@@ -422,15 +541,29 @@ fn judge(provider: &Provider, status: u16, body: &[u8]) -> (bool, Option<String>
             if body["ok"] == true {
                 (true, None, false)
             } else {
-                let error = body["error"].as_str().unwrap_or("unknown error").to_string();
-                let auth = matches!(error.as_str(), "invalid_auth" | "not_authed" | "token_revoked" | "account_inactive");
-                (false, Some(format!("Slack answered ok=false: {error}")), auth)
+                let error = body["error"]
+                    .as_str()
+                    .unwrap_or("unknown error")
+                    .to_string();
+                let auth = matches!(
+                    error.as_str(),
+                    "invalid_auth" | "not_authed" | "token_revoked" | "account_inactive"
+                );
+                (
+                    false,
+                    Some(format!("Slack answered ok=false: {error}")),
+                    auth,
+                )
             }
         }
         "testlink" => {
             let text = String::from_utf8_lossy(body);
             if text.contains("<fault>") || !text.contains("<boolean>1</boolean>") {
-                (false, Some("TestLink refused the developer key".into()), true)
+                (
+                    false,
+                    Some("TestLink refused the developer key".into()),
+                    true,
+                )
             } else {
                 (true, None, false)
             }
@@ -438,7 +571,11 @@ fn judge(provider: &Provider, status: u16, body: &[u8]) -> (bool, Option<String>
         "graphql" => {
             let body: Value = serde_json::from_slice(body).unwrap_or_default();
             match body.get("errors") {
-                Some(errors) if !errors.is_null() => (false, Some("the GraphQL endpoint answered with errors".into()), false),
+                Some(errors) if !errors.is_null() => (
+                    false,
+                    Some("the GraphQL endpoint answered with errors".into()),
+                    false,
+                ),
                 _ => (true, None, false),
             }
         }

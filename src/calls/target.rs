@@ -15,7 +15,8 @@ pub fn base_url(provider: &Provider, config: &Value) -> AppResult<url::Url> {
         .as_str()
         .or(provider.default_base_url)
         .ok_or_else(|| AppError::validation("the integration has no baseUrl"))?;
-    url::Url::parse(text).map_err(|_| AppError::validation("the integration's baseUrl is not a URL"))
+    url::Url::parse(text)
+        .map_err(|_| AppError::validation("the integration's baseUrl is not a URL"))
 }
 
 fn invalid_path(reason: &str) -> AppError {
@@ -24,20 +25,38 @@ fn invalid_path(reason: &str) -> AppError {
 
 /// `path` (with an optional `?query`) joined under `base`, plus `query` parameters. The result
 /// keeps the base's scheme, host and port, and stays under its path.
-pub fn join(base: &url::Url, path: &str, query: Option<&Map<String, Value>>) -> AppResult<url::Url> {
+pub fn join(
+    base: &url::Url,
+    path: &str,
+    query: Option<&Map<String, Value>>,
+) -> AppResult<url::Url> {
     if !path.starts_with('/') || path.starts_with("//") {
         return Err(invalid_path("it must start with a single /"));
     }
-    if path.contains("://") || path.contains('\\') || path.contains('#') || path.chars().any(char::is_control) {
-        return Err(invalid_path("it may not contain a scheme, backslash, fragment or control character"));
+    if path.contains("://")
+        || path.contains('\\')
+        || path.contains('#')
+        || path.chars().any(char::is_control)
+    {
+        return Err(invalid_path(
+            "it may not contain a scheme, backslash, fragment or control character",
+        ));
     }
     let (path_part, query_part) = path.split_once('?').unwrap_or((path, ""));
     let decoded = percent_decode(path_part);
-    if decoded.split(['/', '\\']).any(|segment| segment == ".." || segment == ".") {
+    if decoded
+        .split(['/', '\\'])
+        .any(|segment| segment == ".." || segment == ".")
+    {
         return Err(invalid_path("`.` and `..` segments are not allowed"));
     }
     let mut url = base.clone();
-    let joined = format!("{}{}", base.path().trim_end_matches('/'), path_part);
+    // `/` is the base itself (a GraphQL endpoint, say); anything else goes under it.
+    let joined = if path_part == "/" {
+        base.path().to_string()
+    } else {
+        format!("{}{}", base.path().trim_end_matches('/'), path_part)
+    };
     url.set_path(&joined);
     url.set_query(None);
     {
@@ -64,7 +83,8 @@ pub fn join(base: &url::Url, path: &str, query: Option<&Map<String, Value>>) -> 
     if url.query() == Some("") {
         url.set_query(None);
     }
-    let same_origin = url.scheme() == base.scheme() && url.host() == base.host() && url.port() == base.port();
+    let same_origin =
+        url.scheme() == base.scheme() && url.host() == base.host() && url.port() == base.port();
     if !same_origin || !url.path().starts_with(base.path().trim_end_matches('/')) {
         return Err(invalid_path("it leaves the integration's base URL"));
     }
@@ -76,7 +96,9 @@ fn scalar(value: &Value) -> AppResult<String> {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
         Value::Bool(b) => Ok(b.to_string()),
-        _ => Err(AppError::validation("query values must be strings, numbers, booleans or lists of them")),
+        _ => Err(AppError::validation(
+            "query values must be strings, numbers, booleans or lists of them",
+        )),
     }
 }
 
@@ -88,7 +110,9 @@ fn percent_decode(text: &str) -> String {
 }
 
 fn header(value: &str) -> AppResult<HeaderValue> {
-    let mut value = HeaderValue::from_str(value).map_err(|_| AppError::validation("credentials contain characters not allowed in a header"))?;
+    let mut value = HeaderValue::from_str(value).map_err(|_| {
+        AppError::validation("credentials contain characters not allowed in a header")
+    })?;
     value.set_sensitive(true);
     Ok(value)
 }
@@ -99,15 +123,24 @@ fn cred<'a>(credentials: &'a Value, field: &str) -> &'a str {
 
 /// The secret the provider's scheme sends as a token.
 fn token(credentials: &Value) -> &str {
-    ["token", "botToken", "apiToken", "accessToken", "personalAccessToken"]
-        .iter()
-        .map(|f| cred(credentials, f))
-        .find(|t| !t.is_empty())
-        .unwrap_or_default()
+    [
+        "token",
+        "botToken",
+        "apiToken",
+        "accessToken",
+        "personalAccessToken",
+    ]
+    .iter()
+    .map(|f| cred(credentials, f))
+    .find(|t| !t.is_empty())
+    .unwrap_or_default()
 }
 
 fn basic(user: &str, password: &str) -> AppResult<HeaderValue> {
-    header(&format!("Basic {}", B64.encode(format!("{user}:{password}"))))
+    header(&format!(
+        "Basic {}",
+        B64.encode(format!("{user}:{password}"))
+    ))
 }
 
 /// Signs a request per the provider's auth scheme. Session sign-ins (ALM) are done by the
@@ -122,16 +155,28 @@ pub fn apply_auth(
 ) -> AppResult<()> {
     match provider.auth_scheme {
         AuthScheme::Basic => {
-            headers.insert(AUTHORIZATION, basic(cred(credentials, "email"), cred(credentials, "apiToken"))?);
+            headers.insert(
+                AUTHORIZATION,
+                basic(cred(credentials, "email"), cred(credentials, "apiToken"))?,
+            );
         }
         AuthScheme::Bearer => {
-            headers.insert(AUTHORIZATION, header(&format!("Bearer {}", token(credentials)))?);
+            headers.insert(
+                AUTHORIZATION,
+                header(&format!("Bearer {}", token(credentials)))?,
+            );
         }
         AuthScheme::Header => {
-            headers.insert(HeaderName::from_static("private-token"), header(token(credentials))?);
+            headers.insert(
+                HeaderName::from_static("private-token"),
+                header(token(credentials))?,
+            );
         }
         AuthScheme::BasicPat => {
-            headers.insert(AUTHORIZATION, basic("", cred(credentials, "personalAccessToken"))?);
+            headers.insert(
+                AUTHORIZATION,
+                basic("", cred(credentials, "personalAccessToken"))?,
+            );
         }
         AuthScheme::DevKey => {}
         AuthScheme::Session => {
@@ -141,10 +186,16 @@ pub fn apply_auth(
         }
         AuthScheme::Configurable => match config["authType"].as_str().unwrap_or("none") {
             "bearer" => {
-                headers.insert(AUTHORIZATION, header(&format!("Bearer {}", cred(credentials, "token")))?);
+                headers.insert(
+                    AUTHORIZATION,
+                    header(&format!("Bearer {}", cred(credentials, "token")))?,
+                );
             }
             "basic" => {
-                headers.insert(AUTHORIZATION, basic(cred(credentials, "username"), cred(credentials, "password"))?);
+                headers.insert(
+                    AUTHORIZATION,
+                    basic(cred(credentials, "username"), cred(credentials, "password"))?,
+                );
             }
             "header" => {
                 let name = config["authHeader"].as_str().unwrap_or("X-API-Key");
@@ -154,7 +205,8 @@ pub fn apply_auth(
             }
             "query" => {
                 let param = config["authQueryParam"].as_str().unwrap_or("api_key");
-                url.query_pairs_mut().append_pair(param, cred(credentials, "token"));
+                url.query_pairs_mut()
+                    .append_pair(param, cred(credentials, "token"));
             }
             _ => {}
         },
@@ -197,13 +249,26 @@ mod tests {
     #[test]
     fn paths_stay_under_the_base() {
         let b = base("https://api.example.com/v2");
-        assert_eq!(join(&b, "/items?x=1", None).unwrap().as_str(), "https://api.example.com/v2/items?x=1");
+        assert_eq!(
+            join(&b, "/items?x=1", None).unwrap().as_str(),
+            "https://api.example.com/v2/items?x=1"
+        );
         let q = serde_json::json!({ "a": "b c", "n": [1, 2] });
         assert_eq!(
             join(&b, "/s", q.as_object()).unwrap().as_str(),
             "https://api.example.com/v2/s?a=b+c&n=1&n=2"
         );
-        for bad in ["items", "//evil.com/x", "/../admin", "/a/%2e%2e/b", "/a/..%2fb", "http://evil.com", "/x\\y", "/a#b", "/a/./b"] {
+        for bad in [
+            "items",
+            "//evil.com/x",
+            "/../admin",
+            "/a/%2e%2e/b",
+            "/a/..%2fb",
+            "http://evil.com",
+            "/x\\y",
+            "/a#b",
+            "/a/./b",
+        ] {
             assert!(join(&b, bad, None).is_err(), "{bad}");
         }
     }

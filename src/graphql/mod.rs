@@ -13,11 +13,13 @@ use crate::app::AppState;
 use crate::audit::extension::AuditLog;
 use crate::audit::graphql::{AuditEventNode, AuditQuery};
 use crate::auth::graphql::ViewerQuery;
+use crate::calls::graphql::CallsMutation;
 use crate::db::DbConn;
 use crate::error::{AppError, AppResult};
-use crate::calls::graphql::CallsMutation;
 use crate::health::graphql::{HealthQuery, HealthSubscription};
-use crate::integrations::graphql::{IntegrationMutation, IntegrationNode, IntegrationQuery, IntegrationSubscription};
+use crate::integrations::graphql::{
+    IntegrationMutation, IntegrationNode, IntegrationQuery, IntegrationSubscription,
+};
 use crate::logs::graphql::{LogsQuery, LogsSubscription, RequestLogNode};
 use crate::projects::graphql::{ProjectMutation, ProjectQuery};
 use crate::providers::graphql::ProviderQuery;
@@ -36,10 +38,19 @@ pub struct Query(
 );
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(ProjectMutation, IntegrationMutation, CallsMutation, ApiKeyMutation);
+pub struct Mutation(
+    ProjectMutation,
+    IntegrationMutation,
+    CallsMutation,
+    ApiKeyMutation,
+);
 
 #[derive(MergedSubscription, Default)]
-pub struct Subscription(LogsSubscription, HealthSubscription, IntegrationSubscription);
+pub struct Subscription(
+    LogsSubscription,
+    HealthSubscription,
+    IntegrationSubscription,
+);
 
 pub type HubSchema = Schema<Query, Mutation, Subscription>;
 
@@ -47,16 +58,20 @@ pub type HubSchema = Schema<Query, Mutation, Subscription>;
 /// its configuration.
 pub fn build_schema(state: AppState) -> HubSchema {
     let config = &state.config;
-    let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription::default())
-        .extension(QueryLimits {
-            max_depth: config.max_depth,
-            max_complexity: config.max_complexity,
-            max_aliases: config.max_aliases,
-            max_fields: config.max_fields,
-            max_directives: config.max_directives,
-        })
-        .extension(AuditLog)
-        .limit_recursive_depth(64);
+    let mut builder = Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .extension(QueryLimits {
+        max_depth: config.max_depth,
+        max_complexity: config.max_complexity,
+        max_aliases: config.max_aliases,
+        max_fields: config.max_fields,
+        max_directives: config.max_directives,
+    })
+    .extension(AuditLog)
+    .limit_recursive_depth(64);
     if !config.introspection {
         builder = builder.disable_introspection();
     }
@@ -68,9 +83,13 @@ pub fn build_schema(state: AppState) -> HubSchema {
 
 /// The SDL as committed in schema.graphql.
 pub fn sdl() -> String {
-    Schema::build(Query::default(), Mutation::default(), Subscription::default())
-        .finish()
-        .sdl()
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        Subscription::default(),
+    )
+    .finish()
+    .sdl()
 }
 
 /// The application state in schema data.

@@ -81,7 +81,11 @@ pub struct HealthQuery;
 #[Object]
 impl HealthQuery {
     #[graphql(guard = "ScopeGuard(Scope::IntegrationsRead)")]
-    async fn integration_health(&self, ctx: &Context<'_>, integration_id: ID) -> async_graphql::Result<IntegrationHealth> {
+    async fn integration_health(
+        &self,
+        ctx: &Context<'_>,
+        integration_id: ID,
+    ) -> async_graphql::Result<IntegrationHealth> {
         let caller = principal(ctx)?;
         let integration = reachable(ctx, caller, &integration_id).await?;
         let stats = window_stats(state(ctx), &integration).await?;
@@ -105,19 +109,31 @@ impl HealthQuery {
 
     /// Counts by category and status, health, and request totals of a project's integrations.
     #[graphql(guard = "ScopeGuard(Scope::IntegrationsRead)")]
-    async fn project_statistics(&self, ctx: &Context<'_>, project_id: ID) -> async_graphql::Result<ProjectStatistics> {
+    async fn project_statistics(
+        &self,
+        ctx: &Context<'_>,
+        project_id: ID,
+    ) -> async_graphql::Result<ProjectStatistics> {
         let caller = principal(ctx)?;
         caller.check_project(&project_id)?;
         let mut db = conn(ctx).await?;
         crate::projects::store::get(&mut db, &caller.team_id, &project_id).await?;
-        let rows = crate::integrations::store::all_in_project(&mut db, &caller.team_id, &project_id).await?;
+        let rows =
+            crate::integrations::store::all_in_project(&mut db, &caller.team_id, &project_id)
+                .await?;
         let mut by_category: Vec<CategoryCount> = Vec::new();
         let mut by_status: Vec<StatusCount> = Vec::new();
         for row in &rows {
             if let Some(provider) = providers::find(&row.provider_key) {
-                match by_category.iter_mut().find(|c| c.category == provider.category) {
+                match by_category
+                    .iter_mut()
+                    .find(|c| c.category == provider.category)
+                {
                     Some(entry) => entry.count += 1,
-                    None => by_category.push(CategoryCount { category: provider.category, count: 1 }),
+                    None => by_category.push(CategoryCount {
+                        category: provider.category,
+                        count: 1,
+                    }),
                 }
             }
             let status = IntegrationStatus::parse(&row.status);
@@ -126,10 +142,20 @@ impl HealthQuery {
                 None => by_status.push(StatusCount { status, count: 1 }),
             }
         }
-        let healthy = rows.iter().filter(|r| r.status == IntegrationStatus::Connected.as_str()).count() as i64;
+        let healthy = rows
+            .iter()
+            .filter(|r| r.status == IntegrationStatus::Connected.as_str())
+            .count() as i64;
         let unhealthy = rows
             .iter()
-            .filter(|r| matches!(IntegrationStatus::parse(&r.status), IntegrationStatus::Degraded | IntegrationStatus::Disconnected | IntegrationStatus::Error))
+            .filter(|r| {
+                matches!(
+                    IntegrationStatus::parse(&r.status),
+                    IntegrationStatus::Degraded
+                        | IntegrationStatus::Disconnected
+                        | IntegrationStatus::Error
+                )
+            })
             .count() as i64;
         let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
         let totals = crate::logs::store::totals(&mut db, &caller.team_id, &ids, None).await?;
@@ -140,7 +166,8 @@ impl HealthQuery {
             healthy,
             unhealthy,
             total_requests: totals.total,
-            average_response_ms: (totals.total > 0).then(|| totals.duration_ms as f64 / totals.total as f64),
+            average_response_ms: (totals.total > 0)
+                .then(|| totals.duration_ms as f64 / totals.total as f64),
         })
     }
 }
@@ -168,12 +195,17 @@ impl HealthSubscription {
                     count: count.min(i32::MAX as u64) as i32,
                 })),
                 Live::Event(event)
-                    if event.kind == EventKind::IntegrationHealthChanged && event.project_id.as_deref() == Some(project.as_str()) =>
+                    if event.kind == EventKind::IntegrationHealthChanged
+                        && event.project_id.as_deref() == Some(project.as_str()) =>
                 {
                     Some(HealthStreamItem::Change(HealthChange {
                         integration_id: ID(event.subject_id.clone()),
-                        previous: IntegrationStatus::parse(event.payload["previous"].as_str().unwrap_or_default()),
-                        status: IntegrationStatus::parse(event.payload["status"].as_str().unwrap_or_default()),
+                        previous: IntegrationStatus::parse(
+                            event.payload["previous"].as_str().unwrap_or_default(),
+                        ),
+                        status: IntegrationStatus::parse(
+                            event.payload["status"].as_str().unwrap_or_default(),
+                        ),
                         error: event.payload["error"].as_str().map(str::to_string),
                         at: event.at.and_utc(),
                     }))

@@ -47,11 +47,20 @@ pub fn window_start(state: &AppState) -> NaiveDateTime {
     now() - Duration::seconds(state.config.health_window_secs as i64)
 }
 
-pub async fn window_stats(state: &AppState, integration: &IntegrationRow) -> AppResult<WindowStats> {
+pub async fn window_stats(
+    state: &AppState,
+    integration: &IntegrationRow,
+) -> AppResult<WindowStats> {
     let mut conn = state.pool.get().await?;
     let since = window_start(state);
     let (checks, checks_ok) = store::check_counts(&mut conn, &integration.id, since).await?;
-    let totals = crate::logs::store::totals(&mut conn, &integration.team_id, std::slice::from_ref(&integration.id), Some(since)).await?;
+    let totals = crate::logs::store::totals(
+        &mut conn,
+        &integration.team_id,
+        std::slice::from_ref(&integration.id),
+        Some(since),
+    )
+    .await?;
     Ok(WindowStats {
         checks,
         checks_ok,
@@ -61,7 +70,11 @@ pub async fn window_stats(state: &AppState, integration: &IntegrationRow) -> App
 }
 
 /// The status a check leads to.
-pub fn derive_status(outcome: &CheckOutcome, consecutive_failures: i32, stats: &WindowStats) -> IntegrationStatus {
+pub fn derive_status(
+    outcome: &CheckOutcome,
+    consecutive_failures: i32,
+    stats: &WindowStats,
+) -> IntegrationStatus {
     if !outcome.ok {
         return if outcome.auth_failed {
             IntegrationStatus::Error
@@ -82,7 +95,11 @@ pub fn derive_status(outcome: &CheckOutcome, consecutive_failures: i32, stats: &
 
 /// Runs the provider's health request, stores it, updates the integration's status and
 /// publishes a change. Returns the outcome and the integration as it now is.
-pub async fn run_check(state: &AppState, integration: &IntegrationRow, actor: &str) -> AppResult<(CheckOutcome, IntegrationRow)> {
+pub async fn run_check(
+    state: &AppState,
+    integration: &IntegrationRow,
+    actor: &str,
+) -> AppResult<(CheckOutcome, IntegrationRow)> {
     let outcome = check(state, integration, actor).await?;
     let at = now();
     let mut conn = state.pool.get().await?;
@@ -100,7 +117,11 @@ pub async fn run_check(state: &AppState, integration: &IntegrationRow, actor: &s
     )
     .await?;
     drop(conn);
-    let failures = if outcome.ok { 0 } else { integration.consecutive_failures + 1 };
+    let failures = if outcome.ok {
+        0
+    } else {
+        integration.consecutive_failures + 1
+    };
     let stats = window_stats(state, integration).await?;
     let status = derive_status(&outcome, failures, &stats);
     let mut conn = state.pool.get().await?;
@@ -108,7 +129,11 @@ pub async fn run_check(state: &AppState, integration: &IntegrationRow, actor: &s
         &mut conn,
         &integration.id,
         status,
-        if outcome.ok { None } else { outcome.error.clone() },
+        if outcome.ok {
+            None
+        } else {
+            outcome.error.clone()
+        },
         at,
         outcome.duration_ms,
         failures,

@@ -41,7 +41,10 @@ async fn run_due(state: &AppState, interval: u64) {
     let due = match due {
         Ok(due) => due,
         Err(err) => {
-            tracing::warn!(code = err.code(), "health monitor could not list integrations");
+            tracing::warn!(
+                code = err.code(),
+                "health monitor could not list integrations"
+            );
             return;
         }
     };
@@ -55,9 +58,17 @@ async fn run_due(state: &AppState, interval: u64) {
 }
 
 async fn prune(state: &AppState) {
-    let Ok(mut conn) = state.pool.get().await else { return };
+    let Ok(mut conn) = state.pool.get().await else {
+        return;
+    };
     let cutoff = now() - ChronoDuration::days(state.config.log_retention_days as i64);
-    match crate::logs::store::prune(&mut conn, cutoff, state.config.log_retention_per_integration).await {
+    match crate::logs::store::prune(
+        &mut conn,
+        cutoff,
+        state.config.log_retention_per_integration,
+    )
+    .await
+    {
         Ok(0) => {}
         Ok(removed) => tracing::info!(removed, "request logs pruned"),
         Err(err) => tracing::warn!(code = err.code(), "request logs not pruned"),

@@ -32,7 +32,11 @@ pub async fn insert(conn: &mut DbConn, row: &HealthCheckRow) -> AppResult<()> {
 }
 
 /// (checks, successful checks) since a time.
-pub async fn check_counts(conn: &mut DbConn, integration_id: &str, since: NaiveDateTime) -> AppResult<(i64, i64)> {
+pub async fn check_counts(
+    conn: &mut DbConn,
+    integration_id: &str,
+    since: NaiveDateTime,
+) -> AppResult<(i64, i64)> {
     Ok(with_conn!(conn, |c| health_checks::table
         .filter(health_checks::integration_id.eq(integration_id))
         .filter(health_checks::checked_at.ge(since))
@@ -54,16 +58,18 @@ pub async fn record_status(
     response_ms: i64,
     consecutive_failures: i32,
 ) -> AppResult<IntegrationRow> {
-    with_conn!(conn, |c| diesel::update(integrations::table.filter(integrations::id.eq(integration_id)))
-        .set((
-            integrations::status.eq(status.as_str()),
-            integrations::last_error.eq(&last_error),
-            integrations::last_check_at.eq(Some(at)),
-            integrations::last_response_ms.eq(Some(response_ms)),
-            integrations::consecutive_failures.eq(consecutive_failures),
-        ))
-        .execute(c)
-        .await)?;
+    with_conn!(conn, |c| diesel::update(
+        integrations::table.filter(integrations::id.eq(integration_id))
+    )
+    .set((
+        integrations::status.eq(status.as_str()),
+        integrations::last_error.eq(&last_error),
+        integrations::last_check_at.eq(Some(at)),
+        integrations::last_response_ms.eq(Some(response_ms)),
+        integrations::consecutive_failures.eq(consecutive_failures),
+    ))
+    .execute(c)
+    .await)?;
     with_conn!(conn, |c| integrations::table
         .filter(integrations::id.eq(integration_id))
         .select(IntegrationRow::as_select())
@@ -74,10 +80,18 @@ pub async fn record_status(
 }
 
 /// Enabled integrations not checked since `before`, oldest first.
-pub async fn due(conn: &mut DbConn, before: NaiveDateTime, limit: i64) -> AppResult<Vec<IntegrationRow>> {
+pub async fn due(
+    conn: &mut DbConn,
+    before: NaiveDateTime,
+    limit: i64,
+) -> AppResult<Vec<IntegrationRow>> {
     Ok(with_conn!(conn, |c| integrations::table
         .filter(integrations::enabled.eq(true))
-        .filter(integrations::last_check_at.is_null().or(integrations::last_check_at.lt(before)))
+        .filter(
+            integrations::last_check_at
+                .is_null()
+                .or(integrations::last_check_at.lt(before))
+        )
         .select(IntegrationRow::as_select())
         .order(integrations::last_check_at.asc())
         .limit(limit)
@@ -86,7 +100,9 @@ pub async fn due(conn: &mut DbConn, before: NaiveDateTime, limit: i64) -> AppRes
 }
 
 pub async fn prune(conn: &mut DbConn, cutoff: NaiveDateTime) -> AppResult<usize> {
-    Ok(with_conn!(conn, |c| diesel::delete(health_checks::table.filter(health_checks::checked_at.lt(cutoff)))
-        .execute(c)
-        .await)?)
+    Ok(with_conn!(conn, |c| diesel::delete(
+        health_checks::table.filter(health_checks::checked_at.lt(cutoff))
+    )
+    .execute(c)
+    .await)?)
 }

@@ -96,7 +96,11 @@ mod tests {
         assert!(breakers.admit("a").is_ok(), "one trial");
         assert!(breakers.admit("a").is_err(), "only one");
         breakers.record("a", false);
-        assert_eq!(breakers.state("a"), CircuitState::Open, "a failed trial opens again");
+        assert_eq!(
+            breakers.state("a"),
+            CircuitState::Open,
+            "a failed trial opens again"
+        );
         std::thread::sleep(Duration::from_millis(60));
         assert!(breakers.admit("a").is_ok());
         breakers.record("a", true);

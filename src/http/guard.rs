@@ -89,11 +89,21 @@ impl Resolve for GuardedResolver {
         let guard = self.0.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = resolved.iter().copied().filter(|a| guard.check(a.ip()).is_ok()).collect();
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = resolved
+                .iter()
+                .copied()
+                .filter(|a| guard.check(a.ip()).is_ok())
+                .collect();
             if allowed.is_empty() {
                 let err: Box<dyn std::error::Error + Send + Sync> = match resolved.first() {
-                    Some(addr) => Box::new(guard.check(addr.ip()).err().unwrap_or(Blocked(format!("{host} is blocked")))),
+                    Some(addr) => Box::new(
+                        guard
+                            .check(addr.ip())
+                            .err()
+                            .unwrap_or(Blocked(format!("{host} is blocked"))),
+                    ),
                     None => format!("{host} does not resolve").into(),
                 };
                 return Err(err);
@@ -111,7 +121,20 @@ mod tests {
     #[test]
     fn forbidden_ranges() {
         let guard = AddressGuard::default();
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "::"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::",
+        ] {
             assert!(guard.check(ip.parse().unwrap()).is_err(), "{ip}");
         }
         for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {

@@ -56,7 +56,9 @@ impl OutboundError {
             Self::Blocked(reason) => reason.clone(),
             Self::Timeout => "the upstream did not answer in time".into(),
             Self::CircuitOpen { retry_in_secs } => {
-                format!("the upstream keeps failing; calls paused for {retry_in_secs} s (circuit open)")
+                format!(
+                    "the upstream keeps failing; calls paused for {retry_in_secs} s (circuit open)"
+                )
             }
             Self::TooLarge(limit) => format!("the upstream response is larger than {limit} bytes"),
             Self::Transport(reason) => format!("the upstream could not be reached: {reason}"),
@@ -90,7 +92,10 @@ pub struct Outbound {
 }
 
 fn is_idempotent(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS)
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+    )
 }
 
 fn is_retryable(status: StatusCode) -> bool {
@@ -99,7 +104,13 @@ fn is_retryable(status: StatusCode) -> bool {
 
 /// `Retry-After` as seconds (dates are not worth the trouble here: providers send seconds).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: f64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    let seconds: f64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     (seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
 }
 
@@ -135,7 +146,8 @@ impl Outbound {
             .no_proxy()
             .user_agent(concat!("integration-hub/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let rate = crate::ratelimit::RateSpec::parse(&config.outbound_rate_limit).map_err(anyhow::Error::msg)?;
+        let rate = crate::ratelimit::RateSpec::parse(&config.outbound_rate_limit)
+            .map_err(anyhow::Error::msg)?;
         let quota = Quota::with_period(rate.period / rate.requests)
             .ok_or_else(|| anyhow::anyhow!("outbound rate limit too fine"))?
             .allow_burst(NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN));
@@ -143,7 +155,10 @@ impl Outbound {
             client,
             guard,
             limiter: RateLimiter::dashmap(quota),
-            breakers: Breakers::new(config.breaker_threshold, Duration::from_secs(config.breaker_cooldown_secs)),
+            breakers: Breakers::new(
+                config.breaker_threshold,
+                Duration::from_secs(config.breaker_cooldown_secs),
+            ),
             timeout: Duration::from_millis(config.outbound_timeout_ms),
             max_retries: config.outbound_max_retries,
             retry_base: Duration::from_millis(config.outbound_retry_base_ms),
@@ -159,14 +174,22 @@ impl Outbound {
 
     /// Sends `request` for the integration `key`, with everything the module docs promise.
     /// A final 4xx/5xx is returned as a response, not an error.
-    pub async fn send(&self, key: &str, request: OutboundRequest) -> Result<OutboundResponse, OutboundError> {
+    pub async fn send(
+        &self,
+        key: &str,
+        request: OutboundRequest,
+    ) -> Result<OutboundResponse, OutboundError> {
         self.guard
             .check_url(&request.url)
             .map_err(|b| OutboundError::Blocked(b.0))?;
         self.breakers
             .admit(key)
             .map_err(|retry_in_secs| OutboundError::CircuitOpen { retry_in_secs })?;
-        let retries = if is_idempotent(&request.method) { self.max_retries } else { 0 };
+        let retries = if is_idempotent(&request.method) {
+            self.max_retries
+        } else {
+            0
+        };
         let mut backoff = backon::ExponentialBuilder::default()
             .with_min_delay(self.retry_base)
             .with_max_delay(self.retry_max)
@@ -183,14 +206,21 @@ impl Outbound {
             }
             let result = self.attempt(&request).await;
             let retry_delay = match &result {
-                Ok(response) if is_retryable(response.status) => Some(retry_after(&response.headers)),
+                Ok(response) if is_retryable(response.status) => {
+                    Some(retry_after(&response.headers))
+                }
                 Err(OutboundError::Timeout) => Some(None),
                 _ => None,
             };
             match (retry_delay, backoff.next()) {
                 (Some(server_delay), Some(our_delay)) => {
                     let delay = server_delay.map_or(our_delay, |d| d.min(self.max_retry_after));
-                    tracing::debug!(key, attempt = attempts, delay_ms = delay.as_millis() as u64, "retrying upstream call");
+                    tracing::debug!(
+                        key,
+                        attempt = attempts,
+                        delay_ms = delay.as_millis() as u64,
+                        "retrying upstream call"
+                    );
                     tokio::time::sleep(delay).await;
                 }
                 _ => break result,

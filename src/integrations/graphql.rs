@@ -1,20 +1,22 @@
-use async_graphql::{Context, Enum, ID, InputObject, Json, Object, SimpleObject, Subscription, Union};
+use async_graphql::{
+    Context, Enum, ID, InputObject, Json, Object, SimpleObject, Subscription, Union,
+};
+use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 use serde_json::json;
-use chrono::{DateTime, Utc};
 
 use super::model::{IntegrationFilter, IntegrationRow, IntegrationStatus};
 use super::service::{self, IntegrationUpdate, NewIntegration};
 use super::store;
 use crate::audit;
-use crate::db::now;
-use crate::events::{Event, EventKind};
-use crate::live::{EventsMissed, Live, take_slot, watch};
 use crate::auth::Principal;
 use crate::auth::{Scope, ScopeGuard, principal};
 use crate::db::DbConn;
+use crate::db::now;
 use crate::error::{AppError, AppResult};
+use crate::events::{Event, EventKind};
 use crate::graphql::{Connection, Edge, conn, decode_cursor, page_size, state};
+use crate::live::{EventsMissed, Live, take_slot, watch};
 use crate::providers::graphql::ProviderNode;
 use crate::providers::{self, ProviderCategory};
 
@@ -207,10 +209,18 @@ impl IntegrationSubscription {
                         IntegrationEventItem::Event(IntegrationEvent {
                             kind,
                             integration_id: ID(event.subject_id.clone()),
-                            name: event.payload["name"].as_str().unwrap_or_default().to_string(),
-                            provider_key: event.payload["providerKey"].as_str().unwrap_or_default().to_string(),
+                            name: event.payload["name"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string(),
+                            provider_key: event.payload["providerKey"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string(),
                             enabled: event.payload["enabled"].as_bool().unwrap_or_default(),
-                            status: IntegrationStatus::parse(event.payload["status"].as_str().unwrap_or_default()),
+                            status: IntegrationStatus::parse(
+                                event.payload["status"].as_str().unwrap_or_default(),
+                            ),
                             at: event.at.and_utc(),
                         })
                     })

@@ -157,7 +157,11 @@ pub async fn replace_sealed(
 }
 
 /// Every integration of a project (for statistics).
-pub async fn all_in_project(conn: &mut DbConn, team_id: &str, project_id: &str) -> AppResult<Vec<IntegrationRow>> {
+pub async fn all_in_project(
+    conn: &mut DbConn,
+    team_id: &str,
+    project_id: &str,
+) -> AppResult<Vec<IntegrationRow>> {
     Ok(with_conn!(conn, |c| integrations::table
         .filter(integrations::team_id.eq(team_id))
         .filter(integrations::project_id.eq(project_id))

@@ -109,7 +109,11 @@ async fn scope(
             let only_integrations = if caller.limits.allows_project(&id) {
                 None
             } else {
-                let ids = caller.limits.integrations.clone().ok_or_else(|| AppError::not_found("project"))?;
+                let ids = caller
+                    .limits
+                    .integrations
+                    .clone()
+                    .ok_or_else(|| AppError::not_found("project"))?;
                 Some(ids.into_iter().collect())
             };
             Ok(LogFilter {
@@ -118,13 +122,15 @@ async fn scope(
                 ..Default::default()
             })
         }
-        _ => Err(AppError::validation("give either integrationId or projectId")),
+        _ => Err(AppError::validation(
+            "give either integrationId or projectId",
+        )),
     }
 }
 
 #[derive(Union)]
 pub enum LogStreamItem {
-    Log(RequestLogNode),
+    Log(Box<RequestLogNode>),
     Missed(EventsMissed),
 }
 
@@ -150,14 +156,30 @@ impl LogsQuery {
     ) -> async_graphql::Result<Connection<Edge<RequestLogNode>>> {
         let caller = principal(ctx)?;
         let limit = page_size(first)?;
-        let before = after.as_deref().map(|c| decode_cursor("log", c)).transpose()?;
+        let before = after
+            .as_deref()
+            .map(|c| decode_cursor("log", c))
+            .transpose()?;
         let mut filter = scope(ctx, caller, integration_id, project_id).await?;
         filter.levels = level.map(LogLevel::and_above);
         filter.status = status;
         filter.since = since.map(|t| t.naive_utc());
         filter.until = until.map(|t| t.naive_utc());
-        let rows = store::list(&mut conn(ctx).await?, &caller.team_id, &filter, before.as_deref(), limit + 1).await?;
-        Ok(Connection::from_rows(rows, limit, "log", |r| &r.id, RequestLogNode))
+        let rows = store::list(
+            &mut conn(ctx).await?,
+            &caller.team_id,
+            &filter,
+            before.as_deref(),
+            limit + 1,
+        )
+        .await?;
+        Ok(Connection::from_rows(
+            rows,
+            limit,
+            "log",
+            |r| &r.id,
+            RequestLogNode,
+        ))
     }
 
     /// Totals, success and failure, response times and bytes of an integration's calls
@@ -208,8 +230,10 @@ impl LogsSubscription {
                 Live::Event(event) if event.kind == EventKind::IntegrationRequest => {
                     serde_json::from_value::<RequestLogRow>(event.payload.clone())
                         .ok()
-                        .filter(|row| matches(&filter, row) && LogLevel::parse(&row.level) >= min_level)
-                        .map(|row| LogStreamItem::Log(RequestLogNode(row)))
+                        .filter(|row| {
+                            matches(&filter, row) && LogLevel::parse(&row.level) >= min_level
+                        })
+                        .map(|row| LogStreamItem::Log(Box::new(RequestLogNode(row))))
                 }
                 Live::Event(_) => None,
             };
@@ -219,8 +243,14 @@ impl LogsSubscription {
 }
 
 fn matches(filter: &LogFilter, row: &RequestLogRow) -> bool {
-    filter.integration_id.as_ref().is_none_or(|id| *id == row.integration_id)
-        && filter.project_id.as_ref().is_none_or(|id| *id == row.project_id)
+    filter
+        .integration_id
+        .as_ref()
+        .is_none_or(|id| *id == row.integration_id)
+        && filter
+            .project_id
+            .as_ref()
+            .is_none_or(|id| *id == row.project_id)
         && filter
             .only_integrations
             .as_ref()

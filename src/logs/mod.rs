@@ -80,8 +80,18 @@ pub struct RequestLogRow {
 
 /// Query parameters whose values are always hidden.
 const SENSITIVE_PARAMS: [&str; 12] = [
-    "token", "access_token", "api_key", "apikey", "key", "secret", "password", "sig", "signature", "code",
-    "client_secret", "auth",
+    "token",
+    "access_token",
+    "api_key",
+    "apikey",
+    "key",
+    "secret",
+    "password",
+    "sig",
+    "signature",
+    "code",
+    "client_secret",
+    "auth",
 ];
 
 /// Hides credential values anywhere in `text`.
@@ -102,7 +112,10 @@ pub fn redact_url(url: &url::Url, secrets: &[String]) -> String {
         let pairs: Vec<String> = url::form_urlencoded::parse(query.as_bytes())
             .map(|(k, v)| {
                 let lower = k.to_ascii_lowercase();
-                let value = if SENSITIVE_PARAMS.iter().any(|p| lower == *p || lower.ends_with(&format!("_{p}"))) {
+                let value = if SENSITIVE_PARAMS
+                    .iter()
+                    .any(|p| lower == *p || lower.ends_with(&format!("_{p}")))
+                {
                     "[REDACTED]".to_string()
                 } else {
                     v.into_owned()
@@ -131,13 +144,19 @@ pub struct CallRecord {
 
 /// Writes the log row and publishes it on the bus. A failed write is logged, never fatal to
 /// the call it describes.
-pub async fn record(state: &AppState, integration: &IntegrationRow, call: CallRecord) -> RequestLogRow {
+pub async fn record(
+    state: &AppState,
+    integration: &IntegrationRow,
+    call: CallRecord,
+) -> RequestLogRow {
     let row = RequestLogRow {
         id: new_id(),
         team_id: integration.team_id.clone(),
         project_id: integration.project_id.clone(),
         integration_id: integration.id.clone(),
-        level: LogLevel::for_outcome(call.status, call.error.is_some()).as_str().into(),
+        level: LogLevel::for_outcome(call.status, call.error.is_some())
+            .as_str()
+            .into(),
         method: call.method,
         path: call.path,
         status: call.status.map(i32::from),
@@ -174,7 +193,10 @@ mod tests {
 
     #[test]
     fn urls_are_redacted() {
-        let url = url::Url::parse("https://x.test/a/s3cr3tvalue/b?access_token=abc&q=1&client_secret=z&page=2").unwrap();
+        let url = url::Url::parse(
+            "https://x.test/a/s3cr3tvalue/b?access_token=abc&q=1&client_secret=z&page=2",
+        )
+        .unwrap();
         assert_eq!(
             redact_url(&url, &["s3cr3tvalue".into()]),
             "/a/[REDACTED]/b?access_token=[REDACTED]&q=1&client_secret=[REDACTED]&page=2"

@@ -96,7 +96,10 @@ pub async fn totals(
 ) -> AppResult<Totals> {
     let since = since.unwrap_or_default();
     let ids = integration_ids.to_vec();
-    let (total, successful, duration_ms, bytes_in, bytes_out, last_activity) = with_conn!(conn, |c| request_logs::table
+    let (total, successful, duration_ms, bytes_in, bytes_out, last_activity) = with_conn!(
+        conn,
+        |c| {
+            request_logs::table
         .filter(request_logs::team_id.eq(team_id))
         .filter(request_logs::integration_id.eq_any(ids.clone()))
         .filter(request_logs::created_at.ge(since))
@@ -109,7 +112,9 @@ pub async fn totals(
             max(request_logs::created_at),
         ))
         .get_result::<(i64, i64, i64, i64, i64, Option<NaiveDateTime>)>(c)
-        .await)?;
+        .await
+        }
+    )?;
     let p95_ms = if total == 0 {
         None
     } else {
@@ -139,9 +144,11 @@ pub async fn totals(
 
 /// Drops logs older than `cutoff`, then all but the newest `keep` of each integration.
 pub async fn prune(conn: &mut DbConn, cutoff: NaiveDateTime, keep: i64) -> AppResult<usize> {
-    let mut removed = with_conn!(conn, |c| diesel::delete(request_logs::table.filter(request_logs::created_at.lt(cutoff)))
-        .execute(c)
-        .await)?;
+    let mut removed = with_conn!(conn, |c| diesel::delete(
+        request_logs::table.filter(request_logs::created_at.lt(cutoff))
+    )
+    .execute(c)
+    .await)?;
     let crowded: Vec<String> = with_conn!(conn, |c| request_logs::table
         .group_by(request_logs::integration_id)
         .having(count_star().gt(keep))

@@ -11,10 +11,16 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 pub struct Recorded {
     pub method: String,
     pub path: String,
+    pub query: String,
     pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
 impl Recorded {
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -41,6 +47,27 @@ impl Reply {
     }
 }
 
+impl Reply {
+    pub fn text(status: u16, body: &str) -> Self {
+        Self {
+            status,
+            headers: vec![("content-type".into(), "text/plain".into())],
+            body: body.as_bytes().to_vec(),
+            delay: None,
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn after(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+}
+
 type Responder = Arc<dyn Fn(&Recorded) -> Reply + Send + Sync>;
 
 pub struct Receiver {
@@ -51,17 +78,20 @@ pub struct Receiver {
 
 async fn record(
     req: HttpRequest,
+    body: web::Bytes,
     requests: web::Data<Arc<Mutex<Vec<Recorded>>>>,
     responder: web::Data<Responder>,
 ) -> HttpResponse {
     let recorded = Recorded {
         method: req.method().to_string(),
         path: req.path().to_string(),
+        query: req.query_string().to_string(),
         headers: req
             .headers()
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_string()))
             .collect(),
+        body: body.to_vec(),
     };
     let reply = responder(&recorded);
     requests.lock().unwrap().push(recorded);

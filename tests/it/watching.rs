@@ -1,0 +1,253 @@
+//! Request logs, metrics, health and project statistics, from real calls to local upstreams.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::calls::{EXECUTE, TEST_CONNECTION, register};
+use crate::on_both_backends;
+use crate::support::receiver::{Receiver, Reply};
+use crate::support::{Backend, TestApp};
+
+on_both_backends!(logs_and_metrics, health_monitor_changes_status);
+
+const LOGS: &str = "query($i: ID, $p: ID, $level: LogLevel, $status: Int, $first: Int, $after: String) {
+    integrationLogs(integrationId: $i, projectId: $p, level: $level, status: $status, first: $first, after: $after) {
+        edges { node { integrationId level method path status durationMs bytesIn bytesOut error actor correlationId } }
+        pageInfo { hasNextPage endCursor }
+    }
+}";
+
+fn nodes(answer: &crate::support::Answer) -> Vec<Value> {
+    answer.data()["integrationLogs"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"].clone())
+        .collect()
+}
+
+async fn logs_and_metrics(backend: Backend) {
+    let server = Receiver::start(|request| match request.path.as_str() {
+        "/ok" => Reply::json(200, &json!({ "fine": true })),
+        "/missing" => Reply::text(404, "nope"),
+        _ => Reply::text(500, "broken"),
+    })
+    .await;
+    let app = TestApp::start(backend).await;
+    let admin = app.admin_key.clone();
+    let project = app.create_project(&admin, "P").await;
+    // Query-parameter auth puts the token in the URL: the log must not.
+    let id = register(
+        &app,
+        &project,
+        "generic_rest",
+        "api",
+        json!({ "baseUrl": server.url, "authType": "query", "authQueryParam": "api_key" }),
+        json!({ "token": "SECRET-query-token-1234" }),
+    )
+    .await;
+    let other = register(
+        &app,
+        &project,
+        "github",
+        "gh",
+        json!({ "baseUrl": server.url }),
+        json!({ "token": "SECRET-gh-5678" }),
+    )
+    .await;
+    let call = |id: &str, method: &str, path: &str| json!({ "id": id, "input": { "method": method, "path": path, "query": { "password": "SECRET-pw-in-query", "page": 1 } } });
+    for (method, path) in [
+        ("GET", "/ok"),
+        ("GET", "/missing"),
+        ("POST", "/boom"),
+        ("GET", "/ok"),
+    ] {
+        app.gql(&admin, EXECUTE, call(&id, method, path))
+            .await
+            .data();
+    }
+    app.gql(&admin, EXECUTE, call(&other, "GET", "/ok"))
+        .await
+        .data();
+
+    let all = app.gql(&admin, LOGS, json!({ "i": id })).await;
+    let logs = nodes(&all);
+    assert_eq!(logs.len(), 4);
+    let levels: Vec<&str> = logs.iter().map(|l| l["level"].as_str().unwrap()).collect();
+    assert_eq!(levels, ["INFO", "ERROR", "WARN", "INFO"], "newest first");
+    let newest = &logs[0];
+    assert_eq!(newest["method"], "GET");
+    assert_eq!(newest["status"], 200);
+    assert!(newest["actor"].as_str().unwrap().starts_with("api_key:"));
+    assert!(newest["bytesIn"].as_i64().unwrap() > 0);
+    let path = newest["path"].as_str().unwrap();
+    assert!(path.starts_with("/ok?"), "{path}");
+    assert!(
+        path.contains("api_key=[REDACTED]")
+            && path.contains("password=[REDACTED]")
+            && path.contains("page=1"),
+        "{path}"
+    );
+    assert!(
+        server.requests()[0]
+            .query
+            .contains("api_key=SECRET-query-token-1234"),
+        "the upstream got the token"
+    );
+    let text = all.body.to_string();
+    assert!(!text.contains("SECRET-"), "no secret in logs: {text}");
+
+    let errors = app
+        .gql(&admin, LOGS, json!({ "i": id, "level": "WARN" }))
+        .await;
+    assert_eq!(nodes(&errors).len(), 2);
+    let not_found = app
+        .gql(&admin, LOGS, json!({ "i": id, "status": 404 }))
+        .await;
+    assert_eq!(nodes(&not_found).len(), 1);
+    let project_logs = app.gql(&admin, LOGS, json!({ "p": project })).await;
+    assert_eq!(nodes(&project_logs).len(), 5);
+    let page = app
+        .gql(&admin, LOGS, json!({ "p": project, "first": 3 }))
+        .await;
+    let cursor = page.data()["integrationLogs"]["pageInfo"]["endCursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rest = app
+        .gql(
+            &admin,
+            LOGS,
+            json!({ "p": project, "first": 3, "after": cursor }),
+        )
+        .await;
+    assert_eq!(nodes(&rest).len(), 2);
+    assert_eq!(
+        app.gql(&admin, LOGS, json!({})).await.code(),
+        "VALIDATION_FAILED"
+    );
+
+    let metrics = app
+        .gql(&admin, "query($i: ID!) { integrationMetrics(integrationId: $i) { totalRequests successfulRequests failedRequests averageResponseMs p95ResponseMs bytesIn bytesOut lastActivity } }", json!({ "i": id }))
+        .await;
+    let m = &metrics.data()["integrationMetrics"];
+    assert_eq!(
+        (
+            m["totalRequests"].as_i64(),
+            m["successfulRequests"].as_i64(),
+            m["failedRequests"].as_i64()
+        ),
+        (Some(4), Some(2), Some(2))
+    );
+    assert!(m["averageResponseMs"].as_f64().is_some() && m["p95ResponseMs"].as_i64().is_some());
+    assert!(m["lastActivity"].is_string());
+
+    let stats = app
+        .gql(&admin, "query($p: ID!) { projectStatistics(projectId: $p) { totalIntegrations byCategory { category count } byStatus { status count } healthy unhealthy totalRequests averageResponseMs } }", json!({ "p": project }))
+        .await;
+    let s = &stats.data()["projectStatistics"];
+    assert_eq!(s["totalIntegrations"], 2);
+    assert_eq!(s["totalRequests"], 5);
+    assert_eq!(s["byStatus"], json!([{ "status": "PENDING", "count": 2 }]));
+    let mut categories: Vec<Value> = s["byCategory"].as_array().unwrap().clone();
+    categories.sort_by_key(|c| c["category"].as_str().unwrap().to_string());
+    assert_eq!(
+        categories,
+        vec![
+            json!({ "category": "CUSTOM", "count": 1 }),
+            json!({ "category": "VERSION_CONTROL", "count": 1 })
+        ]
+    );
+
+    // Reading logs needs logs:read; another team sees nothing.
+    let (_, reader) = app.key_with(&["integrations:read"]).await;
+    assert_eq!(
+        app.gql(&reader, LOGS, json!({ "i": id })).await.code(),
+        "FORBIDDEN"
+    );
+    let (_, other_team) = app.new_team("other").await;
+    assert_eq!(
+        app.gql(&other_team, LOGS, json!({ "i": id })).await.code(),
+        "NOT_FOUND"
+    );
+    app.stop().await;
+}
+
+async fn health_monitor_changes_status(backend: Backend) {
+    let healthy = Arc::new(AtomicBool::new(true));
+    let flag = healthy.clone();
+    let server = Receiver::start(move |_| {
+        if flag.load(Ordering::SeqCst) {
+            Reply::json(200, &json!({ "login": "bot" }))
+        } else {
+            Reply::text(503, "down")
+        }
+    })
+    .await;
+    let app = TestApp::start_configured(backend, |config| {
+        config.health_interval_secs = 1;
+        config.outbound_max_retries = 0;
+    })
+    .await;
+    let project = app.create_project(&app.admin_key, "P").await;
+    let id = register(
+        &app,
+        &project,
+        "github",
+        "gh",
+        json!({ "baseUrl": server.url }),
+        json!({ "token": "t" }),
+    )
+    .await;
+    // The monitor checks the new integration on its own.
+    let connected = wait_for(&app, &id, "CONNECTED").await;
+    assert_eq!(connected["uptimePercent"], 100.0);
+    assert!(connected["lastCheckAt"].is_string());
+    assert!(server.requests().iter().any(|r| r.path == "/user"));
+
+    // The upstream goes down: degraded at once, disconnected after three failed checks.
+    healthy.store(false, Ordering::SeqCst);
+    wait_for(&app, &id, "DEGRADED").await;
+    let down = wait_for(&app, &id, "DISCONNECTED").await;
+    assert!(down["consecutiveFailures"].as_i64().unwrap() >= 3);
+    assert!(down["lastError"].as_str().unwrap().contains("503"));
+
+    // testConnection checks on demand too.
+    healthy.store(true, Ordering::SeqCst);
+    let answer = app
+        .gql(&app.admin_key, TEST_CONNECTION, json!({ "id": id }))
+        .await;
+    assert_eq!(answer.data()["testConnection"]["ok"], true);
+    let back = health(&app, &id).await;
+    assert_eq!(back["consecutiveFailures"], 0);
+    assert!(
+        back["uptimePercent"].as_f64().unwrap() < 100.0,
+        "the failures count against uptime"
+    );
+    app.stop().await;
+}
+
+async fn health(app: &TestApp, id: &str) -> Value {
+    app.gql(
+        &app.admin_key,
+        "query($i: ID!) { integrationHealth(integrationId: $i) { status uptimePercent lastCheckAt lastError consecutiveFailures checksInWindow } }",
+        json!({ "i": id }),
+    )
+    .await
+    .data()["integrationHealth"]
+        .clone()
+}
+
+async fn wait_for(app: &TestApp, id: &str, status: &str) -> Value {
+    for _ in 0..100 {
+        let h = health(app, id).await;
+        if h["status"] == status {
+            return h;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never became {status}: {}", health(app, id).await);
+}
