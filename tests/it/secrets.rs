@@ -4,7 +4,9 @@ use serde_json::json;
 
 use integration_hub::db::DbConn;
 
+use crate::calls::{EXECUTE, register};
 use crate::on_both_backends;
+use crate::support::receiver::{Receiver, Reply};
 use crate::support::{Backend, REGISTER, TestApp};
 
 on_both_backends!(no_secret_in_the_database_or_responses);
@@ -33,7 +35,15 @@ async fn dump(app: &TestApp) -> String {
                 unreachable!()
             };
             let mut out = String::new();
-            for table in ["teams", "projects", "integrations", "api_keys"] {
+            for table in [
+                "teams",
+                "projects",
+                "integrations",
+                "api_keys",
+                "audit_events",
+                "request_logs",
+                "health_checks",
+            ] {
                 let rows: Vec<Dumped> =
                     diesel::sql_query(format!("SELECT CAST(t AS text) AS row FROM {table} t"))
                         .load(&mut **c)
@@ -88,6 +98,57 @@ async fn no_secret_in_the_database_or_responses(backend: Backend) {
         .await;
     let (_, new_key) = app.key_with(&["integrations:read"]).await;
 
+    // Calls through integrations whose credentials travel in headers and in the URL.
+    let upstream = Receiver::start(|_| Reply::json(200, &json!({ "ok": true }))).await;
+    let query_auth = register(
+        &app,
+        &project,
+        "generic_rest",
+        "query auth",
+        json!({ "baseUrl": upstream.url, "authType": "query", "authQueryParam": "token" }),
+        json!({ "token": "SECRET-url-token-77aa" }),
+    )
+    .await;
+    let header_auth = register(
+        &app,
+        &project,
+        "github",
+        "gh2",
+        json!({ "baseUrl": upstream.url }),
+        json!({ "token": "SECRET-header-token-88bb" }),
+    )
+    .await;
+    for id in [&query_auth, &header_auth] {
+        app.gql(
+            &admin,
+            EXECUTE,
+            json!({ "id": id, "input": { "method": "GET", "path": "/x" } }),
+        )
+        .await
+        .data();
+        app.gql(
+            &admin,
+            "mutation($id: ID!) { testConnection(integrationId: $id) { ok } }",
+            json!({ "id": id }),
+        )
+        .await
+        .data();
+    }
+    let secrets = [
+        secrets[0],
+        secrets[1],
+        secrets[2],
+        "SECRET-url-token-77aa",
+        "SECRET-header-token-88bb",
+    ];
+    assert!(
+        upstream
+            .requests()
+            .iter()
+            .any(|r| r.query.contains("SECRET-url-token-77aa")),
+        "the upstream got it"
+    );
+
     let mut responses = vec![
         jira.body.to_string(),
         alm.body.to_string(),
@@ -101,6 +162,17 @@ async fn no_secret_in_the_database_or_responses(backend: Backend) {
     ] {
         responses.push(app.gql(&admin, &query, json!({})).await.body.to_string());
     }
+    let logs = app
+        .gql(&admin, &format!("{{ integrationLogs(projectId: \"{project}\") {{ edges {{ node {{ path error }} }} }} }}"), json!({}))
+        .await;
+    assert_eq!(
+        logs.data()["integrationLogs"]["edges"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    responses.push(logs.body.to_string());
     for response in &responses {
         for secret in secrets
             .iter()
@@ -118,6 +190,10 @@ async fn no_secret_in_the_database_or_responses(backend: Backend) {
     assert!(
         stored.contains("https://acme.atlassian.net"),
         "the dump holds the rows (sanity check)"
+    );
+    assert!(
+        stored.contains("token=[REDACTED]"),
+        "the dump holds the request logs (sanity check)"
     );
     for secret in secrets
         .iter()

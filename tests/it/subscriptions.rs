@@ -19,7 +19,8 @@ use crate::support::{Backend, TestApp};
 on_both_backends!(
     live_logs_on_both_protocols,
     refused_revoked_limited_and_confined,
-    integration_and_health_events
+    integration_and_health_events,
+    jwt_subscription_ends_when_the_token_expires,
 );
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -451,5 +452,48 @@ async fn integration_and_health_events(backend: Backend) {
         .await
         .expect("deleted event");
     assert_eq!(deleted["integrationEvents"]["kind"], "DELETED");
+    app.stop().await;
+}
+
+async fn jwt_subscription_ends_when_the_token_expires(backend: Backend) {
+    const SECRET: &str = "a subscription secret of 32+ bytes!!";
+    let app = TestApp::start_configured(backend, |config| {
+        config.jwt_hs256_secret = Some(SECRET.into());
+        config.jwt_issuer = Some("https://idp.test".into());
+        config.jwt_audience = Some("hub".into());
+        config.jwt_leeway_secs = 0;
+    })
+    .await;
+    let project = app.create_project(&app.admin_key, "P").await;
+    let claims = json!({
+        "sub": "viewer-1", "iss": "https://idp.test", "aud": "hub", "team_id": app.team_id,
+        "roles": ["viewer"], "exp": chrono::Utc::now().timestamp() + 2,
+    });
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let mut client = WsClient::connect(
+        &app,
+        Protocol::TransportWs,
+        json!({ "Authorization": format!("Bearer {token}") }),
+    )
+    .await
+    .expect("a viewer may subscribe");
+    client
+        .subscribe("1", LIVE_LOGS, json!({ "p": project }))
+        .await;
+    let started = std::time::Instant::now();
+    let ended = client.next(Duration::from_secs(10)).await;
+    assert!(
+        ended.is_none() || (ended.as_ref().unwrap()["type"] == "complete"),
+        "{ended:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "ended at the token's expiry"
+    );
     app.stop().await;
 }
