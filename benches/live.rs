@@ -1,0 +1,298 @@
+//! Live-operations benchmarks (run on demand: `cargo bench --bench live`). The hub runs as
+//! its own process (the release binary, temporary SQLite database), so its memory is measured
+//! alone. Prints:
+//! 1. `executeRequest` through the hub vs the same call straight to the same local upstream:
+//!    added p50 latency (target ≤ 1 ms) and throughput ratio (target ≥ 0.5×);
+//! 2. live-log fan-out to many WebSocket subscribers (`BENCH_SUBSCRIBERS`, default 10,000):
+//!    event-to-delivery p99 (target ≤ 250 ms), hub RSS (target ≤ 400 MB), events dropped
+//!    (target none).
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(run());
+}
+
+struct Hub {
+    child: tokio::process::Child,
+    addr: String,
+    key: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_hub() -> Hub {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_integration-hub"))
+        .current_dir(dir.path())
+        .env("HUB_BIND", "127.0.0.1:0")
+        .env("HUB_OUTBOUND_ALLOW", "127.0.0.1/32")
+        .env("HUB_OUTBOUND_RATE_LIMIT", "1000000/1s")
+        .env("HUB_RATE_LIMIT_API_KEY", "100000000/1s")
+        .env("HUB_HEALTH_INTERVAL_SECS", "0")
+        .env("HUB_LOG_FORMAT", "text")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run the hub");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut addr, mut key) = (String::new(), String::new());
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if line.trim().starts_with("ihk_") {
+            key = line.trim().to_string();
+        }
+        if let Some(rest) = line.strip_prefix("integration-hub listening on http://") {
+            addr = rest.trim_end_matches("/graphql").to_string();
+            break;
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Hub { child, addr, key, _dir: dir }
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn gql(client: &reqwest::Client, hub: &Hub, query: &str, variables: Value) -> Value {
+    client
+        .post(format!("http://{}/graphql", hub.addr))
+        .bearer_auth(&hub.key)
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn run() {
+    // A local upstream answering a small JSON document.
+    let upstream = HttpServer::new(|| {
+        App::new().default_service(web::to(|| async {
+            HttpResponse::Ok().content_type("application/json").body(r#"{"id":1,"name":"item"}"#)
+        }))
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let upstream_url = format!("http://{}", upstream.addrs()[0]);
+    tokio::spawn(upstream.run());
+
+    let hub = start_hub().await;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    let project = gql(&client, &hub, "mutation { createProject(input: { name: \"bench\" }) { id } }", json!({})).await;
+    let project = project["data"]["createProject"]["id"].as_str().unwrap().to_string();
+    let integration = gql(
+        &client,
+        &hub,
+        "mutation($input: RegisterIntegrationInput!) { registerIntegration(input: $input) { id } }",
+        json!({ "input": { "projectId": project, "provider": "github", "name": "gh", "config": { "baseUrl": upstream_url }, "credentials": { "token": "bench-token" } } }),
+    )
+    .await;
+    let integration = integration["data"]["registerIntegration"]["id"].as_str().unwrap().to_string();
+    const EXECUTE: &str = "mutation($id: ID!) { executeRequest(integrationId: $id, input: { method: \"GET\", path: \"/items/1\" }) { status } }";
+
+    // 1a. Latency, one call at a time.
+    let samples = 500;
+    let mut direct = Vec::with_capacity(samples);
+    let mut through = Vec::with_capacity(samples);
+    for _ in 0..50 {
+        client.get(format!("{upstream_url}/items/1")).send().await.unwrap().bytes().await.unwrap();
+        gql(&client, &hub, EXECUTE, json!({ "id": integration })).await;
+    }
+    for _ in 0..samples {
+        let t = Instant::now();
+        client.get(format!("{upstream_url}/items/1")).bearer_auth("bench-token").send().await.unwrap().bytes().await.unwrap();
+        direct.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        let answer = gql(&client, &hub, EXECUTE, json!({ "id": integration })).await;
+        through.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(answer["data"]["executeRequest"]["status"], 200, "{answer}");
+    }
+    direct.sort_by(f64::total_cmp);
+    through.sort_by(f64::total_cmp);
+    let (d50, t50) = (percentile(&direct, 0.5), percentile(&through, 0.5));
+    println!(
+        "execute latency p50: direct {d50:.3} ms, through the hub {t50:.3} ms, added {:.3} ms (target ≤ 1 ms); p99 direct {:.3} ms, hub {:.3} ms",
+        t50 - d50,
+        percentile(&direct, 0.99),
+        percentile(&through, 0.99)
+    );
+
+    // 1b. Throughput with 32 concurrent callers for 5 s each.
+    let direct_rps = throughput(32, Duration::from_secs(5), {
+        let (client, url) = (client.clone(), format!("{upstream_url}/items/1"));
+        move || {
+            let (client, url) = (client.clone(), url.clone());
+            async move { client.get(&url).send().await.is_ok_and(|r| r.status() == 200) }
+        }
+    })
+    .await;
+    let hub_rps = throughput(32, Duration::from_secs(5), {
+        let (client, url, key, id) = (client.clone(), format!("http://{}/graphql", hub.addr), hub.key.clone(), integration.clone());
+        move || {
+            let (client, url, key, id) = (client.clone(), url.clone(), key.clone(), id.clone());
+            async move {
+                client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&json!({ "query": EXECUTE, "variables": { "id": id } }))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            }
+        }
+    })
+    .await;
+    println!(
+        "execute throughput: direct {direct_rps:.0} req/s, through the hub {hub_rps:.0} req/s, ratio {:.2} (target ≥ 0.5)",
+        hub_rps / direct_rps
+    );
+
+    // 2. Live-log fan-out.
+    let subscribers: usize = std::env::var("BENCH_SUBSCRIBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let events: usize = 20;
+    let rss_before = rss_mb(hub.child.id().unwrap());
+    let sent: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; events]));
+    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let received = Arc::new(AtomicU64::new(0));
+    let missed = Arc::new(AtomicU64::new(0));
+    let ready = Arc::new(AtomicU64::new(0));
+    let connect_started = Instant::now();
+    let mut tasks = Vec::new();
+    let limiter = Arc::new(tokio::sync::Semaphore::new(200));
+    for _ in 0..subscribers {
+        let (addr, key, integration) = (hub.addr.clone(), hub.key.clone(), integration.clone());
+        let (sent, latencies, received, missed, ready, limiter) =
+            (sent.clone(), latencies.clone(), received.clone(), missed.clone(), ready.clone(), limiter.clone());
+        tasks.push(tokio::spawn(async move {
+            let permit = limiter.acquire_owned().await.unwrap();
+            let mut request = format!("ws://{addr}/graphql").into_client_request().unwrap();
+            request.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+            let Ok((mut socket, _)) = tokio_tungstenite::connect_async(request).await else { return };
+            let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {key}") } });
+            socket.send(Message::text(init.to_string())).await.unwrap();
+            let _ack = socket.next().await;
+            let subscribe = json!({ "id": "1", "type": "subscribe", "payload": {
+                "query": "subscription($i: ID) { integrationLogs(integrationId: $i) { ... on RequestLog { path } ... on EventsMissed { count } } }",
+                "variables": { "i": integration } } });
+            socket.send(Message::text(subscribe.to_string())).await.unwrap();
+            ready.fetch_add(1, Ordering::SeqCst);
+            drop(permit);
+            let mut got = 0;
+            while got < events {
+                let Some(Ok(message)) = tokio::time::timeout(Duration::from_secs(120), socket.next()).await.ok().flatten() else {
+                    break;
+                };
+                let Message::Text(text) = message else { continue };
+                let value: Value = serde_json::from_str(&text).unwrap_or_default();
+                if value["type"] == "ping" {
+                    let _ = socket.send(Message::text(json!({ "type": "pong" }).to_string())).await;
+                    continue;
+                }
+                let log = &value["payload"]["data"]["integrationLogs"];
+                if let Some(count) = log["count"].as_u64() {
+                    missed.fetch_add(count, Ordering::SeqCst);
+                    got += count as usize;
+                    continue;
+                }
+                let Some(path) = log["path"].as_str() else { continue };
+                let Some(index) = path.strip_prefix("/e/").and_then(|i| i.parse::<usize>().ok()) else { continue };
+                let at = Instant::now();
+                if let Some(Some(start)) = sent.lock().await.get(index).copied() {
+                    latencies.lock().await.push((at - start).as_secs_f64() * 1000.0);
+                }
+                received.fetch_add(1, Ordering::SeqCst);
+                got += 1;
+            }
+        }));
+    }
+    while (ready.load(Ordering::SeqCst) as usize) < subscribers && connect_started.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let connected = ready.load(Ordering::SeqCst);
+    println!("{connected} of {subscribers} subscribers connected in {:.1} s", connect_started.elapsed().as_secs_f64());
+    tokio::time::sleep(Duration::from_secs(2)).await; // let the last subscriptions register
+    let rss_subscribed = rss_mb(hub.child.id().unwrap());
+    for index in 0..events {
+        sent.lock().await[index] = Some(Instant::now());
+        let path = format!("/e/{index}");
+        gql(
+            &client,
+            &hub,
+            "mutation($id: ID!, $path: String!) { executeRequest(integrationId: $id, input: { method: \"GET\", path: $path }) { status } }",
+            json!({ "id": integration, "path": path }),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let rss_peak = rss_mb(hub.child.id().unwrap());
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(120), task).await;
+    }
+    let mut latencies = latencies.lock().await.clone();
+    latencies.sort_by(f64::total_cmp);
+    let expected = connected * events as u64;
+    let received = received.load(Ordering::SeqCst);
+    println!(
+        "fan-out to {connected} subscribers, {events} events: delivered {received} of {expected}, missed notices {}, latency p50 {:.1} ms, p99 {:.1} ms (target ≤ 250 ms)",
+        missed.load(Ordering::SeqCst),
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99)
+    );
+    println!(
+        "hub RSS: {rss_before:.0} MB before, {rss_subscribed:.0} MB with {connected} subscribers, {rss_peak:.0} MB after the events (target ≤ 400 MB)"
+    );
+}
+
+/// Successful calls per second from `callers` concurrent loops over `duration`.
+async fn throughput<F, Fut>(callers: usize, duration: Duration, call: F) -> f64
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..callers {
+        let (call, done) = (call.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                if call().await {
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    done.load(Ordering::Relaxed) as f64 / duration.as_secs_f64()
+}
