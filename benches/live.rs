@@ -21,7 +21,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(run());
 }
 
@@ -60,7 +63,12 @@ async fn start_hub() -> Hub {
         }
     }
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Hub { child, addr, key, _dir: dir }
+    Hub {
+        child,
+        addr,
+        key,
+        _dir: dir,
+    }
 }
 
 fn rss_mb(pid: u32) -> f64 {
@@ -96,7 +104,9 @@ async fn run() {
     // A local upstream answering a small JSON document.
     let upstream = HttpServer::new(|| {
         App::new().default_service(web::to(|| async {
-            HttpResponse::Ok().content_type("application/json").body(r#"{"id":1,"name":"item"}"#)
+            HttpResponse::Ok()
+                .content_type("application/json")
+                .body(r#"{"id":1,"name":"item"}"#)
         }))
     })
     .workers(1)
@@ -106,9 +116,21 @@ async fn run() {
     tokio::spawn(upstream.run());
 
     let hub = start_hub().await;
-    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
-    let project = gql(&client, &hub, "mutation { createProject(input: { name: \"bench\" }) { id } }", json!({})).await;
-    let project = project["data"]["createProject"]["id"].as_str().unwrap().to_string();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+    let project = gql(
+        &client,
+        &hub,
+        "mutation { createProject(input: { name: \"bench\" }) { id } }",
+        json!({}),
+    )
+    .await;
+    let project = project["data"]["createProject"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let integration = gql(
         &client,
         &hub,
@@ -116,7 +138,10 @@ async fn run() {
         json!({ "input": { "projectId": project, "provider": "github", "name": "gh", "config": { "baseUrl": upstream_url }, "credentials": { "token": "bench-token" } } }),
     )
     .await;
-    let integration = integration["data"]["registerIntegration"]["id"].as_str().unwrap().to_string();
+    let integration = integration["data"]["registerIntegration"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     const EXECUTE: &str = "mutation($id: ID!) { executeRequest(integrationId: $id, input: { method: \"GET\", path: \"/items/1\" }) { status } }";
 
     // 1a. Latency, one call at a time.
@@ -124,12 +149,27 @@ async fn run() {
     let mut direct = Vec::with_capacity(samples);
     let mut through = Vec::with_capacity(samples);
     for _ in 0..50 {
-        client.get(format!("{upstream_url}/items/1")).send().await.unwrap().bytes().await.unwrap();
+        client
+            .get(format!("{upstream_url}/items/1"))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         gql(&client, &hub, EXECUTE, json!({ "id": integration })).await;
     }
     for _ in 0..samples {
         let t = Instant::now();
-        client.get(format!("{upstream_url}/items/1")).bearer_auth("bench-token").send().await.unwrap().bytes().await.unwrap();
+        client
+            .get(format!("{upstream_url}/items/1"))
+            .bearer_auth("bench-token")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         direct.push(t.elapsed().as_secs_f64() * 1000.0);
         let t = Instant::now();
         let answer = gql(&client, &hub, EXECUTE, json!({ "id": integration })).await;
@@ -151,12 +191,23 @@ async fn run() {
         let (client, url) = (client.clone(), format!("{upstream_url}/items/1"));
         move || {
             let (client, url) = (client.clone(), url.clone());
-            async move { client.get(&url).send().await.is_ok_and(|r| r.status() == 200) }
+            async move {
+                client
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            }
         }
     })
     .await;
     let hub_rps = throughput(32, Duration::from_secs(5), {
-        let (client, url, key, id) = (client.clone(), format!("http://{}/graphql", hub.addr), hub.key.clone(), integration.clone());
+        let (client, url, key, id) = (
+            client.clone(),
+            format!("http://{}/graphql", hub.addr),
+            hub.key.clone(),
+            integration.clone(),
+        );
         move || {
             let (client, url, key, id) = (client.clone(), url.clone(), key.clone(), id.clone());
             async move {
@@ -177,7 +228,10 @@ async fn run() {
     );
 
     // 2. Live-log fan-out.
-    let subscribers: usize = std::env::var("BENCH_SUBSCRIBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let subscribers: usize = std::env::var("BENCH_SUBSCRIBERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let events: usize = 20;
     let rss_before = rss_mb(hub.child.id().unwrap());
     let sent: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; events]));
@@ -190,8 +244,14 @@ async fn run() {
     let limiter = Arc::new(tokio::sync::Semaphore::new(200));
     for _ in 0..subscribers {
         let (addr, key, integration) = (hub.addr.clone(), hub.key.clone(), integration.clone());
-        let (sent, latencies, received, missed, ready, limiter) =
-            (sent.clone(), latencies.clone(), received.clone(), missed.clone(), ready.clone(), limiter.clone());
+        let (sent, latencies, received, missed, ready, limiter) = (
+            sent.clone(),
+            latencies.clone(),
+            received.clone(),
+            missed.clone(),
+            ready.clone(),
+            limiter.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let permit = limiter.acquire_owned().await.unwrap();
             let mut request = format!("ws://{addr}/graphql").into_client_request().unwrap();
@@ -234,11 +294,16 @@ async fn run() {
             }
         }));
     }
-    while (ready.load(Ordering::SeqCst) as usize) < subscribers && connect_started.elapsed() < Duration::from_secs(300) {
+    while (ready.load(Ordering::SeqCst) as usize) < subscribers
+        && connect_started.elapsed() < Duration::from_secs(300)
+    {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let connected = ready.load(Ordering::SeqCst);
-    println!("{connected} of {subscribers} subscribers connected in {:.1} s", connect_started.elapsed().as_secs_f64());
+    println!(
+        "{connected} of {subscribers} subscribers connected in {:.1} s",
+        connect_started.elapsed().as_secs_f64()
+    );
     tokio::time::sleep(Duration::from_secs(2)).await; // let the last subscriptions register
     let rss_subscribed = rss_mb(hub.child.id().unwrap());
     for index in 0..events {

@@ -2,12 +2,12 @@
 //! per JWT subject, and per client IP for requests without credentials. Each caller has a
 //! limiter of its own, so a noisy key never takes from another's quota.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
@@ -125,7 +125,7 @@ pub struct RateLimits {
     api_key_default: RateSpec,
     user: RateSpec,
     anonymous: RateSpec,
-    keys: Mutex<HashMap<String, (RateSpec, Arc<Direct>)>>,
+    keys: DashMap<String, (RateSpec, Arc<Direct>)>,
     users: Keyed<String>,
     ips: Keyed<IpAddr>,
     clock: DefaultClock,
@@ -137,7 +137,7 @@ impl RateLimits {
             api_key_default,
             user,
             anonymous,
-            keys: Mutex::new(HashMap::new()),
+            keys: DashMap::new(),
             users: RateLimiter::dashmap(user.quota())
                 .with_middleware::<StateInformationMiddleware>(),
             ips: RateLimiter::dashmap(anonymous.quota())
@@ -151,20 +151,19 @@ impl RateLimits {
         match subject {
             Subject::ApiKey { id, spec } => {
                 let spec = spec.unwrap_or(self.api_key_default);
-                let limiter = {
-                    let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-                    match keys.get(*id) {
-                        Some((current, limiter)) if *current == spec => limiter.clone(),
-                        _ => {
-                            let limiter = Arc::new(
-                                RateLimiter::direct(spec.quota())
-                                    .with_middleware::<StateInformationMiddleware>(),
-                            );
-                            keys.insert(id.to_string(), (spec, limiter.clone()));
-                            limiter
-                        }
-                    }
-                };
+                let current = self
+                    .keys
+                    .get(*id)
+                    .filter(|entry| entry.0 == spec)
+                    .map(|entry| entry.1.clone());
+                let limiter = current.unwrap_or_else(|| {
+                    let limiter = Arc::new(
+                        RateLimiter::direct(spec.quota())
+                            .with_middleware::<StateInformationMiddleware>(),
+                    );
+                    self.keys.insert(id.to_string(), (spec, limiter.clone()));
+                    limiter
+                });
                 self.decide(spec, limiter.check())
             }
             Subject::User(subject) => self.decide(self.user, self.users.check_key(subject)),
@@ -211,10 +210,7 @@ impl RateLimits {
 
     /// Forgets a key's limiter (revoked or deleted keys).
     pub fn forget_key(&self, id: &str) {
-        self.keys
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        self.keys.remove(id);
     }
 
     /// Drops per-user and per-IP state that has fully refilled, bounding memory.

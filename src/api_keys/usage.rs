@@ -19,9 +19,15 @@ impl UsageRecorder {
     pub fn record(&self, key_id: &str) {
         let at = now();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = pending.entry(key_id.to_string()).or_insert((0, at));
-        entry.0 += 1;
-        entry.1 = at;
+        match pending.get_mut(key_id) {
+            Some(entry) => {
+                entry.0 += 1;
+                entry.1 = at;
+            }
+            None => {
+                pending.insert(key_id.to_string(), (1, at));
+            }
+        }
     }
 
     /// Writes what was gathered; on failure the counts are put back for the next flush.

@@ -35,7 +35,7 @@ impl Extension for AuditLog {
         let path = info.path_node.to_string();
         let result = next.run(ctx, info).await;
         let (Some(principal), Some(state)) =
-            (ctx.data_opt::<Principal>(), ctx.data_opt::<AppState>())
+            (ctx.data_opt::<Arc<Principal>>(), ctx.data_opt::<AppState>())
         else {
             return result;
         };

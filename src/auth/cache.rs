@@ -4,7 +4,7 @@
 //! drops its entries at once on this replica.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
@@ -16,7 +16,7 @@ use crate::db::now;
 const MAX_ENTRIES: usize = 50_000;
 
 struct Entry {
-    principal: Principal,
+    principal: Arc<Principal>,
     cached_at: Instant,
     valid_until: Option<NaiveDateTime>,
 }
@@ -38,7 +38,7 @@ impl CredentialCache {
         }
     }
 
-    pub fn get(&self, credential: &str) -> Option<Principal> {
+    pub fn get(&self, credential: &str) -> Option<Arc<Principal>> {
         if self.ttl.is_zero() {
             return None;
         }
@@ -53,7 +53,7 @@ impl CredentialCache {
     pub fn insert(
         &self,
         credential: &str,
-        principal: Principal,
+        principal: Arc<Principal>,
         valid_until: Option<NaiveDateTime>,
     ) {
         if self.ttl.is_zero() {

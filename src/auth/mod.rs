@@ -9,6 +9,7 @@ pub mod jwt;
 pub mod scope;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use async_graphql::{Context, Guard};
 use chrono::NaiveDateTime;
@@ -160,9 +161,11 @@ impl Principal {
 
 /// The caller of the current GraphQL operation, or UNAUTHENTICATED.
 pub fn principal<'a>(ctx: &'a Context<'_>) -> Result<&'a Principal, AppError> {
-    ctx.data_opt::<Principal>().ok_or_else(|| {
-        AppError::Unauthenticated("authentication required: send an API key or a JWT".into())
-    })
+    ctx.data_opt::<Arc<Principal>>()
+        .map(Arc::as_ref)
+        .ok_or_else(|| {
+            AppError::Unauthenticated("authentication required: send an API key or a JWT".into())
+        })
 }
 
 /// `#[graphql(guard = "ScopeGuard(Scope::X)")]`: the caller must be authenticated and hold X.
@@ -177,7 +180,7 @@ impl Guard for ScopeGuard {
 
 /// The caller behind a credential: from the cache, else by checking the API key against the
 /// database or verifying the JWT. Counts the use of an API key.
-pub async fn authenticate(state: &AppState, credential: &str) -> Result<Principal, AppError> {
+pub async fn authenticate(state: &AppState, credential: &str) -> Result<Arc<Principal>, AppError> {
     let principal = match state.credentials.get(credential) {
         Some(principal) => principal,
         None => {
@@ -208,6 +211,7 @@ pub async fn authenticate(state: &AppState, credential: &str) -> Result<Principa
                     "send an API key (ihk_...); JWTs are not configured".into(),
                 ));
             };
+            let principal = Arc::new(principal);
             state
                 .credentials
                 .insert(credential, principal.clone(), valid_until);

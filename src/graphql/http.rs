@@ -8,6 +8,8 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::{HttpRequest, HttpResponse, web};
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{BatchRequest, BatchResponse, Request};
+use std::sync::Arc;
+
 use futures_util::StreamExt;
 
 use super::HubSchema;
@@ -111,7 +113,7 @@ async fn admit(
     state: &AppState,
     req: &HttpRequest,
     format: Format,
-) -> Result<(Option<Principal>, Decision), HttpResponse> {
+) -> Result<(Option<Arc<Principal>>, Decision), HttpResponse> {
     let client_ip = req.peer_addr().map_or([127, 0, 0, 1].into(), |a| a.ip());
     let authenticated = match presented_credential(req.headers()) {
         Ok(Some(token)) => authenticate(state, &token).await.map(Some),
@@ -302,7 +304,7 @@ pub async fn graphql_get(
 async fn execute(
     schema: &HubSchema,
     mut batch: BatchRequest,
-    principal: Option<Principal>,
+    principal: Option<Arc<Principal>>,
     decision: &Decision,
     format: Format,
 ) -> HttpResponse {
