@@ -10,15 +10,18 @@ use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, guard, web};
 
 use crate::api_keys::usage::UsageRecorder;
+use crate::audit::AuditEventRow;
 use crate::auth::cache::CredentialCache;
 use crate::auth::jwt::JwtVerifier;
 use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::db::DbPool;
+use crate::db::group::GroupWriter;
 use crate::events::EventBus;
 use crate::graphql::http::{graphql_get, graphql_post};
 use crate::graphql::{HubSchema, build_schema};
 use crate::http::Outbound;
+use crate::logs::RequestLogRow;
 use crate::ratelimit::{RateLimits, RateSpec};
 
 /// What every request and resolver shares. Cheap to clone: the parts are handles.
@@ -36,6 +39,14 @@ pub struct AppState {
     /// The one client for calls made for integrations (SSRF guard, retries, breaker...).
     pub outbound: Arc<Outbound>,
     pub events: EventBus,
+    pub writers: Writers,
+}
+
+/// Group-committed writers of high-volume rows.
+#[derive(Clone)]
+pub struct Writers {
+    pub request_logs: GroupWriter<RequestLogRow>,
+    pub audit_events: GroupWriter<AuditEventRow>,
 }
 
 /// What the first start of an empty database created: its team and admin key (shown once).
@@ -98,6 +109,10 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             http,
             outbound: Arc::new(Outbound::from_config(&config)?),
             events: EventBus::new(config.event_buffer),
+            writers: Writers {
+                request_logs: GroupWriter::spawn(pool.clone(), 256),
+                audit_events: GroupWriter::spawn(pool.clone(), 256),
+            },
             config,
             pool,
             keyring,

@@ -45,6 +45,8 @@ pub struct Event {
     /// The integration, API key... the event is about.
     pub subject_id: String,
     pub payload: Value,
+    /// The request log itself, for subscribers (shared, never copied per subscriber).
+    pub request_log: Option<Arc<crate::logs::RequestLogRow>>,
     pub at: NaiveDateTime,
 }
 

@@ -393,6 +393,7 @@ impl ApiKeyMutation {
             project_id: None,
             subject_id: row.id.clone(),
             payload: serde_json::json!({ "name": row.name }),
+            request_log: None,
             at: now(),
         });
         Ok(ApiKeyNode(row))

@@ -5,7 +5,7 @@ use async_graphql::extensions::{
 };
 use async_graphql::{ServerResult, Value};
 
-use super::{AuditEventRow, AuditTargets, store};
+use super::{AuditEventRow, AuditTargets};
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::db::{new_id, now};
@@ -66,15 +66,8 @@ impl Extension for AuditLog {
             error_code,
             created_at: now(),
         };
-        match state.pool.get().await {
-            Ok(mut conn) => {
-                if let Err(err) = store::insert(&mut conn, &row).await {
-                    tracing::error!(action = %row.action, error = ?err.code(), "audit event not recorded");
-                }
-            }
-            Err(_) => {
-                tracing::error!(action = %row.action, "audit event not recorded: no database connection")
-            }
+        if let Err(err) = state.writers.audit_events.write(row).await {
+            tracing::error!(code = err.code(), "audit event not recorded");
         }
         result
     }

@@ -1,6 +1,6 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use super::AuditEventRow;
 use crate::db::DbConn;
@@ -8,12 +8,32 @@ use crate::db::schema::audit_events;
 use crate::error::AppResult;
 use crate::with_conn;
 
-pub async fn insert(conn: &mut DbConn, row: &AuditEventRow) -> AppResult<()> {
-    with_conn!(conn, |c| diesel::insert_into(audit_events::table)
-        .values(row)
-        .execute(c)
-        .await)?;
-    Ok(())
+impl crate::db::group::GroupInsert for AuditEventRow {
+    async fn insert_all(conn: &mut DbConn, rows: &[Self]) -> AppResult<()> {
+        match conn {
+            DbConn::Postgres(c) => {
+                diesel::insert_into(audit_events::table)
+                    .values(rows)
+                    .execute(&mut **c)
+                    .await?;
+            }
+            // diesel has no multi-row INSERT for SQLite here: one transaction, one statement
+            // per row (still a single commit).
+            DbConn::Sqlite(c) => {
+                c.transaction(async |c| {
+                    for row in rows {
+                        diesel::insert_into(audit_events::table)
+                            .values(row)
+                            .execute(c)
+                            .await?;
+                    }
+                    Ok::<_, diesel::result::Error>(())
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default, Clone)]

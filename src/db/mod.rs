@@ -1,6 +1,7 @@
 //! The database: one pool type over PostgreSQL or SQLite, a macro that runs one diesel query
 //! body on either backend, and the embedded migrations of each.
 
+pub mod group;
 pub mod schema;
 
 use diesel::ConnectionError;

@@ -152,6 +152,7 @@ pub async fn run_check(
                 "status": status.as_str(),
                 "error": updated.last_error,
             }),
+            request_log: None,
             at,
         });
     }

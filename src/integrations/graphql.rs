@@ -147,6 +147,7 @@ fn publish(ctx: &Context<'_>, kind: EventKind, row: &IntegrationRow) {
             "enabled": row.enabled,
             "status": row.status,
         }),
+        request_log: None,
         at: now(),
     });
 }

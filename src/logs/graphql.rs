@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use async_graphql::{Context, ID, Object, SimpleObject, Subscription, Union};
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
@@ -11,7 +13,7 @@ use crate::events::EventKind;
 use crate::graphql::{Connection, Edge, conn, decode_cursor, page_size, state};
 use crate::live::{EventsMissed, Live, take_slot, watch};
 
-pub struct RequestLogNode(pub RequestLogRow);
+pub struct RequestLogNode(pub Arc<RequestLogRow>);
 
 #[Object(name = "RequestLog")]
 impl RequestLogNode {
@@ -130,7 +132,7 @@ async fn scope(
 
 #[derive(Union)]
 pub enum LogStreamItem {
-    Log(Box<RequestLogNode>),
+    Log(RequestLogNode),
     Missed(EventsMissed),
 }
 
@@ -178,7 +180,7 @@ impl LogsQuery {
             limit,
             "log",
             |r| &r.id,
-            RequestLogNode,
+            |r| RequestLogNode(Arc::new(r)),
         ))
     }
 
@@ -227,14 +229,11 @@ impl LogsSubscription {
                 Live::Missed(count) => Some(LogStreamItem::Missed(EventsMissed {
                     count: count.min(i32::MAX as u64) as i32,
                 })),
-                Live::Event(event) if event.kind == EventKind::IntegrationRequest => {
-                    serde_json::from_value::<RequestLogRow>(event.payload.clone())
-                        .ok()
-                        .filter(|row| {
-                            matches(&filter, row) && LogLevel::parse(&row.level) >= min_level
-                        })
-                        .map(|row| LogStreamItem::Log(Box::new(RequestLogNode(row))))
-                }
+                Live::Event(event) if event.kind == EventKind::IntegrationRequest => event
+                    .request_log
+                    .clone()
+                    .filter(|row| matches(&filter, row) && LogLevel::parse(&row.level) >= min_level)
+                    .map(|row| LogStreamItem::Log(RequestLogNode(row))),
                 Live::Event(_) => None,
             };
             std::future::ready(out)

@@ -4,6 +4,8 @@
 pub mod graphql;
 pub mod store;
 
+use std::sync::Arc;
+
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
@@ -168,13 +170,8 @@ pub async fn record(
         correlation_id: call.correlation_id,
         created_at: now(),
     };
-    match state.pool.get().await {
-        Ok(mut conn) => {
-            if let Err(err) = store::insert(&mut conn, &row).await {
-                tracing::error!(code = err.code(), "request log not written");
-            }
-        }
-        Err(_) => tracing::error!("request log not written: no database connection"),
+    if let Err(err) = state.writers.request_logs.write(row.clone()).await {
+        tracing::error!(code = err.code(), "request log not written");
     }
     state.events.publish(Event {
         kind: EventKind::IntegrationRequest,
@@ -182,6 +179,7 @@ pub async fn record(
         project_id: Some(row.project_id.clone()),
         subject_id: row.integration_id.clone(),
         payload: serde_json::to_value(&row).unwrap_or_default(),
+        request_log: Some(Arc::new(row.clone())),
         at: row.created_at,
     });
     row
