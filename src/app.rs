@@ -23,6 +23,7 @@ use crate::graphql::{HubSchema, build_schema};
 use crate::http::Outbound;
 use crate::logs::RequestLogRow;
 use crate::ratelimit::{RateLimits, RateSpec};
+use crate::sync::engine::SyncRegistry;
 
 /// What every request and resolver shares. Cheap to clone: the parts are handles.
 #[derive(Clone)]
@@ -40,6 +41,7 @@ pub struct AppState {
     pub outbound: Arc<Outbound>,
     pub events: EventBus,
     pub writers: Writers,
+    pub sync: Arc<SyncRegistry>,
 }
 
 /// Group-committed writers of high-volume rows.
@@ -70,6 +72,18 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     let applied = pool.migrate().await.map_err(describe)?;
     if applied > 0 {
         tracing::info!(applied, backend = pool.backend_name(), "database migrated");
+    }
+    {
+        let mut conn = pool.get().await.map_err(describe)?;
+        let interrupted = crate::sync::store::interrupt_unfinished(&mut conn, crate::db::now())
+            .await
+            .map_err(describe)?;
+        if interrupted > 0 {
+            tracing::warn!(
+                interrupted,
+                "sync runs left unfinished by the last stop marked interrupted"
+            );
+        }
     }
     let first_start = {
         let mut conn = pool.get().await.map_err(describe)?;
@@ -109,6 +123,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             http,
             outbound: Arc::new(Outbound::from_config(&config)?),
             events: EventBus::new(config.event_buffer),
+            sync: Arc::default(),
             writers: Writers {
                 request_logs: GroupWriter::spawn(pool.clone(), 256),
                 audit_events: GroupWriter::spawn(pool.clone(), 256),
@@ -148,6 +163,7 @@ pub struct RunningServer {
     state: AppState,
     maintenance: tokio::task::JoinHandle<()>,
     monitor: tokio::task::JoinHandle<()>,
+    scheduler: tokio::task::JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -171,6 +187,8 @@ impl RunningServer {
     async fn finish(self) {
         self.maintenance.abort();
         self.monitor.abort();
+        self.scheduler.abort();
+        self.state.sync.abort_all();
         if let Err(err) = self.state.usage.flush(&self.state.pool).await {
             tracing::warn!(code = err.code(), "usage counts not written at shutdown");
         }
@@ -192,6 +210,22 @@ fn spawn_maintenance(state: AppState) -> tokio::task::JoinHandle<()> {
             if last_shrink.elapsed() > Duration::from_secs(60) {
                 state.rate_limits.shrink();
                 last_shrink = Instant::now();
+            }
+        }
+    })
+}
+
+/// Starts scheduled syncs when they are due.
+fn spawn_scheduler(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let every = state.config.sync_scheduler_secs;
+        if every == 0 {
+            return;
+        }
+        loop {
+            tokio::time::sleep(Duration::from_secs(every)).await;
+            if let Err(err) = crate::sync::engine::run_scheduled(&state).await {
+                tracing::warn!(code = err.code(), "sync scheduler could not run");
             }
         }
     })
@@ -308,6 +342,7 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
     let task = tokio::spawn(server);
     let maintenance = spawn_maintenance(state.clone());
     let monitor = crate::health::monitor::spawn(state.clone());
+    let scheduler = spawn_scheduler(state.clone());
     Ok(RunningServer {
         addr,
         handle,
@@ -315,5 +350,6 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
         state,
         maintenance,
         monitor,
+        scheduler,
     })
 }

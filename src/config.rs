@@ -133,6 +133,10 @@ pub struct Config {
     pub event_buffer: usize,
     /// Open subscriptions per WebSocket connection.
     pub max_subscriptions_per_connection: usize,
+    /// Writes of one sync run in flight at once.
+    pub sync_write_concurrency: usize,
+    /// Seconds between the scheduler's looks for due syncs (0: no scheduler).
+    pub sync_scheduler_secs: u64,
 }
 
 impl Default for Config {
@@ -193,6 +197,8 @@ impl Default for Config {
             health_concurrency: 4,
             event_buffer: 1_024,
             max_subscriptions_per_connection: 20,
+            sync_write_concurrency: 4,
+            sync_scheduler_secs: 5,
         }
     }
 }

@@ -18,6 +18,10 @@ pub enum EventKind {
     IntegrationRequest,
     ApiKeyCreated,
     ApiKeyRevoked,
+    SyncStarted,
+    SyncProgress,
+    SyncCompleted,
+    SyncFailed,
     ErrorOccurred,
 }
 
@@ -32,6 +36,10 @@ impl EventKind {
             Self::IntegrationRequest => "integration.request",
             Self::ApiKeyCreated => "api_key.created",
             Self::ApiKeyRevoked => "api_key.revoked",
+            Self::SyncStarted => "sync.started",
+            Self::SyncProgress => "sync.progress",
+            Self::SyncCompleted => "sync.completed",
+            Self::SyncFailed => "sync.failed",
             Self::ErrorOccurred => "error.occurred",
         }
     }

@@ -19,4 +19,5 @@ pub mod logs;
 pub mod projects;
 pub mod providers;
 pub mod ratelimit;
+pub mod sync;
 pub mod teams;

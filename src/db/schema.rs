@@ -117,7 +117,56 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    sync_configs (id) {
+        id -> Text,
+        team_id -> Text,
+        project_id -> Text,
+        name -> Text,
+        source_integration_id -> Text,
+        target_integration_id -> Text,
+        direction -> Text,
+        spec -> Text,
+        schedule_secs -> Nullable<BigInt>,
+        enabled -> Bool,
+        last_run_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    sync_runs (id) {
+        id -> Text,
+        team_id -> Text,
+        project_id -> Text,
+        config_id -> Text,
+        status -> Text,
+        trigger -> Text,
+        records_read -> BigInt,
+        records_written -> BigInt,
+        records_skipped -> BigInt,
+        records_failed -> BigInt,
+        error_samples -> Text,
+        error -> Nullable<Text>,
+        started_at -> Nullable<Timestamp>,
+        finished_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    sync_records (config_id, record_key) {
+        config_id -> Text,
+        record_key -> Text,
+        source_fp -> Nullable<Text>,
+        target_fp -> Nullable<Text>,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(audit_events -> teams (team_id));
+diesel::joinable!(sync_runs -> sync_configs (config_id));
 diesel::joinable!(request_logs -> integrations (integration_id));
 diesel::joinable!(health_checks -> integrations (integration_id));
 

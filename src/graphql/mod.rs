@@ -23,6 +23,7 @@ use crate::integrations::graphql::{
 use crate::logs::graphql::{LogsQuery, LogsSubscription, RequestLogNode};
 use crate::projects::graphql::{ProjectMutation, ProjectQuery};
 use crate::providers::graphql::ProviderQuery;
+use crate::sync::graphql::{SyncMutation, SyncQuery, SyncRunNode, SyncSubscription};
 use limits::QueryLimits;
 
 #[derive(MergedObject, Default)]
@@ -33,6 +34,7 @@ pub struct Query(
     IntegrationQuery,
     HealthQuery,
     LogsQuery,
+    SyncQuery,
     ApiKeyQuery,
     AuditQuery,
 );
@@ -42,6 +44,7 @@ pub struct Mutation(
     ProjectMutation,
     IntegrationMutation,
     CallsMutation,
+    SyncMutation,
     ApiKeyMutation,
 );
 
@@ -50,6 +53,7 @@ pub struct Subscription(
     LogsSubscription,
     HealthSubscription,
     IntegrationSubscription,
+    SyncSubscription,
 );
 
 pub type HubSchema = Schema<Query, Mutation, Subscription>;
@@ -112,11 +116,13 @@ pub struct PageInfo {
 pub type IntegrationEdge = Edge<IntegrationNode>;
 pub type AuditEventEdge = Edge<AuditEventNode>;
 pub type RequestLogEdge = Edge<RequestLogNode>;
+pub type SyncRunEdge = Edge<SyncRunNode>;
 
 #[derive(SimpleObject)]
 #[graphql(concrete(name = "IntegrationEdge", params(IntegrationNode)))]
 #[graphql(concrete(name = "AuditEventEdge", params(AuditEventNode)))]
 #[graphql(concrete(name = "RequestLogEdge", params(RequestLogNode)))]
+#[graphql(concrete(name = "SyncRunEdge", params(SyncRunNode)))]
 pub struct Edge<T: OutputType> {
     pub cursor: String,
     pub node: T,
@@ -127,6 +133,7 @@ pub struct Edge<T: OutputType> {
 #[graphql(concrete(name = "IntegrationConnection", params(IntegrationEdge)))]
 #[graphql(concrete(name = "AuditEventConnection", params(AuditEventEdge)))]
 #[graphql(concrete(name = "RequestLogConnection", params(RequestLogEdge)))]
+#[graphql(concrete(name = "SyncRunConnection", params(SyncRunEdge)))]
 pub struct Connection<E: OutputType> {
     pub edges: Vec<E>,
     pub page_info: PageInfo,

@@ -20,5 +20,6 @@ mod rate_limits;
 mod schema;
 mod secrets;
 mod subscriptions;
+mod sync;
 mod tenancy;
 mod watching;

@@ -1,0 +1,1094 @@
+//! The sync engine: reads records page by page through the source integration, maps them,
+//! and writes them to the target with a bounded number of writes in flight, all through the
+//! same outbound client, logs and metrics as `executeRequest`. Fingerprints of what each side
+//! last held keep unchanged records from being written again (and bidirectional syncs from
+//! ping-ponging). Runs are cancellable, publish their progress, and one config never runs
+//! twice at once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::mapping::{Mapped, Mapper, Path, derive_reverse, projection};
+use super::spec::{ConflictPolicy, PaginationKind, ReadSpec, SyncDirection, SyncSpec, WriteSpec};
+use super::store::{self, SyncConfigRow, SyncRunRow};
+use crate::app::AppState;
+use crate::calls::service::{CallBody, CallInput, CallResult, execute, parse_method};
+use crate::db::{new_id, now};
+use crate::error::{AppError, AppResult};
+use crate::events::{Event, EventKind};
+use crate::integrations::model::IntegrationRow;
+
+const MAX_SAMPLES: usize = 20;
+
+/// Runs in progress on this replica.
+#[derive(Default)]
+pub struct SyncRegistry {
+    active: DashMap<String, ActiveRun>,
+}
+
+struct ActiveRun {
+    config_id: String,
+    cancel: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SyncRegistry {
+    pub fn cancel(&self, run_id: &str) -> bool {
+        match self.active.get(run_id) {
+            Some(run) => {
+                run.cancel.store(true, Ordering::SeqCst);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn runs_config(&self, config_id: &str) -> bool {
+        self.active.iter().any(|r| r.config_id == config_id)
+    }
+
+    /// Stops every run at once, as a crash would (they stay `running` until the next start
+    /// marks them interrupted).
+    pub fn abort_all(&self) {
+        for run in self.active.iter() {
+            run.task.abort();
+        }
+        self.active.clear();
+    }
+}
+
+pub fn fingerprint(value: &Value) -> String {
+    let digest = Sha256::digest(value.to_string().as_bytes());
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+fn key_text(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Everything compiled from a config, ready to run.
+pub struct Plan {
+    pub spec: SyncSpec,
+    pub direction: SyncDirection,
+    pub forward: Mapper,
+    pub reverse: Mapper,
+    pub source_key: Path,
+    pub target_key: Path,
+}
+
+impl Plan {
+    pub fn new(config: &SyncConfigRow) -> AppResult<Self> {
+        let spec: SyncSpec = serde_json::from_str(&config.spec)?;
+        let invalid = |problems: Vec<crate::error::FieldProblem>| AppError::Validation {
+            message: problems
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+            problems,
+        };
+        let forward = Mapper::compile(&spec.mappings, "mappings").map_err(invalid)?;
+        let reverse_spec = if spec.reverse_mappings.is_empty() {
+            derive_reverse(&spec.mappings)
+        } else {
+            spec.reverse_mappings.clone()
+        };
+        let reverse = Mapper::compile(&reverse_spec, "reverseMappings").map_err(invalid)?;
+        let key = |p: &str, what: &str| {
+            Path::parse(p).map_err(|e| AppError::validation(format!("{what}: {e}")))
+        };
+        Ok(Self {
+            source_key: key(&spec.source_key, "sourceKey")?,
+            target_key: key(&spec.target_key, "targetKey")?,
+            direction: SyncDirection::parse(&config.direction),
+            forward,
+            reverse,
+            spec,
+        })
+    }
+}
+
+/// One side's integration and how to read and write it.
+struct Side<'a> {
+    integration: IntegrationRow,
+    read: Option<&'a ReadSpec>,
+    write: Option<&'a WriteSpec>,
+}
+
+/// Counts and samples of a run (or a push) as it goes.
+#[derive(Default)]
+struct Tally {
+    read: i64,
+    written: i64,
+    skipped: i64,
+    failed: i64,
+    samples: Vec<Value>,
+}
+
+impl Tally {
+    fn sample(&mut self, key: Option<&str>, message: String) {
+        if self.samples.len() < MAX_SAMPLES {
+            self.samples.push(json!({ "key": key, "message": message }));
+        }
+    }
+}
+
+/// Reads `read` page by page through the integration.
+struct Pager<'a> {
+    state: &'a AppState,
+    integration: &'a IntegrationRow,
+    read: &'a ReadSpec,
+    actor: &'a str,
+    size: usize,
+    page_number: i64,
+    offset: usize,
+    cursor: Option<String>,
+    next_link: Option<(String, serde_json::Map<String, Value>)>,
+    pages_left: i32,
+    done: bool,
+}
+
+impl<'a> Pager<'a> {
+    fn new(
+        state: &'a AppState,
+        integration: &'a IntegrationRow,
+        read: &'a ReadSpec,
+        actor: &'a str,
+    ) -> Self {
+        Self {
+            state,
+            integration,
+            read,
+            actor,
+            size: read.pagination.size.unwrap_or(100).max(1) as usize,
+            page_number: read.pagination.start.unwrap_or(1) as i64,
+            offset: 0,
+            cursor: None,
+            next_link: None,
+            pages_left: read.max_pages.unwrap_or(10_000).max(1),
+            done: false,
+        }
+    }
+
+    /// The next page's records; None when there are no more.
+    async fn next(&mut self) -> AppResult<Option<Vec<Value>>> {
+        if self.done || self.pages_left <= 0 {
+            return Ok(None);
+        }
+        self.pages_left -= 1;
+        let pagination = &self.read.pagination;
+        let mut query = self
+            .read
+            .query
+            .as_ref()
+            .map(|q| q.0.clone())
+            .unwrap_or_default();
+        let mut path = self.read.path.clone();
+        match pagination.kind {
+            PaginationKind::None => {}
+            PaginationKind::Page => {
+                query.insert(
+                    pagination.param.clone().unwrap_or_else(|| "page".into()),
+                    json!(self.page_number),
+                );
+                query.insert(
+                    pagination
+                        .size_param
+                        .clone()
+                        .unwrap_or_else(|| "per_page".into()),
+                    json!(self.size),
+                );
+            }
+            PaginationKind::Offset => {
+                query.insert(
+                    pagination
+                        .offset_param
+                        .clone()
+                        .unwrap_or_else(|| "offset".into()),
+                    json!(self.offset),
+                );
+                query.insert(
+                    pagination
+                        .size_param
+                        .clone()
+                        .unwrap_or_else(|| "limit".into()),
+                    json!(self.size),
+                );
+            }
+            PaginationKind::Cursor => {
+                if let Some(cursor) = &self.cursor {
+                    query.insert(
+                        pagination.param.clone().unwrap_or_else(|| "cursor".into()),
+                        json!(cursor),
+                    );
+                }
+            }
+            PaginationKind::LinkHeader => {
+                if let Some((next_path, next_query)) = self.next_link.take() {
+                    path = next_path;
+                    query = next_query;
+                }
+            }
+        }
+        let result = execute(
+            self.state,
+            self.integration,
+            self.actor,
+            CallInput {
+                method: parse_method(&self.read.method)?,
+                path,
+                query: Some(query),
+                headers: None,
+                body: None,
+            },
+        )
+        .await?;
+        if !(200..300).contains(&result.status) {
+            return Err(AppError::UpstreamError(format!(
+                "reading records failed with status {}",
+                result.status
+            )));
+        }
+        let body = result.json.clone().unwrap_or(Value::Null);
+        let records = body
+            .pointer(&self.read.records_pointer)
+            .and_then(Value::as_array)
+            .cloned()
+            .ok_or_else(|| {
+                AppError::UpstreamError(format!(
+                    "no records array at `{}`",
+                    self.read.records_pointer
+                ))
+            })?;
+        match pagination.kind {
+            PaginationKind::None => self.done = true,
+            PaginationKind::Page | PaginationKind::Offset => {
+                self.done = records.len() < self.size;
+                self.page_number += 1;
+                self.offset += records.len();
+            }
+            PaginationKind::Cursor => {
+                let pointer = pagination.cursor_pointer.as_deref().unwrap_or("/next");
+                self.cursor = match body.pointer(pointer) {
+                    Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                    Some(Value::Number(n)) => Some(n.to_string()),
+                    _ => None,
+                };
+                self.done = self.cursor.is_none();
+            }
+            PaginationKind::LinkHeader => {
+                self.next_link = next_link_of(&result, self.integration)?;
+                self.done = self.next_link.is_none();
+            }
+        }
+        Ok(Some(records))
+    }
+}
+
+/// The `rel="next"` link as a path under the integration's base URL, with its query.
+fn next_link_of(
+    result: &CallResult,
+    integration: &IntegrationRow,
+) -> AppResult<Option<(String, serde_json::Map<String, Value>)>> {
+    let Some(link) = result
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("link"))
+        .map(|(_, v)| v)
+    else {
+        return Ok(None);
+    };
+    let Some(target) = link.split(',').find_map(|part| {
+        let (url, params) = part.split_once(';')?;
+        params
+            .split(';')
+            .any(|p| p.trim().trim_start_matches("rel=").trim_matches('"') == "next")
+            .then(|| {
+                url.trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_string()
+            })
+    }) else {
+        return Ok(None);
+    };
+    let provider = crate::providers::require(&integration.provider_key)?;
+    let config: Value = serde_json::from_str(&integration.config)?;
+    let base = crate::calls::target::base_url(provider, &config)?;
+    let next = base
+        .join(&target)
+        .map_err(|_| AppError::UpstreamError("invalid next link".into()))?;
+    if next.origin() != base.origin() || !next.path().starts_with(base.path().trim_end_matches('/'))
+    {
+        return Err(AppError::UpstreamBlocked(
+            "the next link leaves the integration's base URL".into(),
+        ));
+    }
+    let path = next.path()[base.path().trim_end_matches('/').len()..].to_string();
+    let query = next
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+        .collect();
+    Ok(Some((
+        if path.is_empty() { "/".into() } else { path },
+        query,
+    )))
+}
+
+fn render_path(template: &str, record: &Value, key: &str) -> AppResult<String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..].find('}').map(|c| c + open).ok_or_else(|| {
+            AppError::validation(format!("path template `{template}` has an unclosed {{"))
+        })?;
+        let name = &rest[open + 1..close];
+        let value = if name == "key" {
+            key.to_string()
+        } else {
+            let path = Path::parse(name).map_err(AppError::validation)?;
+            key_text(path.get(record)).ok_or_else(|| {
+                AppError::validation(format!("the record has no `{name}` for the path"))
+            })?
+        };
+        out.extend(percent_encoding::utf8_percent_encode(
+            &value,
+            percent_encoding::NON_ALPHANUMERIC,
+        ));
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A write to send: create or update one record, or create several at once.
+struct Write {
+    key: Option<String>,
+    keys: Vec<String>,
+    method: String,
+    path: String,
+    body: Value,
+    /// Fingerprints to store for each key on success: (key, source fp, target fp).
+    fingerprints: Vec<(String, Option<String>, Option<String>)>,
+}
+
+async fn send_write(
+    state: &AppState,
+    integration: &IntegrationRow,
+    actor: &str,
+    write: &Write,
+) -> Result<(), String> {
+    let input = CallInput {
+        method: parse_method(&write.method).map_err(|e| e.message())?,
+        path: write.path.clone(),
+        query: None,
+        headers: None,
+        body: Some(CallBody::Json(write.body.clone())),
+    };
+    match execute(state, integration, actor, input).await {
+        Ok(result) if (200..300).contains(&result.status) => Ok(()),
+        Ok(result) => {
+            let detail = result
+                .json
+                .map(|j| j.to_string())
+                .or(result.text)
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect::<String>();
+            Err(format!("status {}: {detail}", result.status))
+        }
+        Err(err) => Err(format!("{}: {}", err.code(), err.message())),
+    }
+}
+
+/// Sends writes a bounded number at a time; counts outcomes and stores fingerprints.
+async fn run_writes(
+    state: &AppState,
+    config_id: &str,
+    integration: &IntegrationRow,
+    actor: &str,
+    writes: Vec<Write>,
+    tally: &mut Tally,
+    cancel: &AtomicBool,
+) -> AppResult<()> {
+    let concurrency = state.config.sync_write_concurrency.max(1);
+    let outcomes: Vec<(Write, Result<(), String>)> = futures_util::stream::iter(writes)
+        .map(|write| async move {
+            if cancel.load(Ordering::SeqCst) {
+                return (write, Err("cancelled".to_string()));
+            }
+            let outcome = send_write(state, integration, actor, &write).await;
+            (write, outcome)
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let mut conn = state.pool.get().await?;
+    let at = now();
+    for (write, outcome) in outcomes {
+        let records = write.keys.len().max(1) as i64;
+        match outcome {
+            Ok(()) => {
+                tally.written += records;
+                for (key, source_fp, target_fp) in &write.fingerprints {
+                    store::save_fingerprint(
+                        &mut conn,
+                        config_id,
+                        key,
+                        source_fp.as_deref(),
+                        target_fp.as_deref(),
+                        at,
+                    )
+                    .await?;
+                }
+            }
+            Err(message) if message == "cancelled" => {}
+            Err(message) => {
+                tally.failed += records;
+                tally.sample(write.key.as_deref(), message);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Which way a one-way pass goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Forward,
+    Backward,
+}
+
+/// Maps `records` and plans their writes to the other side (one-way).
+#[allow(clippy::too_many_arguments)]
+fn plan_one_way(
+    plan: &Plan,
+    flow: Flow,
+    records: &[Value],
+    known: &HashMap<String, (Option<String>, Option<String>)>,
+    existing: &HashSet<String>,
+    write: &WriteSpec,
+    tally: &mut Tally,
+) -> Vec<Write> {
+    let (mapper, from_key, to_key) = match flow {
+        Flow::Forward => (&plan.forward, &plan.source_key, &plan.target_key),
+        Flow::Backward => (&plan.reverse, &plan.target_key, &plan.source_key),
+    };
+    let to_paths = mapper.target_paths();
+    let mut creates: Vec<(String, Value, String)> = Vec::new();
+    let mut writes = Vec::new();
+    for record in records {
+        tally.read += 1;
+        let from = key_text(from_key.get(record));
+        let mapped = match mapper.map(record) {
+            Mapped::Record(mapped) => mapped,
+            Mapped::Skipped(reason) => {
+                tally.skipped += 1;
+                tally.sample(from.as_deref(), format!("skipped: {reason}"));
+                continue;
+            }
+            Mapped::Failed(problems) => {
+                tally.failed += 1;
+                let message = problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.path, p.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                tally.sample(from.as_deref(), message);
+                continue;
+            }
+        };
+        let Some(key) = key_text(to_key.get(&mapped)) else {
+            tally.failed += 1;
+            tally.sample(
+                from.as_deref(),
+                format!("the mapped record has no key `{}`", to_key.as_str()),
+            );
+            continue;
+        };
+        let fp = fingerprint(&projection(&mapped, &to_paths));
+        let stored = known.get(&key);
+        let written_fp = stored.and_then(|(s, t)| {
+            if flow == Flow::Forward {
+                t.clone()
+            } else {
+                s.clone()
+            }
+        });
+        if written_fp.as_deref() == Some(fp.as_str()) {
+            tally.skipped += 1;
+            continue;
+        }
+        let fingerprints = vec![match flow {
+            Flow::Forward => (
+                key.clone(),
+                stored.and_then(|s| s.0.clone()),
+                Some(fp.clone()),
+            ),
+            Flow::Backward => (
+                key.clone(),
+                Some(fp.clone()),
+                stored.and_then(|s| s.1.clone()),
+            ),
+        }];
+        let exists = stored.is_some() || existing.contains(&key);
+        match (&write.update_path, exists) {
+            (Some(update_path), true) => match render_path(update_path, &mapped, &key) {
+                Ok(path) => writes.push(Write {
+                    key: Some(key.clone()),
+                    keys: vec![key],
+                    method: write.update_method.clone(),
+                    path,
+                    body: mapped,
+                    fingerprints,
+                }),
+                Err(err) => {
+                    tally.failed += 1;
+                    tally.sample(Some(&key), err.message());
+                }
+            },
+            _ => creates.push((key, mapped, fp)),
+        }
+    }
+    let batch = write.batch_size.unwrap_or(1).max(1) as usize;
+    if batch > 1 {
+        for chunk in creates.chunks(batch) {
+            writes.push(Write {
+                key: chunk.first().map(|c| c.0.clone()),
+                keys: chunk.iter().map(|c| c.0.clone()).collect(),
+                method: write.create_method.clone(),
+                path: write.create_path.clone(),
+                body: Value::Array(chunk.iter().map(|c| c.1.clone()).collect()),
+                fingerprints: chunk
+                    .iter()
+                    .map(|(key, _, fp)| match flow {
+                        Flow::Forward => (key.clone(), None, Some(fp.clone())),
+                        Flow::Backward => (key.clone(), Some(fp.clone()), None),
+                    })
+                    .collect(),
+            });
+        }
+    } else {
+        for (key, mapped, fp) in creates {
+            match render_path(&write.create_path, &mapped, &key) {
+                Ok(path) => writes.push(Write {
+                    key: Some(key.clone()),
+                    keys: vec![key.clone()],
+                    method: write.create_method.clone(),
+                    path,
+                    body: mapped,
+                    fingerprints: vec![match flow {
+                        Flow::Forward => (key, None, Some(fp)),
+                        Flow::Backward => (key, Some(fp), None),
+                    }],
+                }),
+                Err(err) => {
+                    tally.failed += 1;
+                    tally.sample(Some(&key), err.message());
+                }
+            }
+        }
+    }
+    writes
+}
+
+/// Every record of a side, by key.
+async fn read_all(
+    state: &AppState,
+    side: &Side<'_>,
+    key: &Path,
+    actor: &str,
+    cancel: &AtomicBool,
+) -> AppResult<HashMap<String, Value>> {
+    let mut out = HashMap::new();
+    let Some(read) = side.read else {
+        return Ok(out);
+    };
+    let mut pager = Pager::new(state, &side.integration, read, actor);
+    while let Some(records) = pager.next().await? {
+        if cancel.load(Ordering::SeqCst) {
+            break;
+        }
+        for record in records {
+            if let Some(k) = key_text(key.get(&record)) {
+                out.insert(k, record);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn timestamp(record: &Value, field: Option<&str>) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    let path = Path::parse(field?).ok()?;
+    chrono::DateTime::parse_from_rfc3339(path.get(record)?.as_str()?).ok()
+}
+
+/// Applies `reverse`'s output onto `record` (what the source holds after a reverse write).
+fn merged(record: Option<&Value>, written: &Value, paths: &[Path]) -> Value {
+    let mut out = record.cloned().unwrap_or_else(|| json!({}));
+    for path in paths {
+        if let Some(value) = path.get(written) {
+            path.set(&mut out, value.clone());
+        }
+    }
+    out
+}
+
+/// Both sides read whole; each key written where it changed, conflicts settled by policy.
+async fn two_way(state: &AppState, ctx: &RunContext<'_>, tally: &mut Tally) -> AppResult<()> {
+    let plan = ctx.plan;
+    let (Some(source_write), Some(target_write)) = (ctx.source.write, ctx.target.write) else {
+        return Err(AppError::validation(
+            "a bidirectional sync needs a write spec on both sides",
+        ));
+    };
+    let sources = read_all(state, &ctx.source, &plan.source_key, ctx.actor, ctx.cancel).await?;
+    let targets = read_all(state, &ctx.target, &plan.target_key, ctx.actor, ctx.cancel).await?;
+    let mut conn = state.pool.get().await?;
+    let known = store::fingerprints(&mut conn, ctx.config_id).await?;
+    drop(conn);
+    let target_paths = plan.forward.target_paths();
+    let source_paths = plan.reverse.target_paths();
+    let mut keys: Vec<&String> = sources
+        .keys()
+        .chain(targets.keys())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    keys.sort();
+    let mut to_target: Vec<Value> = Vec::new();
+    let mut to_source: Vec<Value> = Vec::new();
+    let mut pending: HashMap<String, (Option<String>, Option<String>)> = HashMap::new();
+    let mut in_sync = Vec::new();
+    for key in keys {
+        let (a, b) = (sources.get(key), targets.get(key));
+        tally.read += a.is_some() as i64 + b.is_some() as i64;
+        let forward = a.map(|a| plan.forward.map(a));
+        let fa = match &forward {
+            Some(Mapped::Record(m)) => Some(fingerprint(&projection(m, &target_paths))),
+            _ => None,
+        };
+        let fb = b.map(|b| fingerprint(&projection(b, &target_paths)));
+        let stored = known.get(key);
+        let choose_target = |a: &Value, b: &Value| match plan.spec.conflict_policy {
+            ConflictPolicy::SourceWins => true,
+            ConflictPolicy::TargetWins => false,
+            ConflictPolicy::NewestWins => {
+                timestamp(a, plan.spec.source_timestamp_field.as_deref())
+                    >= timestamp(b, plan.spec.target_timestamp_field.as_deref())
+            }
+        };
+        let direction = match (a, b, stored) {
+            (Some(_), None, None) => Some(true),
+            (None, Some(_), None) => Some(false),
+            (Some(_), None, Some(_)) | (None, Some(_), Some(_)) | (None, None, _) => None,
+            (Some(a), Some(b), None) => {
+                if fa.is_some() && fa == fb {
+                    in_sync.push((key.clone(), fa.clone(), fb.clone()));
+                    None
+                } else {
+                    Some(choose_target(a, b))
+                }
+            }
+            (Some(a), Some(b), Some((s, t))) => {
+                let a_changed = s.as_ref() != fa.as_ref();
+                let b_changed = t.as_ref() != fb.as_ref();
+                match (a_changed, b_changed) {
+                    (false, false) => None,
+                    (true, false) => Some(true),
+                    (false, true) => Some(false),
+                    (true, true) => Some(choose_target(a, b)),
+                }
+            }
+        };
+        match direction {
+            None => tally.skipped += 1,
+            Some(true) => {
+                if let Some(a) = a {
+                    to_target.push(a.clone());
+                }
+            }
+            Some(false) => {
+                if let Some(b) = b {
+                    to_source.push(b.clone());
+                    pending.insert(key.clone(), (None, fb.clone()));
+                }
+            }
+        }
+    }
+    // Records already equal on both sides: remember that, so the next run knows them.
+    let mut conn = state.pool.get().await?;
+    for (key, fa, fb) in &in_sync {
+        store::save_fingerprint(
+            &mut conn,
+            ctx.config_id,
+            key,
+            fa.as_deref(),
+            fb.as_deref(),
+            now(),
+        )
+        .await?;
+    }
+    drop(conn);
+    let existing_targets: HashSet<String> = targets.keys().cloned().collect();
+    let existing_sources: HashSet<String> = sources.keys().cloned().collect();
+    // Forward writes store (source fp, target fp) = (what the source maps to, what was written).
+    let forward_known: HashMap<String, (Option<String>, Option<String>)> = HashMap::new();
+    let mut writes = plan_one_way(
+        plan,
+        Flow::Forward,
+        &to_target,
+        &forward_known,
+        &existing_targets,
+        target_write,
+        tally,
+    );
+    tally.read -= to_target.len() as i64;
+    for write in &mut writes {
+        for (_, source_fp, target_fp) in &mut write.fingerprints {
+            *source_fp = target_fp.clone();
+        }
+    }
+    run_writes(
+        state,
+        ctx.config_id,
+        &ctx.target.integration,
+        ctx.actor,
+        writes,
+        tally,
+        ctx.cancel,
+    )
+    .await?;
+    // Backward writes store (source fp after the write, target fp as read).
+    let mut writes = plan_one_way(
+        plan,
+        Flow::Backward,
+        &to_source,
+        &HashMap::new(),
+        &existing_sources,
+        source_write,
+        tally,
+    );
+    tally.read -= to_source.len() as i64;
+    for write in &mut writes {
+        let Some(key) = write.key.clone() else {
+            continue;
+        };
+        let after = merged(sources.get(&key), &write.body, &source_paths);
+        let source_fp = match plan.forward.map(&after) {
+            Mapped::Record(m) => Some(fingerprint(&projection(&m, &target_paths))),
+            _ => None,
+        };
+        let target_fp = pending.get(&key).and_then(|p| p.1.clone());
+        write.fingerprints = vec![(key, source_fp, target_fp)];
+    }
+    run_writes(
+        state,
+        ctx.config_id,
+        &ctx.source.integration,
+        ctx.actor,
+        writes,
+        tally,
+        ctx.cancel,
+    )
+    .await
+}
+
+struct RunContext<'a> {
+    plan: &'a Plan,
+    config_id: &'a str,
+    source: Side<'a>,
+    target: Side<'a>,
+    actor: &'a str,
+    cancel: &'a AtomicBool,
+}
+
+/// One-way pass, streaming page by page.
+async fn one_way(
+    state: &AppState,
+    ctx: &RunContext<'_>,
+    flow: Flow,
+    tally: &mut Tally,
+    run: &mut SyncRunRow,
+) -> AppResult<()> {
+    let (from, to) = match flow {
+        Flow::Forward => (&ctx.source, &ctx.target),
+        Flow::Backward => (&ctx.target, &ctx.source),
+    };
+    let read = from
+        .read
+        .ok_or_else(|| AppError::validation("the sync has nothing to read from"))?;
+    let write = to
+        .write
+        .ok_or_else(|| AppError::validation("the sync has nothing to write to"))?;
+    let to_key = match flow {
+        Flow::Forward => &ctx.plan.target_key,
+        Flow::Backward => &ctx.plan.source_key,
+    };
+    let existing: HashSet<String> = read_all(state, to, to_key, ctx.actor, ctx.cancel)
+        .await?
+        .into_keys()
+        .collect();
+    let mut conn = state.pool.get().await?;
+    let mut known = store::fingerprints(&mut conn, ctx.config_id).await?;
+    drop(conn);
+    let mut pager = Pager::new(state, &from.integration, read, ctx.actor);
+    while let Some(records) = pager.next().await? {
+        if ctx.cancel.load(Ordering::SeqCst) {
+            break;
+        }
+        let writes = plan_one_way(ctx.plan, flow, &records, &known, &existing, write, tally);
+        for w in &writes {
+            for (key, s, t) in &w.fingerprints {
+                known.insert(key.clone(), (s.clone(), t.clone()));
+            }
+        }
+        run_writes(
+            state,
+            ctx.config_id,
+            &to.integration,
+            ctx.actor,
+            writes,
+            tally,
+            ctx.cancel,
+        )
+        .await?;
+        progress(state, run, tally).await;
+    }
+    Ok(())
+}
+
+async fn progress(state: &AppState, run: &mut SyncRunRow, tally: &Tally) {
+    run.records_read = tally.read;
+    run.records_written = tally.written;
+    run.records_skipped = tally.skipped;
+    run.records_failed = tally.failed;
+    run.error_samples = serde_json::to_string(&tally.samples).unwrap_or_else(|_| "[]".into());
+    if let Ok(mut conn) = state.pool.get().await {
+        let _ = store::save_run(&mut conn, run).await;
+    }
+    publish(state, EventKind::SyncProgress, run);
+}
+
+fn publish(state: &AppState, kind: EventKind, run: &SyncRunRow) {
+    state.events.publish(Event {
+        kind,
+        team_id: run.team_id.clone(),
+        project_id: Some(run.project_id.clone()),
+        subject_id: run.id.clone(),
+        payload: serde_json::to_value(run).unwrap_or_default(),
+        request_log: None,
+        at: now(),
+    });
+}
+
+async fn integration(state: &AppState, team_id: &str, id: &str) -> AppResult<IntegrationRow> {
+    crate::integrations::store::get(&mut state.pool.get().await?, team_id, id).await
+}
+
+/// Queues a run of `config` and starts it; CONFLICT if one is already queued or running.
+pub async fn start_run(
+    state: &AppState,
+    config: SyncConfigRow,
+    trigger: &str,
+) -> AppResult<SyncRunRow> {
+    let plan = Plan::new(&config)?;
+    let mut conn = state.pool.get().await?;
+    if state.sync.runs_config(&config.id) || store::has_active_run(&mut conn, &config.id).await? {
+        return Err(AppError::Conflict(
+            "a run of this sync is already in progress".into(),
+        ));
+    }
+    let at = now();
+    let run = SyncRunRow {
+        id: new_id(),
+        team_id: config.team_id.clone(),
+        project_id: config.project_id.clone(),
+        config_id: config.id.clone(),
+        status: "queued".into(),
+        trigger: trigger.into(),
+        records_read: 0,
+        records_written: 0,
+        records_skipped: 0,
+        records_failed: 0,
+        error_samples: "[]".into(),
+        error: None,
+        started_at: None,
+        finished_at: None,
+        created_at: at,
+    };
+    store::insert_run(&mut conn, &run).await?;
+    store::set_last_run(&mut conn, &config.id, at).await?;
+    drop(conn);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let task_state = state.clone();
+    let task_run = run.clone();
+    let task_cancel = cancel.clone();
+    let task = tokio::spawn(async move {
+        let run_id = task_run.id.clone();
+        execute_run(&task_state, config, plan, task_run, &task_cancel).await;
+        task_state.sync.active.remove(&run_id);
+    });
+    state.sync.active.insert(
+        run.id.clone(),
+        ActiveRun {
+            config_id: run.config_id.clone(),
+            cancel,
+            task,
+        },
+    );
+    Ok(run)
+}
+
+async fn execute_run(
+    state: &AppState,
+    config: SyncConfigRow,
+    plan: Plan,
+    mut run: SyncRunRow,
+    cancel: &AtomicBool,
+) {
+    run.status = "running".into();
+    run.started_at = Some(now());
+    if let Ok(mut conn) = state.pool.get().await {
+        let _ = store::save_run(&mut conn, &run).await;
+    }
+    publish(state, EventKind::SyncStarted, &run);
+    let actor = format!("sync:{}", run.id);
+    let mut tally = Tally::default();
+    let outcome = async {
+        let source = integration(state, &config.team_id, &config.source_integration_id).await?;
+        let target = integration(state, &config.team_id, &config.target_integration_id).await?;
+        let ctx = RunContext {
+            plan: &plan,
+            config_id: &config.id,
+            source: Side {
+                integration: source,
+                read: plan.spec.source_read.as_ref(),
+                write: plan.spec.source_write.as_ref(),
+            },
+            target: Side {
+                integration: target,
+                read: plan.spec.target_read.as_ref(),
+                write: plan.spec.target_write.as_ref(),
+            },
+            actor: &actor,
+            cancel,
+        };
+        match plan.direction {
+            SyncDirection::SourceToTarget => {
+                one_way(state, &ctx, Flow::Forward, &mut tally, &mut run).await
+            }
+            SyncDirection::TargetToSource => {
+                one_way(state, &ctx, Flow::Backward, &mut tally, &mut run).await
+            }
+            SyncDirection::Bidirectional => two_way(state, &ctx, &mut tally).await,
+        }
+    }
+    .await;
+    run.status = match &outcome {
+        _ if cancel.load(Ordering::SeqCst) => "cancelled",
+        Err(_) => "failed",
+        Ok(()) if tally.failed > 0 && tally.written + tally.skipped > 0 => "partially_failed",
+        Ok(()) if tally.failed > 0 => "failed",
+        Ok(()) => "succeeded",
+    }
+    .into();
+    if let Err(err) = &outcome {
+        run.error = Some(err.message());
+    }
+    run.finished_at = Some(now());
+    progress(state, &mut run, &tally).await;
+    let kind = if run.status == "failed" {
+        EventKind::SyncFailed
+    } else {
+        EventKind::SyncCompleted
+    };
+    publish(state, kind, &run);
+}
+
+/// What a push did for one config.
+pub struct PushOutcome {
+    pub config_id: String,
+    pub written: i64,
+    pub skipped: i64,
+    pub failed: i64,
+    pub errors: Vec<Value>,
+    pub error: Option<AppError>,
+}
+
+/// Sends `records` through one config's mappings to its target, now.
+pub async fn push(
+    state: &AppState,
+    config: &SyncConfigRow,
+    records: &[Value],
+    actor: &str,
+) -> PushOutcome {
+    let mut tally = Tally::default();
+    let outcome: AppResult<()> = async {
+        let plan = Plan::new(config)?;
+        let write = plan
+            .spec
+            .target_write
+            .as_ref()
+            .ok_or_else(|| AppError::validation("the sync has no target write spec"))?;
+        let target = integration(state, &config.team_id, &config.target_integration_id).await?;
+        let known = store::fingerprints(&mut state.pool.get().await?, &config.id).await?;
+        let never = AtomicBool::new(false);
+        let writes = plan_one_way(
+            &plan,
+            Flow::Forward,
+            records,
+            &known,
+            &HashSet::new(),
+            write,
+            &mut tally,
+        );
+        run_writes(
+            state, &config.id, &target, actor, writes, &mut tally, &never,
+        )
+        .await
+    }
+    .await;
+    PushOutcome {
+        config_id: config.id.clone(),
+        written: tally.written,
+        skipped: tally.skipped,
+        failed: tally.failed,
+        errors: tally.samples,
+        error: outcome.err(),
+    }
+}
+
+/// Starts every enabled, scheduled config whose interval has passed (and that is not
+/// running); called by the scheduler loop.
+pub async fn run_scheduled(state: &AppState) -> AppResult<()> {
+    let configs = store::scheduled_configs(&mut state.pool.get().await?).await?;
+    let at = now();
+    for config in configs {
+        let Some(every) = config.schedule_secs else {
+            continue;
+        };
+        let due = config
+            .last_run_at
+            .is_none_or(|last| at - last >= chrono::Duration::seconds(every));
+        if due && !state.sync.runs_config(&config.id) {
+            match start_run(state, config, "schedule").await {
+                Ok(_) | Err(AppError::Conflict(_)) => {}
+                Err(err) => tracing::warn!(code = err.code(), "scheduled sync not started"),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,768 @@
+use async_graphql::{
+    Context, Enum, ID, InputObject, Json, Object, SimpleObject, Subscription, Union,
+};
+use chrono::{DateTime, Utc};
+use futures_util::{Stream, StreamExt};
+use serde_json::Value;
+
+use super::engine::{self, Plan};
+use super::mapping::{Mapped, Mapper, derive_reverse};
+use super::spec::{ConflictPolicy, FieldMapping, ReadSpec, SyncDirection, SyncSpec, WriteSpec};
+use super::store::{self, RunFilter, SyncConfigRow, SyncRunRow};
+use crate::audit;
+use crate::auth::{Principal, Scope, ScopeGuard, principal};
+use crate::db::{new_id, now};
+use crate::error::{AppError, AppResult, FieldProblem};
+use crate::events::EventKind;
+use crate::graphql::{Connection, Edge, conn, decode_cursor, page_size, state};
+use crate::live::{EventsMissed, Live, take_slot, watch};
+
+pub struct SyncConfigNode {
+    row: SyncConfigRow,
+    spec: SyncSpec,
+}
+
+impl SyncConfigNode {
+    fn new(row: SyncConfigRow) -> AppResult<Self> {
+        let spec = serde_json::from_str(&row.spec)?;
+        Ok(Self { row, spec })
+    }
+}
+
+#[Object(name = "SyncConfig")]
+impl SyncConfigNode {
+    async fn id(&self) -> ID {
+        ID(self.row.id.clone())
+    }
+    async fn name(&self) -> &str {
+        &self.row.name
+    }
+    async fn project_id(&self) -> ID {
+        ID(self.row.project_id.clone())
+    }
+    async fn source_integration_id(&self) -> ID {
+        ID(self.row.source_integration_id.clone())
+    }
+    async fn target_integration_id(&self) -> ID {
+        ID(self.row.target_integration_id.clone())
+    }
+    async fn direction(&self) -> SyncDirection {
+        SyncDirection::parse(&self.row.direction)
+    }
+    /// Reading, writing, keys, mappings and conflict policy.
+    async fn spec(&self) -> &SyncSpec {
+        &self.spec
+    }
+    async fn schedule_seconds(&self) -> Option<i64> {
+        self.row.schedule_secs
+    }
+    async fn enabled(&self) -> bool {
+        self.row.enabled
+    }
+    async fn last_run_at(&self) -> Option<DateTime<Utc>> {
+        self.row.last_run_at.map(|t| t.and_utc())
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.row.created_at.and_utc()
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.row.updated_at.and_utc()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum SyncRunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    PartiallyFailed,
+    Failed,
+    Cancelled,
+    Interrupted,
+}
+
+impl SyncRunStatus {
+    fn parse(text: &str) -> Self {
+        match text {
+            "running" => Self::Running,
+            "succeeded" => Self::Succeeded,
+            "partially_failed" => Self::PartiallyFailed,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            "interrupted" => Self::Interrupted,
+            _ => Self::Queued,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::PartiallyFailed => "partially_failed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Interrupted => "interrupted",
+        }
+    }
+}
+
+#[derive(SimpleObject, Clone)]
+pub struct SyncErrorSample {
+    /// The record's key, when it has one.
+    pub key: Option<String>,
+    pub message: String,
+}
+
+fn samples(json: &Value) -> Vec<SyncErrorSample> {
+    json.as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|s| SyncErrorSample {
+                    key: s["key"].as_str().map(str::to_string),
+                    message: s["message"].as_str().unwrap_or_default().to_string(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub struct SyncRunNode(pub SyncRunRow);
+
+#[Object(name = "SyncRun")]
+impl SyncRunNode {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    async fn config_id(&self) -> ID {
+        ID(self.0.config_id.clone())
+    }
+    async fn status(&self) -> SyncRunStatus {
+        SyncRunStatus::parse(&self.0.status)
+    }
+    /// `manual`, `schedule`.
+    async fn trigger(&self) -> &str {
+        &self.0.trigger
+    }
+    async fn records_read(&self) -> i64 {
+        self.0.records_read
+    }
+    async fn records_written(&self) -> i64 {
+        self.0.records_written
+    }
+    async fn records_skipped(&self) -> i64 {
+        self.0.records_skipped
+    }
+    async fn records_failed(&self) -> i64 {
+        self.0.records_failed
+    }
+    /// Up to 20 failures and skips, with the record keys.
+    async fn error_samples(&self) -> Vec<SyncErrorSample> {
+        samples(&serde_json::from_str(&self.0.error_samples).unwrap_or_default())
+    }
+    /// Why the run failed as a whole.
+    async fn error(&self) -> Option<&str> {
+        self.0.error.as_deref()
+    }
+    async fn started_at(&self) -> Option<DateTime<Utc>> {
+        self.0.started_at.map(|t| t.and_utc())
+    }
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.0.finished_at.map(|t| t.and_utc())
+    }
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at.and_utc()
+    }
+}
+
+#[derive(InputObject)]
+pub struct SyncConfigInput {
+    pub project_id: ID,
+    pub name: String,
+    pub source_integration_id: ID,
+    pub target_integration_id: ID,
+    #[graphql(default_with = "SyncDirection::SourceToTarget")]
+    pub direction: SyncDirection,
+    pub source_read: Option<ReadSpec>,
+    pub source_write: Option<WriteSpec>,
+    pub target_read: Option<ReadSpec>,
+    pub target_write: Option<WriteSpec>,
+    /// The key field in source records, e.g. `key`.
+    pub source_key: String,
+    /// The key field in target records (and mapped records), e.g. `externalId`.
+    pub target_key: String,
+    pub mappings: Vec<FieldMapping>,
+    /// target → source mappings for TARGET_TO_SOURCE and BIDIRECTIONAL; derived from plain
+    /// field-to-field mappings when omitted.
+    #[graphql(default)]
+    pub reverse_mappings: Vec<FieldMapping>,
+    #[graphql(default)]
+    pub conflict_policy: ConflictPolicy,
+    pub source_timestamp_field: Option<String>,
+    pub target_timestamp_field: Option<String>,
+    /// Run every this many seconds; null: only on demand.
+    pub schedule_seconds: Option<i32>,
+    #[graphql(default = true)]
+    pub enabled: bool,
+}
+
+fn problem(path: &str, message: &str) -> FieldProblem {
+    FieldProblem {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+fn check_read(read: &ReadSpec, at: &str, problems: &mut Vec<FieldProblem>) {
+    if !read.path.starts_with('/') {
+        problems.push(problem(&format!("{at}.path"), "must start with /"));
+    }
+    if crate::calls::service::parse_method(&read.method).is_err() {
+        problems.push(problem(&format!("{at}.method"), "unsupported method"));
+    }
+    if !read.records_pointer.is_empty() && !read.records_pointer.starts_with('/') {
+        problems.push(problem(
+            &format!("{at}.recordsPointer"),
+            "must be a JSON Pointer (`/items`) or empty",
+        ));
+    }
+}
+
+fn check_write(write: &WriteSpec, at: &str, problems: &mut Vec<FieldProblem>) {
+    if !write.create_path.starts_with('/') {
+        problems.push(problem(&format!("{at}.createPath"), "must start with /"));
+    }
+    if write
+        .update_path
+        .as_ref()
+        .is_some_and(|p| !p.starts_with('/'))
+    {
+        problems.push(problem(&format!("{at}.updatePath"), "must start with /"));
+    }
+    for (field, method) in [
+        ("createMethod", &write.create_method),
+        ("updateMethod", &write.update_method),
+    ] {
+        if crate::calls::service::parse_method(method).is_err() {
+            problems.push(problem(&format!("{at}.{field}"), "unsupported method"));
+        }
+    }
+    if write.batch_size.is_some_and(|b| !(1..=1000).contains(&b)) {
+        problems.push(problem(&format!("{at}.batchSize"), "must be 1 to 1000"));
+    }
+}
+
+/// Validates an input against the caller's team and builds the row (new id when `id` is None).
+async fn build_row(
+    ctx: &Context<'_>,
+    caller: &Principal,
+    input: SyncConfigInput,
+    existing: Option<&SyncConfigRow>,
+) -> AppResult<SyncConfigRow> {
+    caller.check_project(&input.project_id)?;
+    let mut db = conn(ctx).await?;
+    crate::projects::store::get(&mut db, &caller.team_id, &input.project_id).await?;
+    let mut problems = Vec::new();
+    for (field, id) in [
+        ("sourceIntegrationId", &input.source_integration_id),
+        ("targetIntegrationId", &input.target_integration_id),
+    ] {
+        match crate::integrations::store::get(&mut db, &caller.team_id, id).await {
+            Ok(row) if caller.limits.allows_integration(&row.project_id, &row.id) => {}
+            _ => problems.push(problem(field, "no such integration in this team")),
+        }
+    }
+    let name = input.name.trim().to_string();
+    if name.is_empty() || name.chars().count() > 100 {
+        problems.push(problem("name", "must be 1 to 100 characters"));
+    }
+    let needed: &[&str] = match input.direction {
+        SyncDirection::SourceToTarget => &["sourceRead", "targetWrite"],
+        SyncDirection::TargetToSource => &["targetRead", "sourceWrite"],
+        SyncDirection::Bidirectional => &["sourceRead", "targetRead", "sourceWrite", "targetWrite"],
+    };
+    for field in needed {
+        let present = match *field {
+            "sourceRead" => input.source_read.is_some(),
+            "targetRead" => input.target_read.is_some(),
+            "sourceWrite" => input.source_write.is_some(),
+            _ => input.target_write.is_some(),
+        };
+        if !present {
+            problems.push(problem(field, "this direction needs it"));
+        }
+    }
+    for (field, read) in [
+        ("sourceRead", &input.source_read),
+        ("targetRead", &input.target_read),
+    ] {
+        if let Some(read) = read {
+            check_read(read, field, &mut problems);
+        }
+    }
+    for (field, write) in [
+        ("sourceWrite", &input.source_write),
+        ("targetWrite", &input.target_write),
+    ] {
+        if let Some(write) = write {
+            check_write(write, field, &mut problems);
+        }
+    }
+    if input.mappings.is_empty() {
+        problems.push(problem("mappings", "at least one mapping"));
+    }
+    if let Err(found) = Mapper::compile(&input.mappings, "mappings") {
+        problems.extend(found);
+    }
+    if let Err(found) = Mapper::compile(&input.reverse_mappings, "reverseMappings") {
+        problems.extend(found);
+    }
+    if input.direction != SyncDirection::SourceToTarget
+        && input.reverse_mappings.is_empty()
+        && derive_reverse(&input.mappings).is_empty()
+    {
+        problems.push(problem(
+            "reverseMappings",
+            "this direction needs mappings from target to source",
+        ));
+    }
+    for (field, path) in [
+        ("sourceKey", &input.source_key),
+        ("targetKey", &input.target_key),
+    ] {
+        if let Err(message) = super::mapping::Path::parse(path) {
+            problems.push(problem(field, &message));
+        }
+    }
+    if input.conflict_policy == ConflictPolicy::NewestWins
+        && (input.source_timestamp_field.is_none() || input.target_timestamp_field.is_none())
+    {
+        problems.push(problem(
+            "conflictPolicy",
+            "NEWEST_WINS needs sourceTimestampField and targetTimestampField",
+        ));
+    }
+    if input.schedule_seconds.is_some_and(|s| s < 1) {
+        problems.push(problem("scheduleSeconds", "at least 1"));
+    }
+    if !problems.is_empty() {
+        return Err(AppError::Validation {
+            message: problems
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+            problems,
+        });
+    }
+    let spec = SyncSpec {
+        source_read: input.source_read,
+        source_write: input.source_write,
+        target_read: input.target_read,
+        target_write: input.target_write,
+        source_key: input.source_key,
+        target_key: input.target_key,
+        mappings: input.mappings,
+        reverse_mappings: input.reverse_mappings,
+        conflict_policy: input.conflict_policy,
+        source_timestamp_field: input.source_timestamp_field,
+        target_timestamp_field: input.target_timestamp_field,
+    };
+    let at = now();
+    Ok(SyncConfigRow {
+        id: existing.map_or_else(new_id, |e| e.id.clone()),
+        team_id: caller.team_id.clone(),
+        project_id: input.project_id.0,
+        name,
+        source_integration_id: input.source_integration_id.0,
+        target_integration_id: input.target_integration_id.0,
+        direction: input.direction.as_str().into(),
+        spec: serde_json::to_string(&spec)?,
+        schedule_secs: input.schedule_seconds.map(i64::from),
+        enabled: input.enabled,
+        last_run_at: existing.and_then(|e| e.last_run_at),
+        created_at: existing.map_or(at, |e| e.created_at),
+        updated_at: at,
+    })
+}
+
+/// The config if the caller may reach it.
+async fn reachable(ctx: &Context<'_>, caller: &Principal, id: &str) -> AppResult<SyncConfigRow> {
+    let row = store::get_config(&mut conn(ctx).await?, &caller.team_id, id).await?;
+    caller
+        .check_project(&row.project_id)
+        .map_err(|_| AppError::not_found("sync config"))?;
+    Ok(row)
+}
+
+#[derive(SimpleObject)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(SimpleObject)]
+pub struct MappedRecordPreview {
+    pub index: i32,
+    /// The record as the target would receive it.
+    pub output: Option<Json<Value>>,
+    /// Why the record would be skipped.
+    pub skipped: Option<String>,
+    pub errors: Vec<FieldError>,
+}
+
+#[derive(SimpleObject)]
+pub struct PushOutcomeNode {
+    pub config_id: ID,
+    pub written: i64,
+    pub skipped: i64,
+    pub failed: i64,
+    pub errors: Vec<SyncErrorSample>,
+    /// Set when the push could not start (config or target unusable).
+    pub error: Option<crate::calls::graphql::CallError>,
+}
+
+#[derive(Union)]
+pub enum SyncRunItem {
+    Run(Box<SyncRunNode>),
+    Missed(EventsMissed),
+}
+
+#[derive(Default)]
+pub struct SyncQuery;
+
+#[Object]
+impl SyncQuery {
+    #[graphql(guard = "ScopeGuard(Scope::SyncRead)")]
+    async fn sync_configs(
+        &self,
+        ctx: &Context<'_>,
+        project_id: Option<ID>,
+    ) -> async_graphql::Result<Vec<SyncConfigNode>> {
+        let caller = principal(ctx)?;
+        let rows = store::list_configs(
+            &mut conn(ctx).await?,
+            &caller.team_id,
+            project_id.as_ref().map(|p| p.as_str()),
+        )
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| caller.limits.allows_project(&r.project_id))
+            .map(SyncConfigNode::new)
+            .collect::<AppResult<_>>()?)
+    }
+
+    #[graphql(guard = "ScopeGuard(Scope::SyncRead)")]
+    async fn sync_config(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<SyncConfigNode> {
+        let caller = principal(ctx)?;
+        Ok(SyncConfigNode::new(reachable(ctx, caller, &id).await?)?)
+    }
+
+    /// Runs, newest first.
+    #[graphql(guard = "ScopeGuard(Scope::SyncRead)")]
+    async fn sync_runs(
+        &self,
+        ctx: &Context<'_>,
+        config_id: Option<ID>,
+        project_id: Option<ID>,
+        status: Option<SyncRunStatus>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<Connection<Edge<SyncRunNode>>> {
+        let caller = principal(ctx)?;
+        let limit = page_size(first)?;
+        let before = after
+            .as_deref()
+            .map(|c| decode_cursor("run", c))
+            .transpose()?;
+        if let Some(id) = &config_id {
+            reachable(ctx, caller, id).await?;
+        }
+        if let Some(id) = &project_id {
+            caller.check_project(id)?;
+        }
+        if config_id.is_none() && project_id.is_none() {
+            caller.require_unrestricted()?;
+        }
+        let filter = RunFilter {
+            config_id: config_id.map(|i| i.0),
+            project_id: project_id.map(|i| i.0),
+            status: status.map(|s| s.as_str().to_string()),
+        };
+        let rows = store::list_runs(
+            &mut conn(ctx).await?,
+            &caller.team_id,
+            &filter,
+            before.as_deref(),
+            limit + 1,
+        )
+        .await?;
+        Ok(Connection::from_rows(
+            rows,
+            limit,
+            "run",
+            |r| &r.id,
+            SyncRunNode,
+        ))
+    }
+
+    /// Dry run: what each sample record becomes through the mappings (a config's, or the
+    /// ones given), with per-field errors. Nothing is sent anywhere.
+    #[graphql(guard = "ScopeGuard(Scope::SyncRead)")]
+    async fn preview_sync_mapping(
+        &self,
+        ctx: &Context<'_>,
+        config_id: Option<ID>,
+        mappings: Option<Vec<FieldMapping>>,
+        sample_records: Vec<Json<Value>>,
+    ) -> async_graphql::Result<Vec<MappedRecordPreview>> {
+        let caller = principal(ctx)?;
+        let mapper = match (config_id, mappings) {
+            (_, Some(mappings)) => {
+                Mapper::compile(&mappings, "mappings").map_err(|problems| AppError::Validation {
+                    message: problems
+                        .iter()
+                        .map(|p| format!("{}: {}", p.path, p.message))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    problems,
+                })?
+            }
+            (Some(id), None) => Plan::new(&reachable(ctx, caller, &id).await?)?.forward,
+            (None, None) => return Err(AppError::validation("give configId or mappings").into()),
+        };
+        if sample_records.len() > 1000 {
+            return Err(AppError::validation("at most 1000 sample records").into());
+        }
+        Ok(sample_records
+            .iter()
+            .enumerate()
+            .map(|(index, record)| {
+                let (output, skipped, errors) = match mapper.map(&record.0) {
+                    Mapped::Record(out) => (Some(Json(out)), None, Vec::new()),
+                    Mapped::Skipped(reason) => (None, Some(reason), Vec::new()),
+                    Mapped::Failed(problems) => (
+                        None,
+                        None,
+                        problems
+                            .into_iter()
+                            .map(|p| FieldError {
+                                field: p.path,
+                                message: p.message,
+                            })
+                            .collect(),
+                    ),
+                };
+                MappedRecordPreview {
+                    index: index as i32,
+                    output,
+                    skipped,
+                    errors,
+                }
+            })
+            .collect())
+    }
+}
+
+#[derive(Default)]
+pub struct SyncMutation;
+
+#[Object]
+impl SyncMutation {
+    #[graphql(guard = "ScopeGuard(Scope::SyncWrite)")]
+    async fn create_sync_config(
+        &self,
+        ctx: &Context<'_>,
+        input: SyncConfigInput,
+    ) -> async_graphql::Result<SyncConfigNode> {
+        let caller = principal(ctx)?;
+        let row = build_row(ctx, caller, input, None).await?;
+        store::insert_config(&mut conn(ctx).await?, &row).await?;
+        audit::target(ctx, "sync_config", &row.id);
+        Ok(SyncConfigNode::new(row)?)
+    }
+
+    /// Replaces the whole configuration (its project stays).
+    #[graphql(guard = "ScopeGuard(Scope::SyncWrite)")]
+    async fn update_sync_config(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: SyncConfigInput,
+    ) -> async_graphql::Result<SyncConfigNode> {
+        let caller = principal(ctx)?;
+        audit::target(ctx, "sync_config", &id);
+        let existing = reachable(ctx, caller, &id).await?;
+        if input.project_id.0 != existing.project_id {
+            return Err(
+                AppError::validation("a sync config cannot move to another project").into(),
+            );
+        }
+        let row = build_row(ctx, caller, input, Some(&existing)).await?;
+        store::replace_config(&mut conn(ctx).await?, &row).await?;
+        Ok(SyncConfigNode::new(row)?)
+    }
+
+    #[graphql(guard = "ScopeGuard(Scope::SyncWrite)")]
+    async fn delete_sync_config(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
+        let caller = principal(ctx)?;
+        audit::target(ctx, "sync_config", &id);
+        reachable(ctx, caller, &id).await?;
+        store::delete_config(&mut conn(ctx).await?, &caller.team_id, &id).await?;
+        Ok(id)
+    }
+
+    /// Queues a run now; CONFLICT if one is already queued or running.
+    #[graphql(guard = "ScopeGuard(Scope::SyncRun)")]
+    async fn run_sync(
+        &self,
+        ctx: &Context<'_>,
+        config_id: ID,
+    ) -> async_graphql::Result<SyncRunNode> {
+        let caller = principal(ctx)?;
+        audit::target(ctx, "sync_config", &config_id);
+        let config = reachable(ctx, caller, &config_id).await?;
+        if !config.enabled {
+            return Err(AppError::Conflict("the sync is disabled".into()).into());
+        }
+        Ok(SyncRunNode(
+            engine::start_run(state(ctx), config, "manual").await?,
+        ))
+    }
+
+    /// Asks a running sync to stop; it ends as CANCELLED.
+    #[graphql(guard = "ScopeGuard(Scope::SyncRun)")]
+    async fn cancel_sync_run(
+        &self,
+        ctx: &Context<'_>,
+        run_id: ID,
+    ) -> async_graphql::Result<SyncRunNode> {
+        let caller = principal(ctx)?;
+        audit::target(ctx, "sync_run", &run_id);
+        let mut db = conn(ctx).await?;
+        let mut run = store::get_run(&mut db, &caller.team_id, &run_id).await?;
+        caller
+            .check_project(&run.project_id)
+            .map_err(|_| AppError::not_found("sync run"))?;
+        if !state(ctx).sync.cancel(&run_id) && matches!(run.status.as_str(), "queued" | "running") {
+            // Not running here (another replica, or lost): record the cancellation.
+            run.status = "cancelled".into();
+            run.finished_at = Some(now());
+            store::save_run(&mut db, &run).await?;
+        }
+        Ok(SyncRunNode(run))
+    }
+
+    /// Sends records (say, a CI job's test results) through each config's mappings to its
+    /// target at once; each config has its own outcome.
+    #[graphql(guard = "ScopeGuard(Scope::SyncRun)")]
+    async fn push_records(
+        &self,
+        ctx: &Context<'_>,
+        records: Vec<Json<Value>>,
+        sync_config_ids: Vec<ID>,
+    ) -> async_graphql::Result<Vec<PushOutcomeNode>> {
+        let caller = principal(ctx)?;
+        if records.is_empty()
+            || records.len() > 10_000
+            || sync_config_ids.is_empty()
+            || sync_config_ids.len() > 20
+        {
+            return Err(
+                AppError::validation("push 1 to 10000 records to 1 to 20 sync configs").into(),
+            );
+        }
+        let mut configs = Vec::new();
+        for id in &sync_config_ids {
+            configs.push(reachable(ctx, caller, id).await?);
+        }
+        let records: Vec<Value> = records.into_iter().map(|r| r.0).collect();
+        let actor = caller.actor.label();
+        let state = state(ctx);
+        let outcomes = futures_util::future::join_all(
+            configs
+                .iter()
+                .map(|config| engine::push(state, config, &records, &actor)),
+        )
+        .await;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| PushOutcomeNode {
+                config_id: ID(o.config_id),
+                written: o.written,
+                skipped: o.skipped,
+                failed: o.failed,
+                errors: samples(&Value::Array(o.errors)),
+                error: o.error.map(|e| crate::calls::graphql::CallError {
+                    code: e.code().into(),
+                    message: e.message(),
+                }),
+            })
+            .collect())
+    }
+}
+
+#[derive(Default)]
+pub struct SyncSubscription;
+
+#[Subscription]
+impl SyncSubscription {
+    /// A run's counts as they change (or every run of a project), until it ends.
+    #[graphql(guard = "ScopeGuard(Scope::SyncRead)")]
+    async fn sync_run_progress(
+        &self,
+        ctx: &Context<'_>,
+        run_id: Option<ID>,
+        project_id: Option<ID>,
+    ) -> async_graphql::Result<impl Stream<Item = SyncRunItem> + use<>> {
+        let caller = principal(ctx)?;
+        let mut db = conn(ctx).await?;
+        match (&run_id, &project_id) {
+            (Some(id), None) => {
+                let run = store::get_run(&mut db, &caller.team_id, id).await?;
+                caller
+                    .check_project(&run.project_id)
+                    .map_err(|_| AppError::not_found("sync run"))?;
+            }
+            (None, Some(id)) => {
+                caller.check_project(id)?;
+                crate::projects::store::get(&mut db, &caller.team_id, id).await?;
+            }
+            _ => return Err(AppError::validation("give either runId or projectId").into()),
+        }
+        drop(db);
+        let slot = take_slot(ctx)?;
+        let (run_id, project_id) = (run_id.map(|i| i.0), project_id.map(|i| i.0));
+        Ok(watch(state(ctx), caller, slot).filter_map(move |item| {
+            let out = match item {
+                Live::Missed(count) => Some(SyncRunItem::Missed(EventsMissed {
+                    count: count.min(i32::MAX as u64) as i32,
+                })),
+                Live::Event(event)
+                    if matches!(
+                        event.kind,
+                        EventKind::SyncStarted
+                            | EventKind::SyncProgress
+                            | EventKind::SyncCompleted
+                            | EventKind::SyncFailed
+                    ) && run_id.as_ref().is_none_or(|id| *id == event.subject_id)
+                        && project_id
+                            .as_ref()
+                            .is_none_or(|id| event.project_id.as_ref() == Some(id)) =>
+                {
+                    serde_json::from_value::<SyncRunRow>(event.payload.clone())
+                        .ok()
+                        .map(|row| SyncRunItem::Run(Box::new(SyncRunNode(row))))
+                }
+                Live::Event(_) => None,
+            };
+            std::future::ready(out)
+        }))
+    }
+}

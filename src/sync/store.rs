@@ -1,0 +1,300 @@
+//! Queries on `sync_configs`, `sync_runs` and `sync_records`.
+
+use std::collections::HashMap;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+use diesel_async::RunQueryDsl;
+
+use crate::db::DbConn;
+use crate::db::schema::{sync_configs, sync_records, sync_runs};
+use crate::error::{AppError, AppResult};
+use crate::with_conn;
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = sync_configs)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+#[diesel(treat_none_as_null = true)]
+pub struct SyncConfigRow {
+    pub id: String,
+    pub team_id: String,
+    pub project_id: String,
+    pub name: String,
+    pub source_integration_id: String,
+    pub target_integration_id: String,
+    pub direction: String,
+    /// JSON of `SyncSpec`.
+    pub spec: String,
+    pub schedule_secs: Option<i64>,
+    pub enabled: bool,
+    pub last_run_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, serde::Serialize, serde::Deserialize)]
+#[diesel(table_name = sync_runs)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct SyncRunRow {
+    pub id: String,
+    pub team_id: String,
+    pub project_id: String,
+    pub config_id: String,
+    pub status: String,
+    pub trigger: String,
+    pub records_read: i64,
+    pub records_written: i64,
+    pub records_skipped: i64,
+    pub records_failed: i64,
+    /// JSON array of `{key, message}`.
+    pub error_samples: String,
+    pub error: Option<String>,
+    pub started_at: Option<NaiveDateTime>,
+    pub finished_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+}
+
+fn conflict_name(name: &str) -> AppError {
+    AppError::Conflict(format!(
+        "a sync config named `{name}` already exists in this project"
+    ))
+}
+
+pub async fn insert_config(conn: &mut DbConn, row: &SyncConfigRow) -> AppResult<()> {
+    let result = with_conn!(conn, |c| diesel::insert_into(sync_configs::table)
+        .values(row)
+        .execute(c)
+        .await);
+    match result.map_err(AppError::from) {
+        Err(AppError::Conflict(_)) => Err(conflict_name(&row.name)),
+        other => other.map(|_| ()),
+    }
+}
+
+pub async fn replace_config(conn: &mut DbConn, row: &SyncConfigRow) -> AppResult<()> {
+    let result = with_conn!(conn, |c| diesel::update(
+        sync_configs::table
+            .filter(sync_configs::team_id.eq(&row.team_id))
+            .filter(sync_configs::id.eq(&row.id))
+    )
+    .set(row)
+    .execute(c)
+    .await);
+    match result.map_err(AppError::from) {
+        Err(AppError::Conflict(_)) => Err(conflict_name(&row.name)),
+        Ok(0) => Err(AppError::not_found("sync config")),
+        other => other.map(|_| ()),
+    }
+}
+
+pub async fn get_config(conn: &mut DbConn, team_id: &str, id: &str) -> AppResult<SyncConfigRow> {
+    with_conn!(conn, |c| sync_configs::table
+        .filter(sync_configs::team_id.eq(team_id))
+        .filter(sync_configs::id.eq(id))
+        .select(SyncConfigRow::as_select())
+        .first(c)
+        .await
+        .optional())?
+    .ok_or_else(|| AppError::not_found("sync config"))
+}
+
+pub async fn list_configs(
+    conn: &mut DbConn,
+    team_id: &str,
+    project_id: Option<&str>,
+) -> AppResult<Vec<SyncConfigRow>> {
+    Ok(with_conn!(conn, |c| {
+        let mut query = sync_configs::table
+            .filter(sync_configs::team_id.eq(team_id))
+            .select(SyncConfigRow::as_select())
+            .order(sync_configs::id.asc())
+            .into_boxed();
+        if let Some(project) = project_id {
+            query = query.filter(sync_configs::project_id.eq(project.to_string()));
+        }
+        query.load(c).await
+    })?)
+}
+
+/// Enabled configs with a schedule (the scheduler picks the due ones).
+pub async fn scheduled_configs(conn: &mut DbConn) -> AppResult<Vec<SyncConfigRow>> {
+    Ok(with_conn!(conn, |c| sync_configs::table
+        .filter(sync_configs::enabled.eq(true))
+        .filter(sync_configs::schedule_secs.is_not_null())
+        .select(SyncConfigRow::as_select())
+        .load(c)
+        .await)?)
+}
+
+pub async fn delete_config(conn: &mut DbConn, team_id: &str, id: &str) -> AppResult<()> {
+    let deleted = with_conn!(conn, |c| diesel::delete(
+        sync_configs::table
+            .filter(sync_configs::team_id.eq(team_id))
+            .filter(sync_configs::id.eq(id))
+    )
+    .execute(c)
+    .await)?;
+    if deleted == 0 {
+        return Err(AppError::not_found("sync config"));
+    }
+    Ok(())
+}
+
+pub async fn set_last_run(conn: &mut DbConn, id: &str, at: NaiveDateTime) -> AppResult<()> {
+    with_conn!(conn, |c| diesel::update(
+        sync_configs::table.filter(sync_configs::id.eq(id))
+    )
+    .set(sync_configs::last_run_at.eq(Some(at)))
+    .execute(c)
+    .await)?;
+    Ok(())
+}
+
+pub async fn insert_run(conn: &mut DbConn, row: &SyncRunRow) -> AppResult<()> {
+    with_conn!(conn, |c| diesel::insert_into(sync_runs::table)
+        .values(row)
+        .execute(c)
+        .await)?;
+    Ok(())
+}
+
+pub async fn get_run(conn: &mut DbConn, team_id: &str, id: &str) -> AppResult<SyncRunRow> {
+    with_conn!(conn, |c| sync_runs::table
+        .filter(sync_runs::team_id.eq(team_id))
+        .filter(sync_runs::id.eq(id))
+        .select(SyncRunRow::as_select())
+        .first(c)
+        .await
+        .optional())?
+    .ok_or_else(|| AppError::not_found("sync run"))
+}
+
+/// Writes a run's status, counts and samples as they are now.
+pub async fn save_run(conn: &mut DbConn, run: &SyncRunRow) -> AppResult<()> {
+    with_conn!(conn, |c| diesel::update(
+        sync_runs::table.filter(sync_runs::id.eq(&run.id))
+    )
+    .set((
+        sync_runs::status.eq(&run.status),
+        sync_runs::records_read.eq(run.records_read),
+        sync_runs::records_written.eq(run.records_written),
+        sync_runs::records_skipped.eq(run.records_skipped),
+        sync_runs::records_failed.eq(run.records_failed),
+        sync_runs::error_samples.eq(&run.error_samples),
+        sync_runs::error.eq(&run.error),
+        sync_runs::started_at.eq(run.started_at),
+        sync_runs::finished_at.eq(run.finished_at),
+    ))
+    .execute(c)
+    .await)?;
+    Ok(())
+}
+
+/// Is a run of this config queued or running?
+pub async fn has_active_run(conn: &mut DbConn, config_id: &str) -> AppResult<bool> {
+    let count: i64 = with_conn!(conn, |c| sync_runs::table
+        .filter(sync_runs::config_id.eq(config_id))
+        .filter(sync_runs::status.eq_any(["queued", "running"]))
+        .count()
+        .get_result(c)
+        .await)?;
+    Ok(count > 0)
+}
+
+/// Runs left queued or running by a stopped process: marked interrupted.
+pub async fn interrupt_unfinished(conn: &mut DbConn, at: NaiveDateTime) -> AppResult<usize> {
+    Ok(with_conn!(conn, |c| diesel::update(
+        sync_runs::table.filter(sync_runs::status.eq_any(["queued", "running"]))
+    )
+    .set((
+        sync_runs::status.eq("interrupted"),
+        sync_runs::finished_at.eq(Some(at)),
+        sync_runs::error.eq(Some("the server stopped during the run")),
+    ))
+    .execute(c)
+    .await)?)
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct RunFilter {
+    pub config_id: Option<String>,
+    pub project_id: Option<String>,
+    pub status: Option<String>,
+}
+
+pub async fn list_runs(
+    conn: &mut DbConn,
+    team_id: &str,
+    filter: &RunFilter,
+    before_id: Option<&str>,
+    limit: i64,
+) -> AppResult<Vec<SyncRunRow>> {
+    Ok(with_conn!(conn, |c| {
+        let mut query = sync_runs::table
+            .filter(sync_runs::team_id.eq(team_id))
+            .select(SyncRunRow::as_select())
+            .order(sync_runs::id.desc())
+            .limit(limit)
+            .into_boxed();
+        if let Some(id) = &filter.config_id {
+            query = query.filter(sync_runs::config_id.eq(id.clone()));
+        }
+        if let Some(id) = &filter.project_id {
+            query = query.filter(sync_runs::project_id.eq(id.clone()));
+        }
+        if let Some(status) = &filter.status {
+            query = query.filter(sync_runs::status.eq(status.clone()));
+        }
+        if let Some(before) = before_id {
+            query = query.filter(sync_runs::id.lt(before.to_string()));
+        }
+        query.load(c).await
+    })?)
+}
+
+/// Fingerprints of what was last seen or written on each side, by record key.
+pub async fn fingerprints(
+    conn: &mut DbConn,
+    config_id: &str,
+) -> AppResult<HashMap<String, (Option<String>, Option<String>)>> {
+    let rows: Vec<(String, Option<String>, Option<String>)> =
+        with_conn!(conn, |c| sync_records::table
+            .filter(sync_records::config_id.eq(config_id))
+            .select((
+                sync_records::record_key,
+                sync_records::source_fp,
+                sync_records::target_fp
+            ))
+            .load(c)
+            .await)?;
+    Ok(rows.into_iter().map(|(k, s, t)| (k, (s, t))).collect())
+}
+
+pub async fn save_fingerprint(
+    conn: &mut DbConn,
+    config_id: &str,
+    key: &str,
+    source_fp: Option<&str>,
+    target_fp: Option<&str>,
+    at: NaiveDateTime,
+) -> AppResult<()> {
+    with_conn!(conn, |c| diesel::insert_into(sync_records::table)
+        .values((
+            sync_records::config_id.eq(config_id),
+            sync_records::record_key.eq(key),
+            sync_records::source_fp.eq(source_fp),
+            sync_records::target_fp.eq(target_fp),
+            sync_records::updated_at.eq(at),
+        ))
+        .on_conflict((sync_records::config_id, sync_records::record_key))
+        .do_update()
+        .set((
+            sync_records::source_fp.eq(excluded(sync_records::source_fp)),
+            sync_records::target_fp.eq(excluded(sync_records::target_fp)),
+            sync_records::updated_at.eq(excluded(sync_records::updated_at)),
+        ))
+        .execute(c)
+        .await)?;
+    Ok(())
+}
