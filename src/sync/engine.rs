@@ -435,24 +435,13 @@ async fn run_writes(
         .buffer_unordered(concurrency)
         .collect()
         .await;
-    let mut conn = state.pool.get().await?;
-    let at = now();
+    let mut saved = Vec::new();
     for (write, outcome) in outcomes {
         let records = write.keys.len().max(1) as i64;
         match outcome {
             Ok(()) => {
                 tally.written += records;
-                for (key, source_fp, target_fp) in &write.fingerprints {
-                    store::save_fingerprint(
-                        &mut conn,
-                        config_id,
-                        key,
-                        source_fp.as_deref(),
-                        target_fp.as_deref(),
-                        at,
-                    )
-                    .await?;
-                }
+                saved.extend(write.fingerprints);
             }
             Err(message) if message == "cancelled" => {}
             Err(message) => {
@@ -461,7 +450,7 @@ async fn run_writes(
             }
         }
     }
-    Ok(())
+    store::save_fingerprints(&mut state.pool.get().await?, config_id, &saved, now()).await
 }
 
 /// Which way a one-way pass goes.
@@ -729,19 +718,7 @@ async fn two_way(state: &AppState, ctx: &RunContext<'_>, tally: &mut Tally) -> A
         }
     }
     // Records already equal on both sides: remember that, so the next run knows them.
-    let mut conn = state.pool.get().await?;
-    for (key, fa, fb) in &in_sync {
-        store::save_fingerprint(
-            &mut conn,
-            ctx.config_id,
-            key,
-            fa.as_deref(),
-            fb.as_deref(),
-            now(),
-        )
-        .await?;
-    }
-    drop(conn);
+    store::save_fingerprints(&mut state.pool.get().await?, ctx.config_id, &in_sync, now()).await?;
     let existing_targets: HashSet<String> = targets.keys().cloned().collect();
     let existing_sources: HashSet<String> = sources.keys().cloned().collect();
     // Forward writes store (source fp, target fp) = (what the source maps to, what was written).

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel::upsert::excluded;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use crate::db::DbConn;
 use crate::db::schema::{sync_configs, sync_records, sync_runs};
@@ -271,30 +271,64 @@ pub async fn fingerprints(
     Ok(rows.into_iter().map(|(k, s, t)| (k, (s, t))).collect())
 }
 
-pub async fn save_fingerprint(
+/// Saves many fingerprints in one transaction (one statement per row on SQLite, one batch on
+/// PostgreSQL).
+pub async fn save_fingerprints(
     conn: &mut DbConn,
     config_id: &str,
-    key: &str,
-    source_fp: Option<&str>,
-    target_fp: Option<&str>,
+    entries: &[(String, Option<String>, Option<String>)],
     at: NaiveDateTime,
 ) -> AppResult<()> {
-    with_conn!(conn, |c| diesel::insert_into(sync_records::table)
-        .values((
-            sync_records::config_id.eq(config_id),
-            sync_records::record_key.eq(key),
-            sync_records::source_fp.eq(source_fp),
-            sync_records::target_fp.eq(target_fp),
-            sync_records::updated_at.eq(at),
-        ))
-        .on_conflict((sync_records::config_id, sync_records::record_key))
-        .do_update()
-        .set((
-            sync_records::source_fp.eq(excluded(sync_records::source_fp)),
-            sync_records::target_fp.eq(excluded(sync_records::target_fp)),
-            sync_records::updated_at.eq(excluded(sync_records::updated_at)),
-        ))
-        .execute(c)
-        .await)?;
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = entries
+        .iter()
+        .map(|(key, source_fp, target_fp)| {
+            (
+                sync_records::config_id.eq(config_id),
+                sync_records::record_key.eq(key.as_str()),
+                sync_records::source_fp.eq(source_fp.as_deref()),
+                sync_records::target_fp.eq(target_fp.as_deref()),
+                sync_records::updated_at.eq(at),
+            )
+        })
+        .collect();
+    match conn {
+        DbConn::Postgres(c) => {
+            for chunk in rows.chunks(1000) {
+                diesel::insert_into(sync_records::table)
+                    .values(chunk)
+                    .on_conflict((sync_records::config_id, sync_records::record_key))
+                    .do_update()
+                    .set((
+                        sync_records::source_fp.eq(excluded(sync_records::source_fp)),
+                        sync_records::target_fp.eq(excluded(sync_records::target_fp)),
+                        sync_records::updated_at.eq(excluded(sync_records::updated_at)),
+                    ))
+                    .execute(&mut **c)
+                    .await?;
+            }
+        }
+        DbConn::Sqlite(c) => {
+            c.transaction(async |c| {
+                for row in &rows {
+                    diesel::insert_into(sync_records::table)
+                        .values(*row)
+                        .on_conflict((sync_records::config_id, sync_records::record_key))
+                        .do_update()
+                        .set((
+                            sync_records::source_fp.eq(excluded(sync_records::source_fp)),
+                            sync_records::target_fp.eq(excluded(sync_records::target_fp)),
+                            sync_records::updated_at.eq(excluded(sync_records::updated_at)),
+                        ))
+                        .execute(c)
+                        .await?;
+                }
+                Ok::<_, diesel::result::Error>(())
+            })
+            .await?;
+        }
+    }
     Ok(())
 }
