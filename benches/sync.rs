@@ -27,8 +27,8 @@ fn main() {
 }
 
 fn record(i: usize) -> Value {
-    json!({ "key": format!("QA-{i}"), "summary": format!("  Issue number {i}  "), "status": if i % 3 == 0 { "In Progress" } else { "Open" },
-        "points": format!("{}", i % 13), "due": "2026-03-01 14:30", "done": if i % 2 == 0 { "yes" } else { "no" },
+    json!({ "key": format!("QA-{i}"), "summary": format!("  Issue number {i}  "), "status": if i.is_multiple_of(3) { "In Progress" } else { "Open" },
+        "points": format!("{}", i % 13), "due": "2026-03-01 14:30", "done": if i.is_multiple_of(2) { "yes" } else { "no" },
         "labels": "ui, auth, backend", "component": "web", "version": "v1.2.3", "reporter": { "name": "Ann", "email": "ann@acme.test" } })
 }
 
