@@ -7,7 +7,6 @@
 //!    event-to-delivery p99 (target ≤ 250 ms), hub RSS (target ≤ 400 MB), events dropped
 //!    (target none).
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -15,10 +14,13 @@ use std::time::{Duration, Instant};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+mod support;
+
+use support::{Hub, rss_mb, start_hub};
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -26,58 +28,6 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(run());
-}
-
-struct Hub {
-    child: tokio::process::Child,
-    addr: String,
-    key: String,
-    _dir: tempfile::TempDir,
-}
-
-async fn start_hub() -> Hub {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_integration-hub"))
-        .current_dir(dir.path())
-        .env("HUB_BIND", "127.0.0.1:0")
-        .env("HUB_OUTBOUND_ALLOW", "127.0.0.1/32")
-        .env("HUB_OUTBOUND_RATE_LIMIT", "1000000/1s")
-        .env("HUB_RATE_LIMIT_API_KEY", "100000000/1s")
-        .env("HUB_HEALTH_INTERVAL_SECS", "0")
-        .env("HUB_LOG_FORMAT", "text")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run the hub");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut addr, mut key) = (String::new(), String::new());
-    while let Some(line) = lines.next_line().await.unwrap() {
-        if line.trim().starts_with("ihk_") {
-            key = line.trim().to_string();
-        }
-        if let Some(rest) = line.strip_prefix("integration-hub listening on http://") {
-            addr = rest.trim_end_matches("/graphql").to_string();
-            break;
-        }
-    }
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Hub {
-        child,
-        addr,
-        key,
-        _dir: dir,
-    }
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -115,7 +65,7 @@ async fn run() {
     let upstream_url = format!("http://{}", upstream.addrs()[0]);
     tokio::spawn(upstream.run());
 
-    let hub = start_hub().await;
+    let hub = start_hub(&[]).await;
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()

@@ -4,7 +4,6 @@
 //! 2. a 100,000-record sync from a local source to a local target through the hub (the
 //!    release binary, its own process, SQLite), end to end (target ≤ 10 s).
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,9 +12,10 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use integration_hub::sync::mapping::{Mapped, Mapper};
 use integration_hub::sync::spec::FieldMapping;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const RECORDS: usize = 100_000;
+
+mod support;
 
 fn main() {
     mapping_throughput();
@@ -114,31 +114,8 @@ async fn end_to_end() {
     let upstream = format!("http://{}", servers.addrs()[0]);
     tokio::spawn(servers.run());
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_integration-hub"))
-        .current_dir(dir.path())
-        .env("HUB_BIND", "127.0.0.1:0")
-        .env("HUB_OUTBOUND_ALLOW", "127.0.0.1/32")
-        .env("HUB_OUTBOUND_RATE_LIMIT", "1000000/1s")
-        .env("HUB_HEALTH_INTERVAL_SECS", "0")
-        .env("HUB_SYNC_WRITE_CONCURRENCY", "8")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("run the hub");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut addr, mut key) = (String::new(), String::new());
-    while let Some(line) = lines.next_line().await.unwrap() {
-        if line.trim().starts_with("ihk_") {
-            key = line.trim().to_string();
-        }
-        if let Some(rest) = line.strip_prefix("integration-hub listening on http://") {
-            addr = rest.trim_end_matches("/graphql").to_string();
-            break;
-        }
-    }
+    let hub = support::start_hub(&[("HUB_SYNC_WRITE_CONCURRENCY", "8")]).await;
+    let (addr, key) = (hub.addr.clone(), hub.key.clone());
     let client = reqwest::Client::new();
     let gql = |query: &'static str, variables: Value| {
         let (client, addr, key) = (client.clone(), addr.clone(), key.clone());
@@ -211,5 +188,5 @@ async fn end_to_end() {
         "100,000-record sync end to end: {elapsed:.2} s (target ≤ 10 s); run {finished}; target received {}",
         received.load(Ordering::Relaxed)
     );
-    drop(child);
+    drop(hub);
 }

@@ -1,6 +1,6 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 
 use super::AuditEventRow;
 use crate::db::DbConn;
@@ -10,28 +10,7 @@ use crate::with_conn;
 
 impl crate::db::group::GroupInsert for AuditEventRow {
     async fn insert_all(conn: &mut DbConn, rows: &[Self]) -> AppResult<()> {
-        match conn {
-            DbConn::Postgres(c) => {
-                diesel::insert_into(audit_events::table)
-                    .values(rows)
-                    .execute(&mut **c)
-                    .await?;
-            }
-            // diesel has no multi-row INSERT for SQLite here: one transaction, one statement
-            // per row (still a single commit).
-            DbConn::Sqlite(c) => {
-                c.transaction(async |c| {
-                    for row in rows {
-                        diesel::insert_into(audit_events::table)
-                            .values(row)
-                            .execute(c)
-                            .await?;
-                    }
-                    Ok::<_, diesel::result::Error>(())
-                })
-                .await?;
-            }
-        }
+        crate::insert_all!(conn, audit_events::table, rows);
         Ok(())
     }
 }

@@ -99,6 +99,31 @@ macro_rules! with_conn {
     };
 }
 
+/// Inserts many rows in one transaction: one multi-row INSERT on PostgreSQL, one statement a
+/// row on SQLite (diesel-async has no multi-row INSERT for it), a single commit either way.
+#[macro_export]
+macro_rules! insert_all {
+    ($conn:expr, $table:expr, $rows:expr) => {
+        match $conn {
+            $crate::db::DbConn::Postgres(c) => {
+                diesel::insert_into($table)
+                    .values($rows)
+                    .execute(&mut **c)
+                    .await?;
+            }
+            $crate::db::DbConn::Sqlite(c) => {
+                diesel_async::AsyncConnection::transaction(&mut **c, async |c| {
+                    for row in $rows {
+                        diesel::insert_into($table).values(row).execute(c).await?;
+                    }
+                    Ok::<_, diesel::result::Error>(())
+                })
+                .await?;
+            }
+        }
+    };
+}
+
 impl DbPool {
     pub fn connect(url: &DatabaseUrl, max_size: usize) -> Result<Self, AppError> {
         match url {

@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::dsl::{count_star, max, sql};
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 
 use super::RequestLogRow;
 use crate::db::DbConn;
@@ -14,28 +14,7 @@ use crate::with_conn;
 
 impl crate::db::group::GroupInsert for RequestLogRow {
     async fn insert_all(conn: &mut DbConn, rows: &[Self]) -> AppResult<()> {
-        match conn {
-            DbConn::Postgres(c) => {
-                diesel::insert_into(request_logs::table)
-                    .values(rows)
-                    .execute(&mut **c)
-                    .await?;
-            }
-            // diesel has no multi-row INSERT for SQLite here: one transaction, one statement
-            // per row (still a single commit).
-            DbConn::Sqlite(c) => {
-                c.transaction(async |c| {
-                    for row in rows {
-                        diesel::insert_into(request_logs::table)
-                            .values(row)
-                            .execute(c)
-                            .await?;
-                    }
-                    Ok::<_, diesel::result::Error>(())
-                })
-                .await?;
-            }
-        }
+        crate::insert_all!(conn, request_logs::table, rows);
         Ok(())
     }
 }
