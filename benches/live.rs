@@ -249,8 +249,8 @@ async fn run() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await; // let the last subscriptions register
     let rss_subscribed = rss_mb(hub.child.id().unwrap());
-    for index in 0..events {
-        sent[index] = Some(Instant::now());
+    for (index, sent_at) in sent.iter_mut().enumerate() {
+        *sent_at = Some(Instant::now());
         let path = format!("/e/{index}");
         gql(
             &client,
