@@ -1,18 +1,16 @@
-use async_graphql::{
-    Context, Enum, ID, InputObject, Json, Object, SimpleObject, Subscription, Union,
-};
+use async_graphql::{Context, Enum, ID, Json, Object, SimpleObject, Subscription, Union};
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 
 use super::engine::{self, Plan};
-use super::mapping::{Mapped, Mapper, derive_reverse};
-use super::spec::{ConflictPolicy, FieldMapping, ReadSpec, SyncDirection, SyncSpec, WriteSpec};
+use super::mapping::{Mapped, Mapper};
+use super::spec::{FieldMapping, SyncConfigInput, SyncDirection, SyncSpec};
 use super::store::{self, RunFilter, SyncConfigRow, SyncRunRow};
 use crate::audit;
 use crate::auth::{Principal, Scope, ScopeGuard, principal};
-use crate::db::{new_id, now};
-use crate::error::{AppError, AppResult, FieldProblem};
+use crate::db::now;
+use crate::error::{AppError, AppResult};
 use crate::events::EventKind;
 use crate::graphql::{Connection, Edge, conn, decode_cursor, page_size, state};
 use crate::live::{EventsMissed, Live, take_slot, watch};
@@ -174,217 +172,6 @@ impl SyncRunNode {
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at.and_utc()
     }
-}
-
-#[derive(InputObject)]
-pub struct SyncConfigInput {
-    pub project_id: ID,
-    pub name: String,
-    pub source_integration_id: ID,
-    pub target_integration_id: ID,
-    #[graphql(default_with = "SyncDirection::SourceToTarget")]
-    pub direction: SyncDirection,
-    pub source_read: Option<ReadSpec>,
-    pub source_write: Option<WriteSpec>,
-    pub target_read: Option<ReadSpec>,
-    pub target_write: Option<WriteSpec>,
-    /// The key field in source records, e.g. `key`.
-    pub source_key: String,
-    /// The key field in target records (and mapped records), e.g. `externalId`.
-    pub target_key: String,
-    pub mappings: Vec<FieldMapping>,
-    /// target → source mappings for TARGET_TO_SOURCE and BIDIRECTIONAL; derived from plain
-    /// field-to-field mappings when omitted.
-    #[graphql(default)]
-    pub reverse_mappings: Vec<FieldMapping>,
-    #[graphql(default)]
-    pub conflict_policy: ConflictPolicy,
-    pub source_timestamp_field: Option<String>,
-    pub target_timestamp_field: Option<String>,
-    /// Run every this many seconds; null: only on demand.
-    pub schedule_seconds: Option<i32>,
-    #[graphql(default = true)]
-    pub enabled: bool,
-}
-
-fn problem(path: &str, message: &str) -> FieldProblem {
-    FieldProblem {
-        path: path.into(),
-        message: message.into(),
-    }
-}
-
-fn check_read(read: &ReadSpec, at: &str, problems: &mut Vec<FieldProblem>) {
-    if !read.path.starts_with('/') {
-        problems.push(problem(&format!("{at}.path"), "must start with /"));
-    }
-    if crate::calls::service::parse_method(&read.method).is_err() {
-        problems.push(problem(&format!("{at}.method"), "unsupported method"));
-    }
-    if !read.records_pointer.is_empty() && !read.records_pointer.starts_with('/') {
-        problems.push(problem(
-            &format!("{at}.recordsPointer"),
-            "must be a JSON Pointer (`/items`) or empty",
-        ));
-    }
-}
-
-fn check_write(write: &WriteSpec, at: &str, problems: &mut Vec<FieldProblem>) {
-    if !write.create_path.starts_with('/') {
-        problems.push(problem(&format!("{at}.createPath"), "must start with /"));
-    }
-    if write
-        .update_path
-        .as_ref()
-        .is_some_and(|p| !p.starts_with('/'))
-    {
-        problems.push(problem(&format!("{at}.updatePath"), "must start with /"));
-    }
-    for (field, method) in [
-        ("createMethod", &write.create_method),
-        ("updateMethod", &write.update_method),
-    ] {
-        if crate::calls::service::parse_method(method).is_err() {
-            problems.push(problem(&format!("{at}.{field}"), "unsupported method"));
-        }
-    }
-    if write.batch_size.is_some_and(|b| !(1..=1000).contains(&b)) {
-        problems.push(problem(&format!("{at}.batchSize"), "must be 1 to 1000"));
-    }
-}
-
-/// Validates an input against the caller's team and builds the row (new id when `id` is None).
-async fn build_row(
-    ctx: &Context<'_>,
-    caller: &Principal,
-    input: SyncConfigInput,
-    existing: Option<&SyncConfigRow>,
-) -> AppResult<SyncConfigRow> {
-    caller.check_project(&input.project_id)?;
-    let mut db = conn(ctx).await?;
-    crate::projects::store::get(&mut db, &caller.team_id, &input.project_id).await?;
-    let mut problems = Vec::new();
-    for (field, id) in [
-        ("sourceIntegrationId", &input.source_integration_id),
-        ("targetIntegrationId", &input.target_integration_id),
-    ] {
-        match crate::integrations::store::get(&mut db, &caller.team_id, id).await {
-            Ok(row) if caller.limits.allows_integration(&row.project_id, &row.id) => {}
-            _ => problems.push(problem(field, "no such integration in this team")),
-        }
-    }
-    let name = input.name.trim().to_string();
-    if name.is_empty() || name.chars().count() > 100 {
-        problems.push(problem("name", "must be 1 to 100 characters"));
-    }
-    let needed: &[&str] = match input.direction {
-        SyncDirection::SourceToTarget => &["sourceRead", "targetWrite"],
-        SyncDirection::TargetToSource => &["targetRead", "sourceWrite"],
-        SyncDirection::Bidirectional => &["sourceRead", "targetRead", "sourceWrite", "targetWrite"],
-    };
-    for field in needed {
-        let present = match *field {
-            "sourceRead" => input.source_read.is_some(),
-            "targetRead" => input.target_read.is_some(),
-            "sourceWrite" => input.source_write.is_some(),
-            _ => input.target_write.is_some(),
-        };
-        if !present {
-            problems.push(problem(field, "this direction needs it"));
-        }
-    }
-    for (field, read) in [
-        ("sourceRead", &input.source_read),
-        ("targetRead", &input.target_read),
-    ] {
-        if let Some(read) = read {
-            check_read(read, field, &mut problems);
-        }
-    }
-    for (field, write) in [
-        ("sourceWrite", &input.source_write),
-        ("targetWrite", &input.target_write),
-    ] {
-        if let Some(write) = write {
-            check_write(write, field, &mut problems);
-        }
-    }
-    if input.mappings.is_empty() {
-        problems.push(problem("mappings", "at least one mapping"));
-    }
-    if let Err(found) = Mapper::compile(&input.mappings, "mappings") {
-        problems.extend(found);
-    }
-    if let Err(found) = Mapper::compile(&input.reverse_mappings, "reverseMappings") {
-        problems.extend(found);
-    }
-    if input.direction != SyncDirection::SourceToTarget
-        && input.reverse_mappings.is_empty()
-        && derive_reverse(&input.mappings).is_empty()
-    {
-        problems.push(problem(
-            "reverseMappings",
-            "this direction needs mappings from target to source",
-        ));
-    }
-    for (field, path) in [
-        ("sourceKey", &input.source_key),
-        ("targetKey", &input.target_key),
-    ] {
-        if let Err(message) = super::mapping::Path::parse(path) {
-            problems.push(problem(field, &message));
-        }
-    }
-    if input.conflict_policy == ConflictPolicy::NewestWins
-        && (input.source_timestamp_field.is_none() || input.target_timestamp_field.is_none())
-    {
-        problems.push(problem(
-            "conflictPolicy",
-            "NEWEST_WINS needs sourceTimestampField and targetTimestampField",
-        ));
-    }
-    if input.schedule_seconds.is_some_and(|s| s < 1) {
-        problems.push(problem("scheduleSeconds", "at least 1"));
-    }
-    if !problems.is_empty() {
-        return Err(AppError::Validation {
-            message: problems
-                .iter()
-                .map(|p| format!("{}: {}", p.path, p.message))
-                .collect::<Vec<_>>()
-                .join("; "),
-            problems,
-        });
-    }
-    let spec = SyncSpec {
-        source_read: input.source_read,
-        source_write: input.source_write,
-        target_read: input.target_read,
-        target_write: input.target_write,
-        source_key: input.source_key,
-        target_key: input.target_key,
-        mappings: input.mappings,
-        reverse_mappings: input.reverse_mappings,
-        conflict_policy: input.conflict_policy,
-        source_timestamp_field: input.source_timestamp_field,
-        target_timestamp_field: input.target_timestamp_field,
-    };
-    let at = now();
-    Ok(SyncConfigRow {
-        id: existing.map_or_else(new_id, |e| e.id.clone()),
-        team_id: caller.team_id.clone(),
-        project_id: input.project_id.0,
-        name,
-        source_integration_id: input.source_integration_id.0,
-        target_integration_id: input.target_integration_id.0,
-        direction: input.direction.as_str().into(),
-        spec: serde_json::to_string(&spec)?,
-        schedule_secs: input.schedule_seconds.map(i64::from),
-        enabled: input.enabled,
-        last_run_at: existing.and_then(|e| e.last_run_at),
-        created_at: existing.map_or(at, |e| e.created_at),
-        updated_at: at,
-    })
 }
 
 /// The config if the caller may reach it.
@@ -582,7 +369,7 @@ impl SyncMutation {
         input: SyncConfigInput,
     ) -> async_graphql::Result<SyncConfigNode> {
         let caller = principal(ctx)?;
-        let row = build_row(ctx, caller, input, None).await?;
+        let row = super::service::build_row(&mut conn(ctx).await?, caller, input, None).await?;
         store::insert_config(&mut conn(ctx).await?, &row).await?;
         audit::target(ctx, "sync_config", &row.id);
         Ok(SyncConfigNode::new(row)?)
@@ -604,7 +391,8 @@ impl SyncMutation {
                 AppError::validation("a sync config cannot move to another project").into(),
             );
         }
-        let row = build_row(ctx, caller, input, Some(&existing)).await?;
+        let row = super::service::build_row(&mut conn(ctx).await?, caller, input, Some(&existing))
+            .await?;
         store::replace_config(&mut conn(ctx).await?, &row).await?;
         Ok(SyncConfigNode::new(row)?)
     }

@@ -5,6 +5,7 @@ pub mod engine;
 pub mod graphql;
 pub mod mapping;
 pub mod pager;
+pub mod service;
 pub mod spec;
 pub mod store;
 pub mod writes;

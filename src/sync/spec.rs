@@ -202,3 +202,35 @@ pub struct SyncSpec {
     pub source_timestamp_field: Option<String>,
     pub target_timestamp_field: Option<String>,
 }
+
+/// A sync config as created or replaced.
+#[derive(InputObject)]
+pub struct SyncConfigInput {
+    pub project_id: async_graphql::ID,
+    pub name: String,
+    pub source_integration_id: async_graphql::ID,
+    pub target_integration_id: async_graphql::ID,
+    #[graphql(default_with = "SyncDirection::SourceToTarget")]
+    pub direction: SyncDirection,
+    pub source_read: Option<ReadSpec>,
+    pub source_write: Option<WriteSpec>,
+    pub target_read: Option<ReadSpec>,
+    pub target_write: Option<WriteSpec>,
+    /// The key field in source records, e.g. `key`.
+    pub source_key: String,
+    /// The key field in target records (and mapped records), e.g. `externalId`.
+    pub target_key: String,
+    pub mappings: Vec<FieldMapping>,
+    /// target → source mappings for TARGET_TO_SOURCE and BIDIRECTIONAL; derived from plain
+    /// field-to-field mappings when omitted.
+    #[graphql(default)]
+    pub reverse_mappings: Vec<FieldMapping>,
+    #[graphql(default)]
+    pub conflict_policy: ConflictPolicy,
+    pub source_timestamp_field: Option<String>,
+    pub target_timestamp_field: Option<String>,
+    /// Run every this many seconds; null: only on demand.
+    pub schedule_seconds: Option<i32>,
+    #[graphql(default = true)]
+    pub enabled: bool,
+}

@@ -1,0 +1,188 @@
+//! Rules for sync configs: what a config must say for its direction, and that everything it
+//! names exists in the caller's team. Errors name the field.
+
+use super::mapping::{Mapper, Path, derive_reverse};
+use super::spec::{ConflictPolicy, ReadSpec, SyncConfigInput, SyncDirection, SyncSpec, WriteSpec};
+use super::store::SyncConfigRow;
+use crate::auth::Principal;
+use crate::db::{DbConn, new_id, now};
+use crate::error::{AppError, AppResult, FieldProblem};
+
+fn problem(path: &str, message: &str) -> FieldProblem {
+    FieldProblem {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+fn check_read(read: &ReadSpec, at: &str, problems: &mut Vec<FieldProblem>) {
+    if !read.path.starts_with('/') {
+        problems.push(problem(&format!("{at}.path"), "must start with /"));
+    }
+    if crate::calls::service::parse_method(&read.method).is_err() {
+        problems.push(problem(&format!("{at}.method"), "unsupported method"));
+    }
+    if !read.records_pointer.is_empty() && !read.records_pointer.starts_with('/') {
+        problems.push(problem(
+            &format!("{at}.recordsPointer"),
+            "must be a JSON Pointer (`/items`) or empty",
+        ));
+    }
+}
+
+fn check_write(write: &WriteSpec, at: &str, problems: &mut Vec<FieldProblem>) {
+    if !write.create_path.starts_with('/') {
+        problems.push(problem(&format!("{at}.createPath"), "must start with /"));
+    }
+    if write
+        .update_path
+        .as_ref()
+        .is_some_and(|p| !p.starts_with('/'))
+    {
+        problems.push(problem(&format!("{at}.updatePath"), "must start with /"));
+    }
+    for (field, method) in [
+        ("createMethod", &write.create_method),
+        ("updateMethod", &write.update_method),
+    ] {
+        if crate::calls::service::parse_method(method).is_err() {
+            problems.push(problem(&format!("{at}.{field}"), "unsupported method"));
+        }
+    }
+    if write.batch_size.is_some_and(|b| !(1..=1000).contains(&b)) {
+        problems.push(problem(&format!("{at}.batchSize"), "must be 1 to 1000"));
+    }
+}
+
+/// Validates an input against the caller's team and builds the row (new id when `id` is None).
+pub async fn build_row(
+    db: &mut DbConn,
+    caller: &Principal,
+    input: SyncConfigInput,
+    existing: Option<&SyncConfigRow>,
+) -> AppResult<SyncConfigRow> {
+    caller.check_project(&input.project_id)?;
+    crate::projects::store::get(db, &caller.team_id, &input.project_id).await?;
+    let mut problems = Vec::new();
+    for (field, id) in [
+        ("sourceIntegrationId", &input.source_integration_id),
+        ("targetIntegrationId", &input.target_integration_id),
+    ] {
+        match crate::integrations::store::get(db, &caller.team_id, id).await {
+            Ok(row) if caller.limits.allows_integration(&row.project_id, &row.id) => {}
+            _ => problems.push(problem(field, "no such integration in this team")),
+        }
+    }
+    let name = input.name.trim().to_string();
+    if name.is_empty() || name.chars().count() > 100 {
+        problems.push(problem("name", "must be 1 to 100 characters"));
+    }
+    let needed: &[&str] = match input.direction {
+        SyncDirection::SourceToTarget => &["sourceRead", "targetWrite"],
+        SyncDirection::TargetToSource => &["targetRead", "sourceWrite"],
+        SyncDirection::Bidirectional => &["sourceRead", "targetRead", "sourceWrite", "targetWrite"],
+    };
+    for field in needed {
+        let present = match *field {
+            "sourceRead" => input.source_read.is_some(),
+            "targetRead" => input.target_read.is_some(),
+            "sourceWrite" => input.source_write.is_some(),
+            _ => input.target_write.is_some(),
+        };
+        if !present {
+            problems.push(problem(field, "this direction needs it"));
+        }
+    }
+    for (field, read) in [
+        ("sourceRead", &input.source_read),
+        ("targetRead", &input.target_read),
+    ] {
+        if let Some(read) = read {
+            check_read(read, field, &mut problems);
+        }
+    }
+    for (field, write) in [
+        ("sourceWrite", &input.source_write),
+        ("targetWrite", &input.target_write),
+    ] {
+        if let Some(write) = write {
+            check_write(write, field, &mut problems);
+        }
+    }
+    if input.mappings.is_empty() {
+        problems.push(problem("mappings", "at least one mapping"));
+    }
+    if let Err(found) = Mapper::compile(&input.mappings, "mappings") {
+        problems.extend(found);
+    }
+    if let Err(found) = Mapper::compile(&input.reverse_mappings, "reverseMappings") {
+        problems.extend(found);
+    }
+    if input.direction != SyncDirection::SourceToTarget
+        && input.reverse_mappings.is_empty()
+        && derive_reverse(&input.mappings).is_empty()
+    {
+        problems.push(problem(
+            "reverseMappings",
+            "this direction needs mappings from target to source",
+        ));
+    }
+    for (field, path) in [
+        ("sourceKey", &input.source_key),
+        ("targetKey", &input.target_key),
+    ] {
+        if let Err(message) = Path::parse(path) {
+            problems.push(problem(field, &message));
+        }
+    }
+    if input.conflict_policy == ConflictPolicy::NewestWins
+        && (input.source_timestamp_field.is_none() || input.target_timestamp_field.is_none())
+    {
+        problems.push(problem(
+            "conflictPolicy",
+            "NEWEST_WINS needs sourceTimestampField and targetTimestampField",
+        ));
+    }
+    if input.schedule_seconds.is_some_and(|s| s < 1) {
+        problems.push(problem("scheduleSeconds", "at least 1"));
+    }
+    if !problems.is_empty() {
+        return Err(AppError::Validation {
+            message: problems
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+            problems,
+        });
+    }
+    let spec = SyncSpec {
+        source_read: input.source_read,
+        source_write: input.source_write,
+        target_read: input.target_read,
+        target_write: input.target_write,
+        source_key: input.source_key,
+        target_key: input.target_key,
+        mappings: input.mappings,
+        reverse_mappings: input.reverse_mappings,
+        conflict_policy: input.conflict_policy,
+        source_timestamp_field: input.source_timestamp_field,
+        target_timestamp_field: input.target_timestamp_field,
+    };
+    let at = now();
+    Ok(SyncConfigRow {
+        id: existing.map_or_else(new_id, |e| e.id.clone()),
+        team_id: caller.team_id.clone(),
+        project_id: input.project_id.0,
+        name,
+        source_integration_id: input.source_integration_id.0,
+        target_integration_id: input.target_integration_id.0,
+        direction: input.direction.as_str().into(),
+        spec: serde_json::to_string(&spec)?,
+        schedule_secs: input.schedule_seconds.map(i64::from),
+        enabled: input.enabled,
+        last_run_at: existing.and_then(|e| e.last_run_at),
+        created_at: existing.map_or(at, |e| e.created_at),
+        updated_at: at,
+    })
+}
