@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 mod support;
 
-use support::{Hub, rss_mb, start_hub};
+use support::{Hub, cpu_seconds, rss_mb, start_hub};
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -249,6 +249,7 @@ async fn run() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await; // let the last subscriptions register
     let rss_subscribed = rss_mb(hub.child.id().unwrap());
+    let cpu_before = cpu_seconds(hub.child.id().unwrap());
     for (index, sent_at) in sent.iter_mut().enumerate() {
         *sent_at = Some(Instant::now());
         let path = format!("/e/{index}");
@@ -262,6 +263,7 @@ async fn run() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let rss_peak = rss_mb(hub.child.id().unwrap());
+    let cpu_events = cpu_seconds(hub.child.id().unwrap()) - cpu_before;
     let mut latencies = Vec::new();
     for task in tasks {
         if let Ok(Ok(arrivals)) = tokio::time::timeout(Duration::from_secs(120), task).await {
@@ -280,6 +282,10 @@ async fn run() {
         missed.load(Ordering::SeqCst),
         percentile(&latencies, 0.5),
         percentile(&latencies, 0.99)
+    );
+    println!(
+        "hub CPU during the events: {cpu_events:.2} s, {:.1} µs per delivery",
+        cpu_events * 1e6 / expected.max(1) as f64
     );
     println!(
         "hub RSS: {rss_before:.0} MB before, {rss_subscribed:.0} MB with {connected} subscribers, {rss_peak:.0} MB after the events (target ≤ 400 MB)"
