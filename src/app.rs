@@ -189,9 +189,6 @@ impl RunningServer {
         self.monitor.abort();
         self.scheduler.abort();
         self.state.sync.abort_all();
-        if let Err(err) = self.state.writers.request_logs.flush().await {
-            tracing::warn!(code = err.code(), "request logs not written at shutdown");
-        }
         if let Err(err) = self.state.usage.flush(&self.state.pool).await {
             tracing::warn!(code = err.code(), "usage counts not written at shutdown");
         }

@@ -1,7 +1,7 @@
 //! Group commit: rows written by many concurrent requests go to the database together, one
-//! INSERT per batch. A writer either waits until its own row is stored (`write`), or hands the
-//! row over and goes on (`submit`); a reader that must see every row handed over so far calls
-//! `flush` first (rows are written in the order they were handed over).
+//! INSERT per batch, while each request still waits until its own row is stored (so a client
+//! that reads right after writing sees it). Under load this turns hundreds of write
+//! transactions into a few; a lone request is written at once.
 
 use std::future::Future;
 
@@ -15,12 +15,7 @@ pub trait GroupInsert: Send + Sync + 'static + Sized {
     fn insert_all(conn: &mut DbConn, rows: &[Self]) -> impl Future<Output = AppResult<()>> + Send;
 }
 
-type Reply = oneshot::Sender<Result<(), String>>;
-
-enum Job<T> {
-    Row(T, Option<Reply>),
-    Flush(Reply),
-}
+type Job<T> = (T, oneshot::Sender<Result<(), String>>);
 
 pub struct GroupWriter<T> {
     sender: mpsc::Sender<Job<T>>,
@@ -32,10 +27,6 @@ impl<T> Clone for GroupWriter<T> {
             sender: self.sender.clone(),
         }
     }
-}
-
-fn stopped() -> AppError {
-    AppError::internal(anyhow::anyhow!("writer stopped"))
 }
 
 impl<T: GroupInsert> GroupWriter<T> {
@@ -51,24 +42,10 @@ impl<T: GroupInsert> GroupWriter<T> {
                         Err(_) => break,
                     }
                 }
-                let mut rows = Vec::new();
-                let mut waiters = Vec::new();
-                for job in jobs {
-                    match job {
-                        Job::Row(row, reply) => {
-                            rows.push(row);
-                            waiters.extend(reply);
-                        }
-                        Job::Flush(reply) => waiters.push(reply),
-                    }
-                }
-                let outcome = if rows.is_empty() {
-                    Ok(())
-                } else {
-                    match pool.get().await {
-                        Ok(mut conn) => T::insert_all(&mut conn, &rows).await,
-                        Err(err) => Err(err),
-                    }
+                let (rows, waiters): (Vec<T>, Vec<_>) = jobs.into_iter().unzip();
+                let outcome = match pool.get().await {
+                    Ok(mut conn) => T::insert_all(&mut conn, &rows).await,
+                    Err(err) => Err(err),
                 };
                 let outcome = outcome.map_err(|err| {
                     let code = err.code().to_string();
@@ -87,37 +64,15 @@ impl<T: GroupInsert> GroupWriter<T> {
     pub async fn write(&self, row: T) -> AppResult<()> {
         let (done, wait) = oneshot::channel();
         self.sender
-            .send(Job::Row(row, Some(done)))
+            .send((row, done))
             .await
-            .map_err(|_| stopped())?;
-        Self::outcome(wait).await
-    }
-
-    /// Hands `row` over to be written soon; a later `flush` waits for it.
-    pub async fn submit(&self, row: T) -> AppResult<()> {
-        self.sender
-            .send(Job::Row(row, None))
-            .await
-            .map_err(|_| stopped())
-    }
-
-    /// Returns once every row handed over before this call is written.
-    pub async fn flush(&self) -> AppResult<()> {
-        let (done, wait) = oneshot::channel();
-        self.sender
-            .send(Job::Flush(done))
-            .await
-            .map_err(|_| stopped())?;
-        Self::outcome(wait).await
-    }
-
-    async fn outcome(wait: oneshot::Receiver<Result<(), String>>) -> AppResult<()> {
+            .map_err(|_| AppError::internal(anyhow::anyhow!("writer stopped")))?;
         match wait.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(code)) => Err(AppError::internal(anyhow::anyhow!(
                 "group write failed ({code})"
             ))),
-            Err(_) => Err(stopped()),
+            Err(_) => Err(AppError::internal(anyhow::anyhow!("writer stopped"))),
         }
     }
 }

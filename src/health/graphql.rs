@@ -116,8 +116,6 @@ impl HealthQuery {
     ) -> async_graphql::Result<ProjectStatistics> {
         let caller = principal(ctx)?;
         caller.check_project(&project_id)?;
-        // Before taking a connection: the log writer needs one to flush.
-        crate::logs::flushed(state(ctx)).await?;
         let mut db = conn(ctx).await?;
         crate::projects::store::get(&mut db, &caller.team_id, &project_id).await?;
         let rows =

@@ -51,8 +51,6 @@ pub async fn window_stats(
     state: &AppState,
     integration: &IntegrationRow,
 ) -> AppResult<WindowStats> {
-    // Before taking a connection: the log writer needs one to flush.
-    crate::logs::flushed(state).await?;
     let mut conn = state.pool.get().await?;
     let since = window_start(state);
     let (checks, checks_ok) = store::check_counts(&mut conn, &integration.id, since).await?;

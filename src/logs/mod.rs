@@ -131,11 +131,6 @@ pub fn redact_url(url: &url::Url, secrets: &[String]) -> String {
     redact(&shown, secrets)
 }
 
-/// Every request log handed over so far is in the database (call before reading logs).
-pub async fn flushed(state: &AppState) -> crate::error::AppResult<()> {
-    state.writers.request_logs.flush().await
-}
-
 /// What one call did, for the log.
 pub struct CallRecord {
     pub method: String,
@@ -175,8 +170,7 @@ pub async fn record(
         correlation_id: call.correlation_id,
         created_at: now(),
     };
-    // Handed over, not awaited: readers of logs flush first (see `flushed`).
-    if let Err(err) = state.writers.request_logs.submit(row.clone()).await {
+    if let Err(err) = state.writers.request_logs.write(row.clone()).await {
         tracing::error!(code = err.code(), "request log not written");
     }
     state.events.publish(Event {
