@@ -263,8 +263,8 @@ fn text_of(value: &Value) -> Option<String> {
 
 fn describe(value: &Value) -> String {
     let text = value.to_string();
-    if text.len() > 40 {
-        format!("{}…", &text[..40])
+    if text.chars().count() > 40 {
+        format!("{}…", text.chars().take(40).collect::<String>())
     } else {
         text
     }
@@ -692,6 +692,24 @@ mod tests {
         assert_eq!(
             mapper.map(&json!({ "d": "2026-01-31", "n": 1 })),
             Mapped::Record(json!({ "when": "31/01/2026", "n": 1 }))
+        );
+    }
+
+    #[test]
+    fn long_multibyte_values_are_described_without_panicking() {
+        let mapper = Mapper::compile(
+            &[mapping("n", Some("v"), vec![t(TransformerKind::ToBool)])],
+            "mappings",
+        )
+        .unwrap();
+        let value = json!(["xééééééééééééééééééééééééééééééééééééééééééééé"]);
+        let Mapped::Failed(problems) = mapper.map(&json!({ "v": value })) else {
+            panic!()
+        };
+        assert!(
+            problems[0].message.ends_with("… is not a boolean"),
+            "{}",
+            problems[0].message
         );
     }
 
