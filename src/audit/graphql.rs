@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use super::AuditEventRow;
 use super::store::{self, AuditFilter};
 use crate::auth::{Scope, ScopeGuard, principal};
-use crate::graphql::{Connection, Edge, conn, decode_cursor, page_size};
+use crate::graphql::{Connection, Edge, Page, conn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 pub enum AuditOutcome {
@@ -84,11 +84,7 @@ impl AuditQuery {
         after: Option<String>,
     ) -> async_graphql::Result<Connection<Edge<AuditEventNode>>> {
         let caller = principal(ctx)?;
-        let limit = page_size(first)?;
-        let before = after
-            .as_deref()
-            .map(|c| decode_cursor("audit", c))
-            .transpose()?;
+        let page = Page::new("audit", first, after)?;
         let filter = filter.unwrap_or_default();
         let filter = AuditFilter {
             actor: filter.actor,
@@ -103,16 +99,10 @@ impl AuditQuery {
             &mut conn(ctx).await?,
             &caller.team_id,
             &filter,
-            before.as_deref(),
-            limit + 1,
+            page.after.as_deref(),
+            page.fetch(),
         )
         .await?;
-        Ok(Connection::from_rows(
-            rows,
-            limit,
-            "audit",
-            |r| &r.id,
-            AuditEventNode,
-        ))
+        Ok(page.connection(rows, |r| &r.id, AuditEventNode))
     }
 }

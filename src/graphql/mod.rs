@@ -144,7 +144,7 @@ where
     Edge<T>: OutputType,
 {
     /// Builds a page from up to `limit + 1` rows (the extra row only says there is more).
-    pub fn from_rows<R>(
+    fn from_rows<R>(
         mut rows: Vec<R>,
         limit: i64,
         kind: &str,
@@ -172,8 +172,48 @@ where
 
 const MAX_PAGE: i32 = 100;
 
+/// One page request of a list: `first` (20 by default, at most 100) after an opaque cursor.
+pub struct Page {
+    kind: &'static str,
+    pub limit: i64,
+    /// The id the page starts after (decoded from the cursor).
+    pub after: Option<String>,
+}
+
+impl Page {
+    /// Checks `first` and decodes `after` (a cursor of this `kind` of list).
+    pub fn new(kind: &'static str, first: Option<i32>, after: Option<String>) -> AppResult<Self> {
+        Ok(Self {
+            kind,
+            limit: page_size(first)?,
+            after: after
+                .as_deref()
+                .map(|c| decode_cursor(kind, c))
+                .transpose()?,
+        })
+    }
+
+    /// Rows to fetch: one more than the page, to tell whether there is a next one.
+    pub fn fetch(&self) -> i64 {
+        self.limit + 1
+    }
+
+    /// The page of `rows` (fetched with `fetch()`), with cursors and page info.
+    pub fn connection<R, T: OutputType>(
+        &self,
+        rows: Vec<R>,
+        id_of: impl Fn(&R) -> &str,
+        node: impl Fn(R) -> T,
+    ) -> Connection<Edge<T>>
+    where
+        Edge<T>: OutputType,
+    {
+        Connection::from_rows(rows, self.limit, self.kind, id_of, node)
+    }
+}
+
 /// `first` checked and defaulted (20; at most 100).
-pub fn page_size(first: Option<i32>) -> AppResult<i64> {
+fn page_size(first: Option<i32>) -> AppResult<i64> {
     match first {
         None => Ok(20),
         Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n as i64),
@@ -183,11 +223,11 @@ pub fn page_size(first: Option<i32>) -> AppResult<i64> {
     }
 }
 
-pub fn encode_cursor(kind: &str, id: &str) -> String {
+fn encode_cursor(kind: &str, id: &str) -> String {
     URL_SAFE_NO_PAD.encode(format!("{kind}:{id}"))
 }
 
-pub fn decode_cursor(kind: &str, cursor: &str) -> AppResult<String> {
+fn decode_cursor(kind: &str, cursor: &str) -> AppResult<String> {
     let invalid = || AppError::validation("invalid cursor");
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;

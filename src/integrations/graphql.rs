@@ -15,7 +15,7 @@ use crate::db::DbConn;
 use crate::db::now;
 use crate::error::{AppError, AppResult};
 use crate::events::{Event, EventKind};
-use crate::graphql::{Connection, Edge, conn, decode_cursor, page_size, state};
+use crate::graphql::{Connection, Edge, Page, conn, state};
 use crate::live::{EventsMissed, Live, take_slot, watch};
 use crate::providers::graphql::ProviderNode;
 use crate::providers::{self, ProviderCategory};
@@ -256,11 +256,7 @@ impl IntegrationQuery {
         after: Option<String>,
     ) -> async_graphql::Result<Connection<Edge<IntegrationNode>>> {
         let caller = principal(ctx)?;
-        let limit = page_size(first)?;
-        let after_id = after
-            .as_deref()
-            .map(|c| decode_cursor("integration", c))
-            .transpose()?;
+        let page = Page::new("integration", first, after)?;
         let mut db = conn(ctx).await?;
         crate::projects::store::get(&mut db, &caller.team_id, &project_id).await?;
         let mut filter = filter.unwrap_or_default().resolve();
@@ -276,17 +272,11 @@ impl IntegrationQuery {
             &caller.team_id,
             &project_id,
             &filter,
-            after_id.as_deref(),
-            limit + 1,
+            page.after.as_deref(),
+            page.fetch(),
         )
         .await?;
-        Ok(Connection::from_rows(
-            rows,
-            limit,
-            "integration",
-            |r| &r.id,
-            IntegrationNode,
-        ))
+        Ok(page.connection(rows, |r| &r.id, IntegrationNode))
     }
 
     #[graphql(guard = "ScopeGuard(Scope::IntegrationsRead)")]

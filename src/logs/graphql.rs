@@ -10,7 +10,7 @@ use crate::auth::{Principal, Scope, ScopeGuard, principal};
 use crate::calls::graphql::reachable;
 use crate::error::{AppError, AppResult};
 use crate::events::EventKind;
-use crate::graphql::{Connection, Edge, conn, decode_cursor, page_size, state};
+use crate::graphql::{Connection, Edge, Page, conn, state};
 use crate::live::{EventsMissed, Live, take_slot, watch};
 
 pub struct RequestLogNode(pub Arc<RequestLogRow>);
@@ -157,11 +157,7 @@ impl LogsQuery {
         after: Option<String>,
     ) -> async_graphql::Result<Connection<Edge<RequestLogNode>>> {
         let caller = principal(ctx)?;
-        let limit = page_size(first)?;
-        let before = after
-            .as_deref()
-            .map(|c| decode_cursor("log", c))
-            .transpose()?;
+        let page = Page::new("log", first, after)?;
         let mut filter = scope(ctx, caller, integration_id, project_id).await?;
         filter.levels = level.map(LogLevel::and_above);
         filter.status = status;
@@ -171,17 +167,11 @@ impl LogsQuery {
             &mut conn(ctx).await?,
             &caller.team_id,
             &filter,
-            before.as_deref(),
-            limit + 1,
+            page.after.as_deref(),
+            page.fetch(),
         )
         .await?;
-        Ok(Connection::from_rows(
-            rows,
-            limit,
-            "log",
-            |r| &r.id,
-            |r| RequestLogNode(Arc::new(r)),
-        ))
+        Ok(page.connection(rows, |r| &r.id, |r| RequestLogNode(Arc::new(r))))
     }
 
     /// Totals, success and failure, response times and bytes of an integration's calls

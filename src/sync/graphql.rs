@@ -12,7 +12,7 @@ use crate::auth::{Principal, Scope, ScopeGuard, principal};
 use crate::db::now;
 use crate::error::{AppError, AppResult};
 use crate::events::EventKind;
-use crate::graphql::{Connection, Edge, conn, decode_cursor, page_size, state};
+use crate::graphql::{Connection, Edge, Page, conn, state};
 use crate::live::{EventsMissed, Live, take_slot, watch};
 
 pub struct SyncConfigNode {
@@ -263,11 +263,7 @@ impl SyncQuery {
         after: Option<String>,
     ) -> async_graphql::Result<Connection<Edge<SyncRunNode>>> {
         let caller = principal(ctx)?;
-        let limit = page_size(first)?;
-        let before = after
-            .as_deref()
-            .map(|c| decode_cursor("run", c))
-            .transpose()?;
+        let page = Page::new("run", first, after)?;
         if let Some(id) = &config_id {
             reachable(ctx, caller, id).await?;
         }
@@ -286,17 +282,11 @@ impl SyncQuery {
             &mut conn(ctx).await?,
             &caller.team_id,
             &filter,
-            before.as_deref(),
-            limit + 1,
+            page.after.as_deref(),
+            page.fetch(),
         )
         .await?;
-        Ok(Connection::from_rows(
-            rows,
-            limit,
-            "run",
-            |r| &r.id,
-            SyncRunNode,
-        ))
+        Ok(page.connection(rows, |r| &r.id, SyncRunNode))
     }
 
     /// Dry run: what each sample record becomes through the mappings (a config's, or the
