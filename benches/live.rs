@@ -52,7 +52,11 @@ async fn gql(client: &reqwest::Client, hub: &Hub, query: &str, variables: Value)
 async fn run() {
     // A local upstream answering a small JSON document.
     let upstream = HttpServer::new(|| {
-        App::new().default_service(web::to(|| async {
+        App::new().default_service(web::to(|req: actix_web::HttpRequest| async move {
+            // `/slow/...` answers after 20 ms, like a hosted API would.
+            if req.path().starts_with("/slow/") {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             HttpResponse::Ok()
                 .content_type("application/json")
                 .body(r#"{"id":1,"name":"item"}"#)
@@ -91,8 +95,20 @@ async fn run() {
         .as_str()
         .unwrap()
         .to_string();
-    const EXECUTE: &str = "mutation($id: ID!) { executeRequest(integrationId: $id, input: { method: \"GET\", path: \"/items/1\" }) { status } }";
 
+    // BENCH_ONLY=execute or BENCH_ONLY=fanout runs one part.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only != "fanout" {
+        execute(&client, &hub, &upstream_url, &integration).await;
+    }
+    if only != "execute" {
+        fan_out(&client, &hub, &integration).await;
+    }
+}
+
+const EXECUTE: &str = "mutation($id: ID!) { executeRequest(integrationId: $id, input: { method: \"GET\", path: \"/items/1\" }) { status } }";
+
+async fn execute(client: &reqwest::Client, hub: &Hub, upstream_url: &str, integration: &str) {
     // 1a. Latency, one call at a time.
     let samples = 500;
     let mut direct = Vec::with_capacity(samples);
@@ -106,7 +122,7 @@ async fn run() {
             .bytes()
             .await
             .unwrap();
-        gql(&client, &hub, EXECUTE, json!({ "id": integration })).await;
+        gql(client, hub, EXECUTE, json!({ "id": integration })).await;
     }
     for _ in 0..samples {
         let t = Instant::now();
@@ -121,7 +137,7 @@ async fn run() {
             .unwrap();
         direct.push(t.elapsed().as_secs_f64() * 1000.0);
         let t = Instant::now();
-        let answer = gql(&client, &hub, EXECUTE, json!({ "id": integration })).await;
+        let answer = gql(client, hub, EXECUTE, json!({ "id": integration })).await;
         through.push(t.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(answer["data"]["executeRequest"]["status"], 200, "{answer}");
     }
@@ -135,47 +151,23 @@ async fn run() {
         percentile(&through, 0.99)
     );
 
-    // 1b. Throughput with 32 concurrent callers for 5 s each.
-    let direct_rps = throughput(32, Duration::from_secs(5), {
-        let (client, url) = (client.clone(), format!("{upstream_url}/items/1"));
-        move || {
-            let (client, url) = (client.clone(), url.clone());
-            async move {
-                client
-                    .get(&url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200)
-            }
-        }
-    })
-    .await;
-    let hub_rps = throughput(32, Duration::from_secs(5), {
-        let (client, url, key, id) = (
-            client.clone(),
-            format!("http://{}/graphql", hub.addr),
-            hub.key.clone(),
-            integration.clone(),
-        );
-        move || {
-            let (client, url, key, id) = (client.clone(), url.clone(), key.clone(), id.clone());
-            async move {
-                client
-                    .post(&url)
-                    .bearer_auth(&key)
-                    .json(&json!({ "query": EXECUTE, "variables": { "id": id } }))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200)
-            }
-        }
-    })
-    .await;
+    // 1b. Throughput with 32 concurrent callers for 5 s each, against an upstream that answers
+    // at once (the hub's own cost is all there is to see), then against one that takes 20 ms.
+    let (direct_rps, hub_rps, cpu_per_call) =
+        compare_throughput(client, hub, upstream_url, integration, "/items/1").await;
     println!(
-        "execute throughput: direct {direct_rps:.0} req/s, through the hub {hub_rps:.0} req/s, ratio {:.2} (target ≥ 0.5)",
+        "execute throughput: direct {direct_rps:.0} req/s, through the hub {hub_rps:.0} req/s, ratio {:.2} (target ≥ 0.5); hub CPU {cpu_per_call:.0} µs per call",
         hub_rps / direct_rps
     );
+    let (direct_rps, hub_rps, _) =
+        compare_throughput(client, hub, upstream_url, integration, "/slow/1").await;
+    println!(
+        "execute throughput, upstream answering in 20 ms: direct {direct_rps:.0} req/s, through the hub {hub_rps:.0} req/s, ratio {:.2}",
+        hub_rps / direct_rps
+    );
+}
 
+async fn fan_out(client: &reqwest::Client, hub: &Hub, integration: &str) {
     // 2. Live-log fan-out.
     let subscribers: usize = std::env::var("BENCH_SUBSCRIBERS")
         .ok()
@@ -190,7 +182,7 @@ async fn run() {
     let mut tasks = Vec::new();
     let limiter = Arc::new(tokio::sync::Semaphore::new(200));
     for _ in 0..subscribers {
-        let (addr, key, integration) = (hub.addr.clone(), hub.key.clone(), integration.clone());
+        let (addr, key, integration) = (hub.addr.clone(), hub.key.clone(), integration.to_string());
         let (missed, ready, limiter) = (missed.clone(), ready.clone(), limiter.clone());
         tasks.push(tokio::spawn(async move {
             let permit = limiter.acquire_owned().await.unwrap();
@@ -250,12 +242,13 @@ async fn run() {
     tokio::time::sleep(Duration::from_secs(2)).await; // let the last subscriptions register
     let rss_subscribed = rss_mb(hub.child.id().unwrap());
     let cpu_before = cpu_seconds(hub.child.id().unwrap());
+    let clients_cpu_before = cpu_seconds(std::process::id());
     for (index, sent_at) in sent.iter_mut().enumerate() {
         *sent_at = Some(Instant::now());
         let path = format!("/e/{index}");
         gql(
-            &client,
-            &hub,
+            client,
+            hub,
             "mutation($id: ID!, $path: String!) { executeRequest(integrationId: $id, input: { method: \"GET\", path: $path }) { status } }",
             json!({ "id": integration, "path": path }),
         )
@@ -264,6 +257,7 @@ async fn run() {
     }
     let rss_peak = rss_mb(hub.child.id().unwrap());
     let cpu_events = cpu_seconds(hub.child.id().unwrap()) - cpu_before;
+    let clients_cpu = cpu_seconds(std::process::id()) - clients_cpu_before;
     let mut latencies = Vec::new();
     for task in tasks {
         if let Ok(Ok(arrivals)) = tokio::time::timeout(Duration::from_secs(120), task).await {
@@ -284,12 +278,71 @@ async fn run() {
         percentile(&latencies, 0.99)
     );
     println!(
-        "hub CPU during the events: {cpu_events:.2} s, {:.1} µs per delivery",
-        cpu_events * 1e6 / expected.max(1) as f64
+        "CPU during the events: hub {cpu_events:.2} s ({:.1} µs per delivery), subscriber clients {clients_cpu:.2} s ({:.1} µs per delivery), on 2 shared cores",
+        cpu_events * 1e6 / expected.max(1) as f64,
+        clients_cpu * 1e6 / expected.max(1) as f64
     );
     println!(
         "hub RSS: {rss_before:.0} MB before, {rss_subscribed:.0} MB with {connected} subscribers, {rss_peak:.0} MB after the events (target ≤ 400 MB)"
     );
+}
+
+/// Calls per second straight to the upstream and through the hub (32 callers, 5 s each), and
+/// the hub's CPU time per call.
+async fn compare_throughput(
+    client: &reqwest::Client,
+    hub: &Hub,
+    upstream_url: &str,
+    integration: &str,
+    path: &str,
+) -> (f64, f64, f64) {
+    let direct_rps = throughput(32, Duration::from_secs(5), {
+        let (client, url) = (client.clone(), format!("{upstream_url}{path}"));
+        move || {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                client
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            }
+        }
+    })
+    .await;
+    let query = format!(
+        "mutation($id: ID!) {{ executeRequest(integrationId: $id, input: {{ method: \"GET\", path: \"{path}\" }}) {{ status }} }}"
+    );
+    let cpu_before = cpu_seconds(hub.child.id().unwrap());
+    let hub_rps = throughput(32, Duration::from_secs(5), {
+        let (client, url, key, id) = (
+            client.clone(),
+            format!("http://{}/graphql", hub.addr),
+            hub.key.clone(),
+            integration.to_string(),
+        );
+        move || {
+            let (client, url, key, id, query) = (
+                client.clone(),
+                url.clone(),
+                key.clone(),
+                id.clone(),
+                query.clone(),
+            );
+            async move {
+                client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&json!({ "query": query, "variables": { "id": id } }))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            }
+        }
+    })
+    .await;
+    let cpu = cpu_seconds(hub.child.id().unwrap()) - cpu_before;
+    (direct_rps, hub_rps, cpu * 1e6 / (hub_rps * 5.0).max(1.0))
 }
 
 /// Successful calls per second from `callers` concurrent loops over `duration`.

@@ -10,18 +10,18 @@ use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, guard, web};
 
 use crate::api_keys::usage::UsageRecorder;
-use crate::audit::AuditEventRow;
 use crate::auth::cache::CredentialCache;
 use crate::auth::jwt::JwtVerifier;
+use crate::calls::cache::CallTargets;
 use crate::config::Config;
 use crate::crypto::Keyring;
 use crate::db::DbPool;
-use crate::db::group::GroupWriter;
+use crate::db::journal::Journal;
 use crate::events::EventBus;
+use crate::graphql::documents::DocumentCache;
 use crate::graphql::http::{graphql_get, graphql_post};
 use crate::graphql::{HubSchema, build_schema};
 use crate::http::Outbound;
-use crate::logs::RequestLogRow;
 use crate::ratelimit::{RateLimits, RateSpec};
 use crate::sync::engine::SyncRegistry;
 
@@ -32,6 +32,10 @@ pub struct AppState {
     pub pool: DbPool,
     pub keyring: Keyring,
     pub credentials: Arc<CredentialCache>,
+    /// Integrations opened for calls, per replica.
+    pub call_targets: Arc<CallTargets>,
+    /// Parsed GraphQL documents, by their text.
+    pub documents: Arc<DocumentCache>,
     pub usage: Arc<UsageRecorder>,
     pub rate_limits: Arc<RateLimits>,
     pub jwt: Option<Arc<JwtVerifier>>,
@@ -40,15 +44,9 @@ pub struct AppState {
     /// The one client for calls made for integrations (SSRF guard, retries, breaker...).
     pub outbound: Arc<Outbound>,
     pub events: EventBus,
-    pub writers: Writers,
+    /// Request logs and audit events, group-committed.
+    pub journal: Journal,
     pub sync: Arc<SyncRegistry>,
-}
-
-/// Group-committed writers of high-volume rows.
-#[derive(Clone)]
-pub struct Writers {
-    pub request_logs: GroupWriter<RequestLogRow>,
-    pub audit_events: GroupWriter<AuditEventRow>,
 }
 
 /// What the first start of an empty database created: its team and admin key (shown once).
@@ -117,6 +115,10 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             credentials: Arc::new(CredentialCache::new(Duration::from_secs(
                 config.credential_cache_secs,
             ))),
+            call_targets: Arc::new(CallTargets::new(Duration::from_secs(
+                config.integration_cache_secs,
+            ))),
+            documents: Arc::new(DocumentCache::new(1_000)),
             usage: Arc::default(),
             rate_limits: Arc::new(rate_limits),
             jwt: jwt.map(Arc::new),
@@ -124,10 +126,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             outbound: Arc::new(Outbound::from_config(&config)?),
             events: EventBus::new(config.event_buffer),
             sync: Arc::default(),
-            writers: Writers {
-                request_logs: GroupWriter::spawn(pool.clone(), 256),
-                audit_events: GroupWriter::spawn(pool.clone(), 256),
-            },
+            journal: Journal::spawn(pool.clone()),
             config,
             pool,
             keyring,

@@ -64,6 +64,10 @@ pub struct Config {
     /// How long a verified API key or token is trusted before it is checked again, in seconds.
     /// Revocations on this replica take effect at once; other replicas see them within this.
     pub credential_cache_secs: u64,
+    /// How long a replica keeps an integration opened for calls (row, configuration, opened
+    /// credentials), in seconds. Changes on this replica take effect at once; other replicas
+    /// see them within this. 0: read and open the integration on every call.
+    pub integration_cache_secs: u64,
     /// Default grace period of a rolled key's old secret, in seconds.
     pub api_key_roll_grace_secs: u64,
     /// How often usage counts are written to the database, in milliseconds.
@@ -164,6 +168,7 @@ impl Default for Config {
             jwt_jwks_min_refetch_secs: 30,
             jwt_roles: default_roles(),
             credential_cache_secs: 30,
+            integration_cache_secs: 5,
             api_key_roll_grace_secs: 86_400,
             usage_flush_ms: 5_000,
             rate_limit_api_key: "600/1m,burst=100".into(),

@@ -66,7 +66,7 @@ impl Extension for AuditLog {
             error_code,
             created_at: now(),
         };
-        if let Err(err) = state.writers.audit_events.write(row).await {
+        if let Err(err) = state.journal.audit(row).await {
             tracing::error!(code = err.code(), "audit event not recorded");
         }
         result

@@ -8,13 +8,6 @@ use crate::db::schema::audit_events;
 use crate::error::AppResult;
 use crate::with_conn;
 
-impl crate::db::group::GroupInsert for AuditEventRow {
-    async fn insert_all(conn: &mut DbConn, rows: &[Self]) -> AppResult<()> {
-        crate::insert_all!(conn, audit_events::table, rows);
-        Ok(())
-    }
-}
-
 #[derive(Debug, Default, Clone)]
 pub struct AuditFilter {
     pub actor: Option<String>,

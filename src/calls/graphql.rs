@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject};
 use futures_util::StreamExt;
@@ -131,6 +132,28 @@ pub async fn reachable(
     Ok(row)
 }
 
+/// The integration opened for calling, if the caller may reach it: from the replica's cache,
+/// or read and opened (then cached).
+async fn callable(
+    ctx: &Context<'_>,
+    caller: &Principal,
+    id: &str,
+) -> AppResult<Arc<service::Prepared>> {
+    let targets = &state(ctx).call_targets;
+    if let Some(target) = targets.get(id) {
+        if target.integration.team_id != caller.team_id {
+            return Err(AppError::not_found("integration"));
+        }
+        caller.check_integration(&target.integration.project_id, id)?;
+        return Ok(target);
+    }
+    let generation = targets.generation();
+    let row = reachable(ctx, caller, id).await?;
+    let target = Arc::new(service::prepare(state(ctx), row)?);
+    targets.insert(generation, target.clone());
+    Ok(target)
+}
+
 #[derive(Default)]
 pub struct CallsMutation;
 
@@ -167,10 +190,10 @@ impl CallsMutation {
     ) -> async_graphql::Result<ExecuteResult> {
         let caller = principal(ctx)?;
         audit::target(ctx, "integration", &integration_id);
-        let integration = reachable(ctx, caller, &integration_id).await?;
-        let result = service::execute(
+        let target = callable(ctx, caller, &integration_id).await?;
+        let result = service::execute_prepared(
             state(ctx),
-            &integration,
+            &target,
             &caller.actor.label(),
             input.into_call()?,
         )
@@ -190,10 +213,10 @@ impl CallsMutation {
     ) -> async_graphql::Result<ExecuteResult> {
         let caller = principal(ctx)?;
         audit::target(ctx, "integration", &integration_id);
-        let integration = reachable(ctx, caller, &integration_id).await?;
+        let target = callable(ctx, caller, &integration_id).await?;
         let result = service::execute_graphql(
             state(ctx),
-            &integration,
+            &target,
             &caller.actor.label(),
             query,
             variables.map(|v| v.0),
@@ -222,21 +245,15 @@ impl CallsMutation {
             ))
             .into());
         }
-        let integration = reachable(ctx, caller, &integration_id).await?;
-        if !integration.enabled {
-            return Err(AppError::IntegrationDisabled(format!(
-                "integration `{}` is disabled",
-                integration.name
-            ))
-            .into());
-        }
+        let target = callable(ctx, caller, &integration_id).await?;
+        service::ensure_enabled(&target.integration)?;
         let actor = caller.actor.label();
-        let (integration, actor) = (&integration, &actor);
+        let (target, actor) = (&target, &actor);
         let mut results: Vec<BatchCallResult> =
             futures_util::stream::iter(calls.into_iter().enumerate())
                 .map(|(index, call)| async move {
                     let outcome = match call.into_call() {
-                        Ok(call) => service::execute(state, integration, actor, call).await,
+                        Ok(call) => service::execute_prepared(state, target, actor, call).await,
                         Err(err) => Err(err),
                     };
                     match outcome {

@@ -110,25 +110,22 @@ fn client_headers(headers: Option<&Map<String, Value>>) -> AppResult<HeaderMap> 
     Ok(out)
 }
 
-/// Everything needed to call one integration.
-struct Prepared<'a> {
-    integration: &'a IntegrationRow,
+/// Everything needed to call one integration: its row, provider, parsed configuration and
+/// opened credentials. Kept by the replica's call-target cache between calls.
+pub struct Prepared {
+    pub integration: IntegrationRow,
     provider: &'static Provider,
     config: Value,
     credentials: Value,
     secrets: Vec<String>,
 }
 
-fn prepare<'a>(state: &AppState, integration: &'a IntegrationRow) -> AppResult<Prepared<'a>> {
-    if !integration.enabled {
-        return Err(AppError::IntegrationDisabled(format!(
-            "integration `{}` is disabled",
-            integration.name
-        )));
-    }
+/// Opens an integration for calling (disabled ones too: [`ensure_enabled`] refuses them at
+/// call time, so a cached target follows enabling and disabling).
+pub fn prepare(state: &AppState, integration: IntegrationRow) -> AppResult<Prepared> {
     let provider = providers::require(&integration.provider_key)?;
     let config: Value = serde_json::from_str(&integration.config)?;
-    let credentials = crate::integrations::service::open_credentials(&state.keyring, integration)?
+    let credentials = crate::integrations::service::open_credentials(&state.keyring, &integration)?
         .unwrap_or(json!({}));
     let secrets = secret_values(Some(&credentials));
     Ok(Prepared {
@@ -140,11 +137,23 @@ fn prepare<'a>(state: &AppState, integration: &'a IntegrationRow) -> AppResult<P
     })
 }
 
+/// Disabled integrations refuse calls.
+pub fn ensure_enabled(integration: &IntegrationRow) -> AppResult<()> {
+    if integration.enabled {
+        Ok(())
+    } else {
+        Err(AppError::IntegrationDisabled(format!(
+            "integration `{}` is disabled",
+            integration.name
+        )))
+    }
+}
+
 /// Sends one request for the integration and writes its log; the outbound error, if any, is
 /// returned after it is logged.
 async fn send_logged(
     state: &AppState,
-    prepared: &Prepared<'_>,
+    prepared: &Prepared,
     actor: &str,
     request: OutboundRequest,
 ) -> (String, i64, Result<OutboundResponse, OutboundError>) {
@@ -175,7 +184,7 @@ async fn send_logged(
     };
     logs::record(
         state,
-        prepared.integration,
+        &prepared.integration,
         CallRecord {
             method,
             path,
@@ -193,7 +202,7 @@ async fn send_logged(
 }
 
 /// ALM: signs in and returns the session cookies for the calls that follow.
-async fn alm_session(state: &AppState, prepared: &Prepared<'_>, actor: &str) -> AppResult<String> {
+async fn alm_session(state: &AppState, prepared: &Prepared, actor: &str) -> AppResult<String> {
     let base = base_url(prepared.provider, &prepared.config)?;
     let url = join(&base, "/qcbin/authentication-point/alm-authenticate", None)?;
     let body = format!(
@@ -297,7 +306,19 @@ pub async fn execute(
     actor: &str,
     input: CallInput,
 ) -> AppResult<CallResult> {
-    let prepared = prepare(state, integration)?;
+    ensure_enabled(integration)?;
+    let prepared = prepare(state, integration.clone())?;
+    execute_prepared(state, &prepared, actor, input).await
+}
+
+/// One call through an integration already opened for calling.
+pub async fn execute_prepared(
+    state: &AppState,
+    prepared: &Prepared,
+    actor: &str,
+    input: CallInput,
+) -> AppResult<CallResult> {
+    ensure_enabled(&prepared.integration)?;
     let base = base_url(prepared.provider, &prepared.config)?;
     let mut url = join(&base, &input.path, input.query.as_ref())?;
     let mut headers = client_headers(input.headers.as_ref())?;
@@ -317,7 +338,7 @@ pub async fn execute(
         None => None,
     };
     let session = match prepared.provider.auth_scheme {
-        AuthScheme::Session => Some(alm_session(state, &prepared, actor).await?),
+        AuthScheme::Session => Some(alm_session(state, prepared, actor).await?),
         _ => None,
     };
     apply_auth(
@@ -334,8 +355,7 @@ pub async fn execute(
         headers,
         body,
     };
-    let (correlation_id, duration_ms, outcome) =
-        send_logged(state, &prepared, actor, request).await;
+    let (correlation_id, duration_ms, outcome) = send_logged(state, prepared, actor, request).await;
     Ok(result_of(
         outcome?,
         duration_ms,
@@ -347,13 +367,13 @@ pub async fn execute(
 /// `executeGraphql`: an operation against a `graphql` integration's endpoint.
 pub async fn execute_graphql(
     state: &AppState,
-    integration: &IntegrationRow,
+    prepared: &Prepared,
     actor: &str,
     query: String,
     variables: Option<Value>,
     operation_name: Option<String>,
 ) -> AppResult<CallResult> {
-    if integration.provider_key != "graphql" {
+    if prepared.integration.provider_key != "graphql" {
         return Err(AppError::validation(
             "executeGraphql needs an integration of the `graphql` provider",
         ));
@@ -370,9 +390,9 @@ pub async fn execute_graphql(
         "accept".into(),
         json!("application/graphql-response+json, application/json"),
     );
-    execute(
+    execute_prepared(
         state,
-        integration,
+        prepared,
         actor,
         CallInput {
             method: Method::POST,
@@ -403,7 +423,8 @@ pub async fn check(
     integration: &IntegrationRow,
     actor: &str,
 ) -> AppResult<CheckOutcome> {
-    let prepared = prepare(state, integration)?;
+    ensure_enabled(integration)?;
+    let prepared = prepare(state, integration.clone())?;
     let started = Instant::now();
     if prepared.provider.auth_scheme == AuthScheme::Session {
         let outcome = alm_session(state, &prepared, actor).await;

@@ -11,8 +11,9 @@ use super::{DbConn, DbPool};
 use crate::error::{AppError, AppResult};
 
 /// A row type that can be inserted many at a time.
-pub trait GroupInsert: Send + Sync + 'static + Sized {
-    fn insert_all(conn: &mut DbConn, rows: &[Self]) -> impl Future<Output = AppResult<()>> + Send;
+pub trait GroupInsert: Clone + Send + Sync + 'static + Sized {
+    fn insert_all(conn: &mut DbConn, rows: Vec<Self>)
+    -> impl Future<Output = AppResult<()>> + Send;
 }
 
 type Job<T> = (T, oneshot::Sender<Result<(), String>>);
@@ -29,6 +30,18 @@ impl<T> Clone for GroupWriter<T> {
     }
 }
 
+async fn write<T: GroupInsert>(pool: &DbPool, rows: Vec<T>) -> Result<(), String> {
+    let outcome = match pool.get().await {
+        Ok(mut conn) => T::insert_all(&mut conn, rows).await,
+        Err(err) => Err(err),
+    };
+    outcome.map_err(|err| {
+        let code = err.code().to_string();
+        let _ = err.into_graphql(); // logs internal details
+        code
+    })
+}
+
 impl<T: GroupInsert> GroupWriter<T> {
     /// Starts the writer task; it ends when every handle is dropped.
     pub fn spawn(pool: DbPool, max_batch: usize) -> Self {
@@ -43,17 +56,21 @@ impl<T: GroupInsert> GroupWriter<T> {
                     }
                 }
                 let (rows, waiters): (Vec<T>, Vec<_>) = jobs.into_iter().unzip();
-                let outcome = match pool.get().await {
-                    Ok(mut conn) => T::insert_all(&mut conn, &rows).await,
-                    Err(err) => Err(err),
-                };
-                let outcome = outcome.map_err(|err| {
-                    let code = err.code().to_string();
-                    let _ = err.into_graphql(); // logs internal details
-                    code
-                });
-                for waiter in waiters {
-                    let _ = waiter.send(outcome.clone());
+                let retry = (rows.len() > 1).then(|| rows.clone());
+                let outcome = write(&pool, rows).await;
+                match (outcome, retry) {
+                    // One bad row (say, of an integration deleted meanwhile) must not cost
+                    // the others theirs: write them one by one.
+                    (Err(_), Some(rows)) => {
+                        for (row, waiter) in rows.into_iter().zip(waiters) {
+                            let _ = waiter.send(write(&pool, vec![row]).await);
+                        }
+                    }
+                    (outcome, _) => {
+                        for waiter in waiters {
+                            let _ = waiter.send(outcome.clone());
+                        }
+                    }
                 }
             }
         });

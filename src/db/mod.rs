@@ -2,6 +2,7 @@
 //! body on either backend, and the embedded migrations of each.
 
 pub mod group;
+pub mod journal;
 pub mod schema;
 
 use diesel::ConnectionError;
@@ -99,24 +100,42 @@ macro_rules! with_conn {
     };
 }
 
-/// Inserts many rows in one transaction: one multi-row INSERT on PostgreSQL, one statement a
-/// row on SQLite (diesel-async has no multi-row INSERT for it), a single commit either way.
+/// Inserts `$rows` (each a `Vec` of rows for one table) in one transaction: a multi-row
+/// INSERT per table on PostgreSQL; on SQLite one blocking task that takes the write lock at
+/// `BEGIN IMMEDIATE` and runs a statement a row (diesel-async has no multi-row INSERT for it),
+/// so a batch costs one hop to the blocking pool and one commit.
 #[macro_export]
 macro_rules! insert_all {
-    ($conn:expr, $table:expr, $rows:expr) => {
+    ($conn:expr, $(($table:expr, $rows:expr)),+ $(,)?) => {
         match $conn {
             $crate::db::DbConn::Postgres(c) => {
-                diesel::insert_into($table)
-                    .values($rows)
-                    .execute(&mut **c)
-                    .await?;
+                diesel_async::AsyncConnection::transaction(&mut **c, async |c| {
+                    $(
+                        if !$rows.is_empty() {
+                            diesel_async::RunQueryDsl::execute(
+                                diesel::insert_into($table).values(&$rows),
+                                c,
+                            )
+                            .await?;
+                        }
+                    )+
+                    Ok::<_, diesel::result::Error>(())
+                })
+                .await?;
             }
             $crate::db::DbConn::Sqlite(c) => {
-                diesel_async::AsyncConnection::transaction(&mut **c, async |c| {
-                    for row in $rows {
-                        diesel::insert_into($table).values(row).execute(c).await?;
-                    }
-                    Ok::<_, diesel::result::Error>(())
+                c.spawn_blocking(move |c| {
+                    c.immediate_transaction(|c| {
+                        $(
+                            for row in &$rows {
+                                diesel::RunQueryDsl::execute(
+                                    diesel::insert_into($table).values(row),
+                                    c,
+                                )?;
+                            }
+                        )+
+                        Ok::<_, diesel::result::Error>(())
+                    })
                 })
                 .await?;
             }

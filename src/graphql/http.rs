@@ -222,7 +222,7 @@ pub async fn graphql_post(
     };
     let mut response = match read_body(payload, state.config.max_body_bytes, format).await {
         Ok(body) => match parse_batch(&body, state.config.max_batch) {
-            Ok(batch) => execute(&schema, batch, principal, &decision, format).await,
+            Ok(batch) => execute(&state, &schema, batch, principal, &decision, format).await,
             Err(err) => error_response(err, format),
         },
         Err(response) => response,
@@ -290,6 +290,7 @@ pub async fn graphql_get(
         Err(response) => return response,
     };
     let mut response = execute(
+        &state,
         &schema,
         BatchRequest::Single(request),
         principal,
@@ -302,6 +303,7 @@ pub async fn graphql_get(
 }
 
 async fn execute(
+    state: &AppState,
     schema: &HubSchema,
     mut batch: BatchRequest,
     principal: Option<Arc<Principal>>,
@@ -312,6 +314,7 @@ async fn execute(
         batch = batch.data(principal);
     }
     for request in batch.iter_mut() {
+        state.documents.prepare(request);
         request.data.insert(decision.clone());
         request.data.insert(AuditTargets::default());
     }
@@ -324,35 +327,36 @@ async fn execute(
                 && !single.errors.is_empty()
                 && single.errors.iter().all(|e| e.path.is_empty());
             let headers = single.http_headers.clone();
-            let mut body = serde_json::to_value(&single).unwrap_or_default();
-            if request_error {
+            if !request_error {
+                (StatusCode::OK, to_json(&single), headers)
+            } else {
+                let mut body = serde_json::to_value(&single).unwrap_or_default();
                 tag_request_errors(&mut body);
-            }
-            let status = if request_error {
                 if let Some(map) = body.as_object_mut() {
                     map.remove("data");
                 }
-                match format {
+                let status = match format {
                     Format::GraphqlResponseJson => StatusCode::BAD_REQUEST,
                     Format::Json => StatusCode::OK,
-                }
-            } else {
-                StatusCode::OK
-            };
-            (status, body, headers)
+                };
+                (status, body.to_string(), headers)
+            }
         }
         BatchResponse::Batch(responses) => {
-            let body = serde_json::to_value(&responses).unwrap_or_default();
-            (StatusCode::OK, body, Default::default())
+            (StatusCode::OK, to_json(&responses), Default::default())
         }
     };
     let mut builder = HttpResponse::build(status);
     for (name, value) in headers.iter() {
         builder.append_header((name.as_str(), value.as_bytes()));
     }
-    builder
-        .content_type(format.content_type())
-        .body(body.to_string())
+    builder.content_type(format.content_type()).body(body)
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| {
+        r#"{"errors":[{"message":"the response could not be serialised","extensions":{"code":"INTERNAL"}}]}"#.into()
+    })
 }
 
 /// Parse and validation errors come from async-graphql without a code; they are bad input.

@@ -1,6 +1,7 @@
 //! Builds the one schema from the domains' parts, plus the pieces resolvers share:
 //! a database connection from context, and opaque cursors for pagination.
 
+pub mod documents;
 pub mod http;
 pub mod limits;
 

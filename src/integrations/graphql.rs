@@ -135,7 +135,9 @@ pub struct ResealResult {
 }
 
 /// Publishes an integration change on the bus (no configuration or credentials in it).
+/// Announces a change to an integration (and drops the replica's cached call target).
 fn publish(ctx: &Context<'_>, kind: EventKind, row: &IntegrationRow) {
+    state(ctx).call_targets.invalidate(&row.id);
     state(ctx).events.publish(Event {
         kind,
         team_id: row.team_id.clone(),

@@ -170,7 +170,7 @@ pub async fn record(
         correlation_id: call.correlation_id,
         created_at: now(),
     };
-    if let Err(err) = state.writers.request_logs.write(row.clone()).await {
+    if let Err(err) = state.journal.request_log(row.clone()).await {
         tracing::error!(code = err.code(), "request log not written");
     }
     state.events.publish(Event {

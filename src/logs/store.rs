@@ -12,13 +12,6 @@ use crate::db::schema::request_logs;
 use crate::error::AppResult;
 use crate::with_conn;
 
-impl crate::db::group::GroupInsert for RequestLogRow {
-    async fn insert_all(conn: &mut DbConn, rows: &[Self]) -> AppResult<()> {
-        crate::insert_all!(conn, request_logs::table, rows);
-        Ok(())
-    }
-}
-
 /// Which logs to list: of one integration or a whole project, narrowed further.
 #[derive(Debug, Default, Clone)]
 pub struct LogFilter {

@@ -6,7 +6,7 @@ use crate::audit;
 use crate::auth::{Scope, ScopeGuard, principal};
 use crate::db::{new_id, now};
 use crate::error::{AppError, AppResult};
-use crate::graphql::conn;
+use crate::graphql::{conn, state};
 
 pub struct ProjectNode(pub ProjectRow);
 
@@ -146,6 +146,7 @@ impl ProjectMutation {
         audit::target(ctx, "project", &id);
         caller.check_project(&id)?;
         store::delete(&mut conn(ctx).await?, &caller.team_id, &id).await?;
+        state(ctx).call_targets.invalidate_project(&id);
         Ok(id)
     }
 }

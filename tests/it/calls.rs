@@ -19,6 +19,7 @@ on_both_backends!(
     execute_and_batch,
     retries_timeouts_and_the_circuit,
     ssrf_guard,
+    changes_reach_calls_at_once,
 );
 
 pub const TEST_CONNECTION: &str = "mutation($id: ID!) { testConnection(integrationId: $id) { ok status error integration { status lastError } } }";
@@ -649,5 +650,120 @@ async fn ssrf_guard(backend: Backend) {
         .await;
     assert_eq!(answer.code(), "UPSTREAM_BLOCKED");
     assert_eq!(target.count(), 0);
+    app.stop().await;
+}
+
+/// The replica keeps integrations opened for calls; every change made through it is seen by
+/// the very next call.
+async fn changes_reach_calls_at_once(backend: Backend) {
+    let first = Receiver::start(|_| Reply::json(200, &json!({ "server": "first" }))).await;
+    let second = Receiver::start(|_| Reply::json(200, &json!({ "server": "second" }))).await;
+    let app = TestApp::start(backend).await;
+    let project = app.create_project(&app.admin_key, "P").await;
+    let id = register(
+        &app,
+        &project,
+        "github",
+        "gh",
+        json!({ "baseUrl": first.url }),
+        json!({ "token": "tok-1" }),
+    )
+    .await;
+    let call = || async {
+        app.gql(
+            &app.admin_key,
+            EXECUTE,
+            json!({ "id": id, "input": { "method": "GET", "path": "/x" } }),
+        )
+        .await
+    };
+    assert_eq!(
+        call().await.data()["executeRequest"]["body"]["server"],
+        "first"
+    );
+    assert_eq!(
+        call().await.data()["executeRequest"]["body"]["server"],
+        "first"
+    );
+    assert_eq!(
+        first.requests()[1].header("authorization"),
+        Some("Bearer tok-1")
+    );
+
+    app.gql(
+        &app.admin_key,
+        "mutation($id: ID!) { rotateIntegrationCredentials(id: $id, credentials: { token: \"tok-2\" }) { id } }",
+        json!({ "id": id }),
+    )
+    .await
+    .data();
+    call().await.data();
+    assert_eq!(
+        first.requests().last().unwrap().header("authorization"),
+        Some("Bearer tok-2")
+    );
+
+    app.gql(
+        &app.admin_key,
+        "mutation($id: ID!, $url: String!) { updateIntegration(id: $id, input: { config: { baseUrl: $url } }) { id } }",
+        json!({ "id": id, "url": second.url }),
+    )
+    .await
+    .data();
+    assert_eq!(
+        call().await.data()["executeRequest"]["body"]["server"],
+        "second"
+    );
+    assert_eq!(first.count(), 3);
+
+    let set_enabled = |enabled: bool| {
+        let id = id.clone();
+        let app = &app;
+        async move {
+            app.gql(
+                &app.admin_key,
+                "mutation($id: ID!, $on: Boolean!) { setIntegrationEnabled(id: $id, enabled: $on) { id } }",
+                json!({ "id": id, "on": enabled }),
+            )
+            .await
+            .data();
+        }
+    };
+    set_enabled(false).await;
+    assert_eq!(call().await.code(), "INTEGRATION_DISABLED");
+    set_enabled(true).await;
+    assert_eq!(call().await.data()["executeRequest"]["status"], 200);
+
+    // A key limited to another project cannot use what the replica has cached.
+    let other = app.create_project(&app.admin_key, "Q").await;
+    let limited = app
+        .gql(
+            &app.admin_key,
+            "mutation($p: ID!) { createApiKey(input: { name: \"q\", scopes: [\"integrations:execute\"], allowedProjectIds: [$p] }) { key } }",
+            json!({ "p": other }),
+        )
+        .await;
+    let limited = limited.data()["createApiKey"]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let refused = app
+        .gql(
+            &limited,
+            EXECUTE,
+            json!({ "id": id, "input": { "method": "GET", "path": "/x" } }),
+        )
+        .await;
+    assert_eq!(refused.code(), "NOT_FOUND");
+
+    app.gql(
+        &app.admin_key,
+        "mutation($id: ID!) { deleteProject(id: $id) }",
+        json!({ "id": project }),
+    )
+    .await
+    .data();
+    assert_eq!(call().await.code(), "NOT_FOUND");
+    assert_eq!(second.count(), 2);
     app.stop().await;
 }

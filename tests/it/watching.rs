@@ -11,7 +11,11 @@ use crate::on_both_backends;
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::{Backend, TestApp};
 
-on_both_backends!(logs_and_metrics, health_monitor_changes_status);
+on_both_backends!(
+    logs_and_metrics,
+    health_monitor_changes_status,
+    a_bad_row_costs_only_itself,
+);
 
 const LOGS: &str = "query($i: ID, $p: ID, $level: LogLevel, $status: Int, $first: Int, $after: String) {
     integrationLogs(integrationId: $i, projectId: $p, level: $level, status: $status, first: $first, after: $after) {
@@ -250,4 +254,59 @@ async fn wait_for(app: &TestApp, id: &str, status: &str) -> Value {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("never became {status}: {}", health(app, id).await);
+}
+
+/// Rows written together share a transaction; one that cannot be stored (its integration was
+/// deleted meanwhile) fails alone and the others are kept.
+async fn a_bad_row_costs_only_itself(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let project = app.create_project(&app.admin_key, "P").await;
+    let integration = app
+        .register_github(&app.admin_key, &project, "gh", "tok")
+        .await;
+    let row = |integration_id: &str, path: String| integration_hub::logs::RequestLogRow {
+        id: integration_hub::db::new_id(),
+        team_id: app.team_id.clone(),
+        project_id: project.clone(),
+        integration_id: integration_id.to_string(),
+        level: "info".into(),
+        method: "GET".into(),
+        path,
+        status: Some(200),
+        duration_ms: 1,
+        bytes_in: 0,
+        bytes_out: 0,
+        error: None,
+        actor: "test".into(),
+        correlation_id: "c".into(),
+        created_at: integration_hub::db::now(),
+    };
+    let writes = (0..16).map(|i| {
+        let target = if i == 7 {
+            "no-such-integration"
+        } else {
+            integration.as_str()
+        };
+        app.state
+            .journal
+            .request_log(row(target, format!("/r/{i}")))
+    });
+    let outcomes = futures_util::future::join_all(writes).await;
+    for (i, outcome) in outcomes.iter().enumerate() {
+        assert_eq!(
+            outcome.is_err(),
+            i == 7,
+            "row {i}: {:?}",
+            outcome.as_ref().err().map(|e| e.code())
+        );
+    }
+    let logs = app
+        .gql(
+            &app.admin_key,
+            LOGS,
+            json!({ "i": integration, "first": 50 }),
+        )
+        .await;
+    assert_eq!(nodes(&logs).len(), 15);
+    app.stop().await;
 }
