@@ -191,6 +191,9 @@ impl RunningServer {
         if let Err(err) = self.state.usage.flush(&self.state.pool).await {
             tracing::warn!(code = err.code(), "usage counts not written at shutdown");
         }
+        if let Err(err) = self.state.journal.flush().await {
+            tracing::warn!(code = err.code(), "request logs not written at shutdown");
+        }
     }
 }
 

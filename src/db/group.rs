@@ -1,7 +1,9 @@
 //! Group commit: rows written by many concurrent requests go to the database together, one
-//! INSERT per batch, while each request still waits until its own row is stored (so a client
-//! that reads right after writing sees it). Under load this turns hundreds of write
-//! transactions into a few; a lone request is written at once.
+//! transaction per batch. A writer either waits until its row is stored (so a client that
+//! reads right after writing sees it) or queues it and moves on; batches are committed in the
+//! order their rows were queued, so a row that is waited for is stored after every row queued
+//! before it. Under load this turns hundreds of write transactions into a few; a lone row is
+//! written at once.
 
 use std::future::Future;
 
@@ -16,7 +18,10 @@ pub trait GroupInsert: Clone + Send + Sync + 'static + Sized {
     -> impl Future<Output = AppResult<()>> + Send;
 }
 
-type Job<T> = (T, oneshot::Sender<Result<(), String>>);
+type Outcome = Result<(), String>;
+
+/// A row (none for a flush) and, if someone waits, where to tell them.
+type Job<T> = (Option<T>, Option<oneshot::Sender<Outcome>>);
 
 pub struct GroupWriter<T> {
     sender: mpsc::Sender<Job<T>>,
@@ -30,7 +35,10 @@ impl<T> Clone for GroupWriter<T> {
     }
 }
 
-async fn write<T: GroupInsert>(pool: &DbPool, rows: Vec<T>) -> Result<(), String> {
+async fn write<T: GroupInsert>(pool: &DbPool, rows: Vec<T>) -> Outcome {
+    if rows.is_empty() {
+        return Ok(());
+    }
     let outcome = match pool.get().await {
         Ok(mut conn) => T::insert_all(&mut conn, rows).await,
         Err(err) => Err(err),
@@ -55,21 +63,20 @@ impl<T: GroupInsert> GroupWriter<T> {
                         Err(_) => break,
                     }
                 }
-                let (rows, waiters): (Vec<T>, Vec<_>) = jobs.into_iter().unzip();
-                let retry = (rows.len() > 1).then(|| rows.clone());
+                let rows: Vec<T> = jobs.iter().filter_map(|(row, _)| row.clone()).collect();
                 let outcome = write(&pool, rows).await;
-                match (outcome, retry) {
-                    // One bad row (say, of an integration deleted meanwhile) must not cost
-                    // the others theirs: write them one by one.
-                    (Err(_), Some(rows)) => {
-                        for (row, waiter) in rows.into_iter().zip(waiters) {
-                            let _ = waiter.send(write(&pool, vec![row]).await);
+                if outcome.is_err() && jobs.iter().filter(|(row, _)| row.is_some()).count() > 1 {
+                    // One bad row (say, of an integration deleted meanwhile) must not cost the
+                    // others theirs: write them one by one.
+                    for (row, waiter) in jobs {
+                        let outcome = write(&pool, row.into_iter().collect()).await;
+                        if let Some(waiter) = waiter {
+                            let _ = waiter.send(outcome);
                         }
                     }
-                    (outcome, _) => {
-                        for waiter in waiters {
-                            let _ = waiter.send(outcome.clone());
-                        }
+                } else {
+                    for waiter in jobs.into_iter().filter_map(|(_, waiter)| waiter) {
+                        let _ = waiter.send(outcome.clone());
                     }
                 }
             }
@@ -77,11 +84,10 @@ impl<T: GroupInsert> GroupWriter<T> {
         Self { sender }
     }
 
-    /// Stores `row` with whatever else is waiting; returns once it is written.
-    pub async fn write(&self, row: T) -> AppResult<()> {
+    async fn send(&self, row: Option<T>) -> AppResult<()> {
         let (done, wait) = oneshot::channel();
         self.sender
-            .send((row, done))
+            .send((row, Some(done)))
             .await
             .map_err(|_| AppError::internal(anyhow::anyhow!("writer stopped")))?;
         match wait.await {
@@ -91,5 +97,23 @@ impl<T: GroupInsert> GroupWriter<T> {
             ))),
             Err(_) => Err(AppError::internal(anyhow::anyhow!("writer stopped"))),
         }
+    }
+
+    /// Stores `row` with whatever else is waiting; returns once it is written.
+    pub async fn write(&self, row: T) -> AppResult<()> {
+        self.send(Some(row)).await
+    }
+
+    /// Queues `row` without waiting for it (waiting only while the queue is full). A failure
+    /// is logged by the writer.
+    pub async fn queue(&self, row: T) {
+        if self.sender.send((Some(row), None)).await.is_err() {
+            tracing::error!("row not queued: the writer stopped");
+        }
+    }
+
+    /// Returns once every row queued before is stored (or has failed).
+    pub async fn flush(&self) -> AppResult<()> {
+        self.send(None).await
     }
 }

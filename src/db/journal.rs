@@ -1,7 +1,7 @@
 //! The journal: rows written for every call and every mutation (request logs and audit
-//! events) go through one group-commit writer. Concurrent requests share a transaction, and
-//! on SQLite no two of our writers ever compete for its single write lock (a lost race costs a
-//! busy-wait of milliseconds).
+//! events) go through one group-commit writer, in order. Concurrent requests share a
+//! transaction, and on SQLite no two of our writers ever compete for its single write lock (a
+//! lost race costs a busy-wait of milliseconds).
 
 use super::DbConn;
 use super::group::{GroupInsert, GroupWriter};
@@ -46,6 +46,19 @@ impl Journal {
 
     pub async fn request_log(&self, row: RequestLogRow) -> AppResult<()> {
         self.0.write(JournalRow::RequestLog(row)).await
+    }
+
+    /// Queues a request log without waiting: the mutation that made the call waits for its
+    /// audit row, which is committed after it; calls made outside a request (health monitor,
+    /// scheduled syncs) have theirs stored with the next batch, and at shutdown by
+    /// [`Journal::flush`].
+    pub async fn queue_request_log(&self, row: RequestLogRow) {
+        self.0.queue(JournalRow::RequestLog(row)).await
+    }
+
+    /// Returns once everything queued before is stored.
+    pub async fn flush(&self) -> AppResult<()> {
+        self.0.flush().await
     }
 
     pub async fn audit(&self, row: AuditEventRow) -> AppResult<()> {

@@ -144,8 +144,9 @@ pub struct CallRecord {
     pub correlation_id: String,
 }
 
-/// Writes the log row and publishes it on the bus. A failed write is logged, never fatal to
-/// the call it describes.
+/// Queues the log row (stored before the audit row of the mutation that made the call, which
+/// that mutation waits for) and publishes it on the bus. A failed write is logged, never fatal
+/// to the call it describes.
 pub async fn record(
     state: &AppState,
     integration: &IntegrationRow,
@@ -170,9 +171,7 @@ pub async fn record(
         correlation_id: call.correlation_id,
         created_at: now(),
     };
-    if let Err(err) = state.journal.request_log(row.clone()).await {
-        tracing::error!(code = err.code(), "request log not written");
-    }
+    state.journal.queue_request_log(row.clone()).await;
     state.events.publish(Event {
         kind: EventKind::IntegrationRequest,
         team_id: row.team_id.clone(),

@@ -300,6 +300,14 @@ async fn a_bad_row_costs_only_itself(backend: Backend) {
             outcome.as_ref().err().map(|e| e.code())
         );
     }
+    // Queued rows (no waiting) are stored by the next flush, in order.
+    for i in 0..3 {
+        app.state
+            .journal
+            .queue_request_log(row(&integration, format!("/q/{i}")))
+            .await;
+    }
+    app.state.journal.flush().await.unwrap();
     let logs = app
         .gql(
             &app.admin_key,
@@ -307,6 +315,6 @@ async fn a_bad_row_costs_only_itself(backend: Backend) {
             json!({ "i": integration, "first": 50 }),
         )
         .await;
-    assert_eq!(nodes(&logs).len(), 15);
+    assert_eq!(nodes(&logs).len(), 18);
     app.stop().await;
 }
