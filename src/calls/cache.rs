@@ -60,17 +60,17 @@ impl CallTargets {
 
     /// Drops an integration's entry (updated, enabled or disabled, credentials rotated, deleted).
     pub fn invalidate(&self, integration_id: &str) {
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        entries.remove(integration_id);
+        self.drop_where(|target| target.integration.id == integration_id);
     }
-}
 
-impl CallTargets {
     /// Drops the entries of a project's integrations (the project was deleted).
     pub fn invalidate_project(&self, project_id: &str) {
+        self.drop_where(|target| target.integration.project_id == project_id);
+    }
+
+    fn drop_where(&self, drop: impl Fn(&Prepared) -> bool) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         self.generation.fetch_add(1, Ordering::SeqCst);
-        entries.retain(|_, (target, _)| target.integration.project_id != project_id);
+        entries.retain(|_, (target, _)| !drop(target));
     }
 }

@@ -35,7 +35,8 @@ impl GroupInsert for JournalRow {
     }
 }
 
-/// Writes journal rows; each call returns once its row is committed.
+/// Writes journal rows in order: audit rows (and `request_log`) are waited for until committed;
+/// `queue_request_log` only queues.
 #[derive(Clone)]
 pub struct Journal(GroupWriter<JournalRow>);
 
