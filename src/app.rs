@@ -22,6 +22,7 @@ use crate::graphql::documents::DocumentCache;
 use crate::graphql::http::{graphql_get, graphql_post};
 use crate::graphql::{HubSchema, build_schema};
 use crate::http::Outbound;
+use crate::live::Fanout;
 use crate::ratelimit::{RateLimits, RateSpec};
 use crate::sync::engine::SyncRegistry;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     /// Request logs and audit events, group-committed.
     pub journal: Journal,
     pub sync: Arc<SyncRegistry>,
+    /// Subscriptions running on this replica, shared by subscribers who ask the same.
+    pub fanout: Arc<Fanout>,
 }
 
 /// What the first start of an empty database created: its team and admin key (shown once).
@@ -126,6 +129,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             outbound: Arc::new(Outbound::from_config(&config)?),
             events: EventBus::new(config.event_buffer),
             sync: Arc::default(),
+            fanout: Arc::default(),
             journal: Journal::spawn(pool.clone()),
             config,
             pool,
@@ -241,7 +245,7 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState, schema: &HubSchema
                 .route(
                     web::get()
                         .guard(guard::fn_guard(is_websocket))
-                        .to(graphql_ws),
+                        .to(crate::live::graphql_ws),
                 )
                 .route(web::post().to(graphql_post))
                 .route(web::get().to(graphql_get))
@@ -271,23 +275,6 @@ fn is_websocket(ctx: &guard::GuardContext<'_>) -> bool {
         .headers()
         .get("upgrade")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
-}
-
-/// GraphQL subscriptions over WebSocket (`graphql-transport-ws` and the legacy `graphql-ws`),
-/// authenticated by the `connection_init` payload.
-async fn graphql_ws(
-    state: web::Data<AppState>,
-    schema: web::Data<HubSchema>,
-    req: actix_web::HttpRequest,
-    payload: web::Payload,
-) -> actix_web::Result<HttpResponse> {
-    let state = state.get_ref().clone();
-    async_graphql_actix_web::GraphQLSubscription::new(HubSchema::clone(&schema))
-        .on_connection_init(move |value| async move {
-            crate::live::connection_init(&state, value).await
-        })
-        .keepalive_timeout(Duration::from_secs(60))
-        .start(&req, payload)
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {

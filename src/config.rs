@@ -137,6 +137,10 @@ pub struct Config {
     pub event_buffer: usize,
     /// Open subscriptions per WebSocket connection.
     pub max_subscriptions_per_connection: usize,
+    /// Seconds between keep-alive pings on a WebSocket; a client silent for two is closed.
+    pub ws_keepalive_secs: u64,
+    /// Frames queued per WebSocket connection before its subscriptions count events as missed.
+    pub ws_send_buffer: usize,
     /// Writes of one sync run in flight at once.
     pub sync_write_concurrency: usize,
     /// Seconds between the scheduler's looks for due syncs (0: no scheduler).
@@ -202,6 +206,8 @@ impl Default for Config {
             health_concurrency: 4,
             event_buffer: 1_024,
             max_subscriptions_per_connection: 20,
+            ws_keepalive_secs: 30,
+            ws_send_buffer: 256,
             sync_write_concurrency: 4,
             sync_scheduler_secs: 5,
         }

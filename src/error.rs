@@ -127,7 +127,7 @@ impl AppError {
     }
 
     /// Logs what the client will not see.
-    fn log(&self) {
+    pub fn log(&self) {
         match self {
             Self::Internal { error, origin } => {
                 tracing::error!(origin = %origin, error = format!("{error:#}"), "internal error")

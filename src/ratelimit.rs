@@ -18,7 +18,7 @@ type Direct = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformatio
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
 
 /// `requests` per `period`, with up to `burst` at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RateSpec {
     pub requests: u32,
     pub period: Duration,

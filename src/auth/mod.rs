@@ -21,7 +21,7 @@ use crate::error::AppError;
 use crate::ratelimit::RateSpec;
 
 /// The authenticated caller of one request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Principal {
     pub team_id: String,
     pub actor: Actor,
@@ -33,7 +33,7 @@ pub struct Principal {
     pub expires_at: Option<NaiveDateTime>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Actor {
     ApiKey { id: String },
     User { subject: String },
@@ -51,7 +51,7 @@ impl Actor {
 
 /// Projects and integrations an API key is limited to; empty limits reach the whole team.
 /// A named project reaches all its integrations; a named integration reaches only itself.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ResourceLimits {
     pub projects: Option<BTreeSet<String>>,
     pub integrations: Option<BTreeSet<String>>,

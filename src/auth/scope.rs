@@ -72,7 +72,7 @@ impl Scope {
 }
 
 /// A set of granted scopes; `admin` grants everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ScopeSet(BTreeSet<Scope>);
 
 impl ScopeSet {

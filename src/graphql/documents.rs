@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use async_graphql::Request;
-use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
 
 /// Documents longer than this are parsed every time (they are rare and would crowd out the rest).
 const MAX_DOCUMENT_BYTES: usize = 16 * 1024;
@@ -50,6 +50,19 @@ impl DocumentCache {
         entries.insert(request.query.clone(), document.clone());
         drop(entries);
         request.set_parsed_query(document);
+    }
+}
+
+/// The type of the operation a request selects; None when it does not parse or selects none.
+pub fn operation_type(request: &Request) -> Option<OperationType> {
+    let document = async_graphql::parser::parse_query(&request.query).ok()?;
+    match &document.operations {
+        DocumentOperations::Single(op) => Some(op.node.ty),
+        DocumentOperations::Multiple(ops) => match &request.operation_name {
+            Some(name) => ops.get(name.as_str()).map(|op| op.node.ty),
+            None if ops.len() == 1 => ops.values().next().map(|op| op.node.ty),
+            None => None,
+        },
     }
 }
 

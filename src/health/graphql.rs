@@ -9,7 +9,7 @@ use crate::events::EventKind;
 use crate::graphql::{conn, state};
 use crate::http::breaker::CircuitState;
 use crate::integrations::model::IntegrationStatus;
-use crate::live::{EventsMissed, Live, take_slot, watch};
+use crate::live::{EventsMissed, Live, watch};
 use crate::providers::{self, ProviderCategory};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -187,9 +187,8 @@ impl HealthSubscription {
         let caller = principal(ctx)?;
         caller.check_project(&project_id)?;
         crate::projects::store::get(&mut conn(ctx).await?, &caller.team_id, &project_id).await?;
-        let slot = take_slot(ctx)?;
         let project = project_id.0;
-        Ok(watch(state(ctx), caller, slot).filter_map(move |item| {
+        Ok(watch(ctx, caller).filter_map(move |item| {
             let out = match item {
                 Live::Missed(count) => Some(HealthStreamItem::Missed(EventsMissed {
                     count: count.min(i32::MAX as u64) as i32,

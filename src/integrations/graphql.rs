@@ -16,7 +16,7 @@ use crate::db::now;
 use crate::error::{AppError, AppResult};
 use crate::events::{Event, EventKind};
 use crate::graphql::{Connection, Edge, Page, conn, state};
-use crate::live::{EventsMissed, Live, take_slot, watch};
+use crate::live::{EventsMissed, Live, watch};
 use crate::providers::graphql::ProviderNode;
 use crate::providers::{self, ProviderCategory};
 
@@ -194,9 +194,8 @@ impl IntegrationSubscription {
         let caller = principal(ctx)?;
         caller.check_project(&project_id)?;
         crate::projects::store::get(&mut conn(ctx).await?, &caller.team_id, &project_id).await?;
-        let slot = take_slot(ctx)?;
         let project = project_id.0;
-        Ok(watch(state(ctx), caller, slot).filter_map(move |item| {
+        Ok(watch(ctx, caller).filter_map(move |item| {
             let kind = |k: EventKind| match k {
                 EventKind::IntegrationCreated => Some(IntegrationEventKind::Created),
                 EventKind::IntegrationUpdated => Some(IntegrationEventKind::Updated),

@@ -10,8 +10,8 @@ use crate::auth::{Principal, Scope, ScopeGuard, principal};
 use crate::calls::graphql::reachable;
 use crate::error::{AppError, AppResult};
 use crate::events::EventKind;
-use crate::graphql::{Connection, Edge, Page, conn, state};
-use crate::live::{EventsMissed, Live, take_slot, watch};
+use crate::graphql::{Connection, Edge, Page, conn};
+use crate::live::{EventsMissed, Live, watch};
 
 pub struct RequestLogNode(pub Arc<RequestLogRow>);
 
@@ -212,9 +212,8 @@ impl LogsSubscription {
     ) -> async_graphql::Result<impl Stream<Item = LogStreamItem> + use<>> {
         let caller = principal(ctx)?;
         let filter = scope(ctx, caller, integration_id, project_id).await?;
-        let slot = take_slot(ctx)?;
         let min_level = min_level.unwrap_or(LogLevel::Info);
-        Ok(watch(state(ctx), caller, slot).filter_map(move |item| {
+        Ok(watch(ctx, caller).filter_map(move |item| {
             let out = match item {
                 Live::Missed(count) => Some(LogStreamItem::Missed(EventsMissed {
                     count: count.min(i32::MAX as u64) as i32,

@@ -13,7 +13,7 @@ use crate::db::now;
 use crate::error::{AppError, AppResult};
 use crate::events::EventKind;
 use crate::graphql::{Connection, Edge, Page, conn, state};
-use crate::live::{EventsMissed, Live, take_slot, watch};
+use crate::live::{EventsMissed, Live, watch};
 
 pub struct SyncConfigNode {
     row: SyncConfigRow,
@@ -515,9 +515,8 @@ impl SyncSubscription {
             _ => return Err(AppError::validation("give either runId or projectId").into()),
         }
         drop(db);
-        let slot = take_slot(ctx)?;
         let (run_id, project_id) = (run_id.map(|i| i.0), project_id.map(|i| i.0));
-        Ok(watch(state(ctx), caller, slot).filter_map(move |item| {
+        Ok(watch(ctx, caller).filter_map(move |item| {
             let out = match item {
                 Live::Missed(count) => Some(SyncRunItem::Missed(EventsMissed {
                     count: count.min(i32::MAX as u64) as i32,

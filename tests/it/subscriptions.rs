@@ -2,6 +2,7 @@
 //! `connection_init`, level filters, order, revocation, limits, team confinement, and the
 //! integration and health event streams.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -21,6 +22,9 @@ on_both_backends!(
     refused_revoked_limited_and_confined,
     integration_and_health_events,
     jwt_subscription_ends_when_the_token_expires,
+    subscribers_asking_the_same_share_one_execution,
+    a_subscriber_that_stops_reading_is_told_what_it_missed,
+    protocol_errors_close_with_their_codes,
 );
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -56,6 +60,32 @@ impl WsClient {
         match client.next(Duration::from_secs(10)).await {
             Some(message) if message["type"] == "connection_ack" => Ok(client),
             other => Err(format!("{other:?}")),
+        }
+    }
+
+    /// Opens a socket without `connection_init`.
+    async fn open(app: &TestApp, protocol: Protocol) -> Self {
+        let url = format!("{}/graphql", app.base.replace("http://", "ws://"));
+        let mut request = url.into_client_request().unwrap();
+        let name = match protocol {
+            Protocol::TransportWs => "graphql-transport-ws",
+            Protocol::LegacyWs => "graphql-ws",
+        };
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", name.parse().unwrap());
+        let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        Self { socket, protocol }
+    }
+
+    /// Reads until the server closes; its close code (None if it never does).
+    async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), self.socket.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => continue,
+                _ => return None,
+            }
         }
     }
 
@@ -495,5 +525,318 @@ async fn jwt_subscription_ends_when_the_token_expires(backend: Backend) {
         started.elapsed() < Duration::from_secs(8),
         "ended at the token's expiry"
     );
+    app.stop().await;
+}
+
+/// Polls until the hub runs `groups` distinct subscriptions for `members` subscribers.
+async fn until_running(app: &TestApp, groups: usize, members: usize) {
+    for _ in 0..100 {
+        if app.state.fanout.counts() == (groups, members) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "expected {groups} executions for {members} subscribers, the hub runs {:?}",
+        app.state.fanout.counts()
+    );
+}
+
+async fn subscribers_asking_the_same_share_one_execution(backend: Backend) {
+    let server = Receiver::start(upstream()).await;
+    let app = TestApp::start(backend).await;
+    let project = app.create_project(&app.admin_key, "P").await;
+    let integration = register(
+        &app,
+        &project,
+        "github",
+        "gh",
+        json!({ "baseUrl": server.url }),
+        json!({ "token": "t" }),
+    )
+    .await;
+    let (_, first_key) = app.key_with(&["logs:subscribe"]).await;
+    let (_, second_key) = app.key_with(&["logs:subscribe"]).await;
+    let mut clients = Vec::new();
+    // Three alike, one with other variables, one with another key: three executions.
+    for (key, variables) in [
+        (&first_key, json!({ "i": integration })),
+        (&first_key, json!({ "i": integration })),
+        (&first_key, json!({ "i": integration })),
+        (&first_key, json!({ "p": project })),
+        (&second_key, json!({ "i": integration })),
+    ] {
+        let protocol = if clients.len() % 2 == 0 {
+            Protocol::TransportWs
+        } else {
+            Protocol::LegacyWs
+        };
+        let mut client = WsClient::connect(
+            &app,
+            protocol,
+            json!({ "Authorization": format!("Bearer {key}") }),
+        )
+        .await
+        .unwrap();
+        client.subscribe("s", LIVE_LOGS, variables).await;
+        clients.push(client);
+    }
+    until_running(&app, 3, 5).await;
+
+    app.gql(
+        &app.admin_key,
+        EXECUTE,
+        json!({ "id": integration, "input": { "method": "GET", "path": "/ok" } }),
+    )
+    .await
+    .data();
+    for client in &mut clients {
+        let data = client
+            .next_data("s", Duration::from_secs(5))
+            .await
+            .expect("every subscriber receives the event");
+        assert_eq!(data["integrationLogs"]["path"], "/ok");
+        assert_eq!(data["integrationLogs"]["__typename"], "RequestLog");
+    }
+
+    // Leaving: by `complete`, and by hanging up; the last one out ends the execution.
+    let kind = match clients[0].protocol {
+        Protocol::TransportWs => "complete",
+        Protocol::LegacyWs => "stop",
+    };
+    clients[0].send(json!({ "id": "s", "type": kind })).await;
+    until_running(&app, 3, 4).await;
+    drop(clients.drain(1..3));
+    until_running(&app, 2, 2).await;
+    // A new subscriber with the same key and query starts it again.
+    let mut again = WsClient::connect(
+        &app,
+        Protocol::TransportWs,
+        json!({ "Authorization": format!("Bearer {first_key}") }),
+    )
+    .await
+    .unwrap();
+    again
+        .subscribe("s", LIVE_LOGS, json!({ "i": integration }))
+        .await;
+    until_running(&app, 3, 3).await;
+    drop(clients);
+    drop(again);
+    until_running(&app, 0, 0).await;
+    app.stop().await;
+}
+
+/// Publishes a request log of `integration` on the hub's bus, as a call through it would.
+fn publish_log(app: &TestApp, project: &str, integration: &str, path: String) {
+    use integration_hub::events::{Event, EventKind};
+    use integration_hub::logs::RequestLogRow;
+    let row = RequestLogRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        team_id: app.team_id.clone(),
+        project_id: project.to_string(),
+        integration_id: integration.to_string(),
+        level: "info".into(),
+        method: "GET".into(),
+        path,
+        status: Some(200),
+        duration_ms: 1,
+        bytes_in: 0,
+        bytes_out: 0,
+        error: None,
+        actor: "test".into(),
+        correlation_id: "burst".into(),
+        created_at: chrono::Utc::now().naive_utc(),
+    };
+    app.state.events.publish(Event {
+        kind: EventKind::IntegrationRequest,
+        team_id: app.team_id.clone(),
+        project_id: Some(project.to_string()),
+        subject_id: integration.to_string(),
+        payload: Value::Null,
+        at: row.created_at,
+        request_log: Some(Arc::new(row)),
+    });
+}
+
+/// Reads subscription `id` until `total` events are accounted for (received or reported
+/// missed); returns the indexes received, in order, and the sum of the missed notices.
+async fn account(client: &mut WsClient, id: &str, total: usize) -> (Vec<usize>, usize, usize) {
+    let (mut received, mut missed, mut notices) = (Vec::new(), 0, 0);
+    while received.len() + missed < total {
+        let Some(data) = client.next_data(id, Duration::from_secs(20)).await else {
+            break;
+        };
+        let item = &data["integrationLogs"];
+        if item["__typename"] == "EventsMissed" {
+            missed += item["count"].as_u64().unwrap() as usize;
+            notices += 1;
+        } else {
+            let path = item["path"].as_str().unwrap();
+            let index = path.split('/').nth(2).unwrap().parse().unwrap();
+            received.push(index);
+        }
+    }
+    (received, missed, notices)
+}
+
+async fn a_subscriber_that_stops_reading_is_told_what_it_missed(backend: Backend) {
+    // The bus holds every event (the shared execution never misses one); each connection
+    // queues at most 16 frames.
+    let app = TestApp::start_configured(backend, |config| {
+        config.event_buffer = 100_000;
+        config.ws_send_buffer = 16;
+    })
+    .await;
+    let project = app.create_project(&app.admin_key, "P").await;
+    let integration = register(
+        &app,
+        &project,
+        "github",
+        "gh",
+        json!({ "baseUrl": "https://api.github.com" }),
+        json!({ "token": "t" }),
+    )
+    .await;
+    let (_, key) = app.key_with(&["logs:subscribe"]).await;
+    let auth = json!({ "Authorization": format!("Bearer {key}") });
+    let mut reader = WsClient::connect(&app, Protocol::TransportWs, auth.clone())
+        .await
+        .unwrap();
+    let mut sleeper = WsClient::connect(&app, Protocol::TransportWs, auth)
+        .await
+        .unwrap();
+    let variables = json!({ "i": integration });
+    reader.subscribe("r", LIVE_LOGS, variables.clone()).await;
+    sleeper.subscribe("s", LIVE_LOGS, variables).await;
+    until_running(&app, 1, 2).await;
+
+    // 500 events of 24 KB: far more than the sleeper's socket buffers and its queue hold.
+    const TOTAL: usize = 500;
+    let reading = tokio::spawn(async move {
+        let result = account(&mut reader, "r", TOTAL).await;
+        (reader, result)
+    });
+    let padding = "x".repeat(24_000);
+    for index in 0..TOTAL {
+        publish_log(
+            &app,
+            &project,
+            &integration,
+            format!("/burst/{index}/{padding}"),
+        );
+        if index % 8 == 7 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    // The reader may fall behind too (a debug build parses slowly): then it is told as well.
+    let (mut reader, (received, missed, notices)) = reading.await.unwrap();
+    assert_eq!(
+        received.len() + missed,
+        TOTAL,
+        "the reader accounts for every event ({missed} missed in {notices} notices)"
+    );
+    assert!(received.windows(2).all(|w| w[0] < w[1]), "in order");
+
+    // The sleeper wakes up: what it gets plus what it is told it missed is everything.
+    let (received, missed, notices) = account(&mut sleeper, "s", TOTAL).await;
+    assert!(
+        missed > 0 && notices > 0,
+        "the sleeper was told it missed events"
+    );
+    assert_eq!(
+        received.len() + missed,
+        TOTAL,
+        "received {} + missed {missed}",
+        received.len()
+    );
+    assert!(received.windows(2).all(|w| w[0] < w[1]), "in order");
+
+    // Caught up, it receives events again, like the reader.
+    publish_log(&app, &project, &integration, format!("/burst/{TOTAL}/"));
+    for (client, id) in [(&mut reader, "r"), (&mut sleeper, "s")] {
+        let (received, _, _) = account(client, id, 1).await;
+        assert_eq!(received, vec![TOTAL], "subscription {id}");
+    }
+    app.stop().await;
+}
+
+async fn protocol_errors_close_with_their_codes(backend: Backend) {
+    let app = TestApp::start_configured(backend, |config| config.ws_keepalive_secs = 1).await;
+    let auth = json!({ "Authorization": format!("Bearer {}", app.admin_key) });
+    let subscribe = json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { integrationEvents(projectId: \"x\") { __typename } }" } });
+
+    // A subprotocol is required.
+    let url = format!("{}/graphql", app.base.replace("http://", "ws://"));
+    let refused = tokio_tungstenite::connect_async(url.into_client_request().unwrap()).await;
+    assert!(refused.is_err(), "no subprotocol offered");
+
+    // subscribe before connection_ack: 4401.
+    let mut client = WsClient::open(&app, Protocol::TransportWs).await;
+    client.send(subscribe.clone()).await;
+    assert_eq!(client.close_code().await, Some(4401));
+
+    // Not a protocol message: 4400.
+    let mut client = WsClient::open(&app, Protocol::TransportWs).await;
+    client
+        .socket
+        .send(Message::text("{ not json"))
+        .await
+        .unwrap();
+    assert_eq!(client.close_code().await, Some(4400));
+
+    // A refused credential: 4403.
+    let mut client = WsClient::open(&app, Protocol::TransportWs).await;
+    client
+        .send(
+            json!({ "type": "connection_init", "payload": { "Authorization": "Bearer ihk_nope" } }),
+        )
+        .await;
+    assert_eq!(client.close_code().await, Some(4403));
+
+    // A second connection_init: 4429.
+    let mut client = WsClient::connect(&app, Protocol::TransportWs, auth.clone())
+        .await
+        .unwrap();
+    client
+        .send(json!({ "type": "connection_init", "payload": auth }))
+        .await;
+    assert_eq!(client.close_code().await, Some(4429));
+
+    // An id already in use: 4409.
+    let project = app.create_project(&app.admin_key, "P").await;
+    let mut client = WsClient::connect(&app, Protocol::TransportWs, auth.clone())
+        .await
+        .unwrap();
+    let live = json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription($p: ID!) { integrationEvents(projectId: $p) { __typename } }", "variables": { "p": project } } });
+    client.send(live.clone()).await;
+    client.send(live).await;
+    assert_eq!(client.close_code().await, Some(4409));
+
+    // Queries run over the socket too: one result, then complete.
+    let mut client = WsClient::connect(&app, Protocol::LegacyWs, auth.clone())
+        .await
+        .unwrap();
+    client
+        .send(
+            json!({ "id": "q", "type": "start", "payload": { "query": "{ projects { name } }" } }),
+        )
+        .await;
+    let data = client
+        .next_data("q", Duration::from_secs(5))
+        .await
+        .expect("the query's result");
+    assert_eq!(data["projects"][0]["name"], "P", "{data}");
+    let done = client.next(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        (done["type"].as_str(), done["id"].as_str()),
+        (Some("complete"), Some("q"))
+    );
+
+    // A client that answers nothing, not even the pings, is closed after two periods.
+    let mut silent = WsClient::connect(&app, Protocol::TransportWs, auth)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert_eq!(silent.close_code().await, Some(3008));
     app.stop().await;
 }

@@ -1,14 +1,19 @@
 //! Live updates over GraphQL subscriptions: authentication of a WebSocket connection from its
-//! `connection_init` payload, the per-connection subscription limit, and the event stream each
-//! subscription reads: confined to the caller's team, told how many events it missed when it
-//! falls behind, and ended when the caller's key is revoked or its credential expires.
+//! `connection_init` payload, and the event stream each subscription reads: confined to the
+//! caller's team, told how many events it missed when it falls behind, and ended when the
+//! caller's key is revoked or its credential expires. `socket` speaks the two WebSocket
+//! subprotocols; `fanout` runs each distinct subscription once for all who share it.
+
+mod fanout;
+mod socket;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_graphql::{Context, Data, SimpleObject};
-use futures_util::{Stream, StreamExt};
+use async_graphql::{Context, SimpleObject};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::app::AppState;
@@ -29,41 +34,28 @@ pub enum Live {
     Missed(u64),
 }
 
-/// Open subscriptions of one connection.
-pub struct SubscriptionSlots {
-    open: AtomicUsize,
-    max: usize,
-}
+/// In a request's data: instead of watching, the subscription yields one notice of how many
+/// events were missed (how a subscriber that fell behind its socket is told, in the shape its
+/// own selection asks for).
+pub struct MissedNotice(pub u64);
 
-/// Held by a running subscription; frees its slot when the subscription ends.
-pub struct SlotGuard(Arc<SubscriptionSlots>);
+/// In a request's data: counts the events the subscription missed on the bus, so that whoever
+/// runs it knows which of its results are notices, and of how many events.
+#[derive(Default)]
+pub struct LagMeter(AtomicU64);
 
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
+impl LagMeter {
+    /// Events reported missed since the last call.
+    pub fn take(&self) -> u64 {
+        self.0.swap(0, Ordering::SeqCst)
     }
-}
-
-/// Takes a slot of the connection (subscriptions over HTTP have no connection and no limit).
-pub fn take_slot(ctx: &Context<'_>) -> Result<Option<SlotGuard>, AppError> {
-    let Some(slots) = ctx.data_opt::<Arc<SubscriptionSlots>>() else {
-        return Ok(None);
-    };
-    if slots.open.fetch_add(1, Ordering::SeqCst) >= slots.max {
-        slots.open.fetch_sub(1, Ordering::SeqCst);
-        return Err(AppError::Forbidden(format!(
-            "at most {} subscriptions per connection",
-            slots.max
-        )));
-    }
-    Ok(Some(SlotGuard(slots.clone())))
 }
 
 /// `connection_init`: `{"Authorization": "Bearer <API key or JWT>"}` (any case of the key).
 pub async fn connection_init(
     state: &AppState,
-    payload: serde_json::Value,
-) -> async_graphql::Result<Data> {
+    payload: &serde_json::Value,
+) -> Result<Arc<Principal>, AppError> {
     let credential = payload
         .as_object()
         .and_then(|o| {
@@ -90,21 +82,15 @@ pub async fn connection_init(
         })?;
     let principal = crate::auth::authenticate(state, &credential).await?;
     principal.require(Scope::LogsSubscribe)?;
-    let mut data = Data::default();
-    data.insert(principal);
-    data.insert(Arc::new(SubscriptionSlots {
-        open: AtomicUsize::new(0),
-        max: state.config.max_subscriptions_per_connection,
-    }));
-    Ok(data)
+    Ok(principal)
 }
 
 /// The caller's team's events, until its key is revoked or its credential expires.
-pub fn watch(
-    state: &AppState,
-    principal: &Principal,
-    slot: Option<SlotGuard>,
-) -> impl Stream<Item = Live> + Send + use<> {
+pub fn watch(ctx: &Context<'_>, principal: &Principal) -> BoxStream<'static, Live> {
+    if let Some(MissedNotice(count)) = ctx.data_opt::<MissedNotice>() {
+        return futures_util::stream::iter([Live::Missed(*count)]).boxed();
+    }
+    let state = ctx.data_unchecked::<AppState>();
     let receiver = state.events.subscribe();
     let team = principal.team_id.clone();
     let key_id = match &principal.actor {
@@ -114,11 +100,20 @@ pub fn watch(
     let until_expiry = principal
         .expires_at
         .map(|at| Duration::from_millis((at - now()).num_milliseconds().max(0) as u64));
-    let events = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        match receiver.recv().await {
-            Ok(event) => Some((Live::Event(event), receiver)),
-            Err(RecvError::Lagged(missed)) => Some((Live::Missed(missed), receiver)),
-            Err(RecvError::Closed) => None,
+    let meter = ctx.data_opt::<Arc<LagMeter>>().cloned();
+    let events = futures_util::stream::unfold(receiver, move |mut receiver| {
+        let meter = meter.clone();
+        async move {
+            match receiver.recv().await {
+                Ok(event) => Some((Live::Event(event), receiver)),
+                Err(RecvError::Lagged(missed)) => {
+                    if let Some(meter) = meter {
+                        meter.0.fetch_add(missed, Ordering::SeqCst);
+                    }
+                    Some((Live::Missed(missed), receiver))
+                }
+                Err(RecvError::Closed) => None,
+            }
         }
     })
     .filter(move |item| {
@@ -138,8 +133,8 @@ pub fn watch(
             None => std::future::pending::<()>().await,
         }
     };
-    events.take_until(Box::pin(expiry)).map(move |item| {
-        let _held = &slot;
-        item
-    })
+    events.take_until(Box::pin(expiry)).boxed()
 }
+
+pub use fanout::Fanout;
+pub use socket::graphql_ws;

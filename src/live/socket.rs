@@ -1,0 +1,560 @@
+//! GraphQL over WebSocket on `/graphql`: `graphql-transport-ws` (the graphql-ws library's
+//! protocol) and the legacy `graphql-ws` (subscriptions-transport-ws). One task per connection
+//! reads the client's frames; frames to the client go through one bounded queue that the
+//! response body drains. Subscriptions run in shared groups (`fanout`); queries and mutations
+//! sent over the socket run once each.
+//!
+//! Close codes follow graphql-transport-ws: 4400 bad message, 4401 subscribe before
+//! `connection_ack`, 4403 credential refused or expired, 4408 no `connection_init` in time,
+//! 4409 duplicate subscription id, 4429 a second `connection_init`; 3008 when the client stops
+//! answering keep-alive pings.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_codec::Decoder;
+use actix_http::ws::{CloseCode, CloseReason, Codec, Frame, Item, OpCode, Parser, hash_key};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use async_graphql::http::ClientMessage;
+use async_graphql::parser::types::OperationType;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::fanout::{Member, Membership, Operation};
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::error::AppError;
+use crate::graphql::HubSchema;
+
+/// How long a new connection has to send `connection_init`.
+const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `graphql-transport-ws`.
+    TransportWs,
+    /// `graphql-ws` (subscriptions-transport-ws, legacy).
+    LegacyWs,
+}
+
+impl Protocol {
+    /// The first subprotocol the client offers that we speak.
+    fn choose(offered: &str) -> Option<Self> {
+        offered.split(',').find_map(|p| {
+            let p = p.trim();
+            if p.eq_ignore_ascii_case("graphql-transport-ws") {
+                Some(Self::TransportWs)
+            } else if p.eq_ignore_ascii_case("graphql-ws") {
+                Some(Self::LegacyWs)
+            } else {
+                None
+            }
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::TransportWs => "graphql-transport-ws",
+            Self::LegacyWs => "graphql-ws",
+        }
+    }
+}
+
+/// The message carrying one result of subscription `id_json` (already a JSON string).
+pub fn next_message(protocol: Protocol, id_json: &str, payload: &str) -> String {
+    let kind = match protocol {
+        Protocol::TransportWs => "next",
+        Protocol::LegacyWs => "data",
+    };
+    let mut text = String::with_capacity(payload.len() + id_json.len() + 32);
+    text.push_str(r#"{"type":""#);
+    text.push_str(kind);
+    text.push_str(r#"","id":"#);
+    text.push_str(id_json);
+    text.push_str(r#","payload":"#);
+    text.push_str(payload);
+    text.push('}');
+    text
+}
+
+/// A server-to-client text frame.
+pub fn text_frame(text: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(text.len() + 10);
+    Parser::write_message(&mut buf, text, OpCode::Text, true, false);
+    buf.freeze()
+}
+
+fn control_frame(payload: &[u8], op: OpCode) -> Bytes {
+    let mut buf = BytesMut::with_capacity(payload.len() + 2);
+    Parser::write_message(&mut buf, payload, op, true, false);
+    buf.freeze()
+}
+
+fn close_frame(code: u16, reason: &str) -> Bytes {
+    // A close frame's reason has at most 123 bytes.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut buf = BytesMut::new();
+    Parser::write_close(
+        &mut buf,
+        Some(CloseReason {
+            code: CloseCode::from(code),
+            description: Some(reason[..end].to_string()),
+        }),
+        false,
+    );
+    buf.freeze()
+}
+
+/// From subscriptions and their groups to the connection's task.
+pub enum Control {
+    /// The subscription's member fell behind: send it a notice of what it missed.
+    Lagging { id: String, token: u64 },
+    /// The subscription's stream ended: send `complete`.
+    Ended { id: String, token: u64 },
+}
+
+/// Upgrades `GET /graphql` to a WebSocket speaking the subprotocol the client offers.
+pub async fn graphql_ws(
+    state: web::Data<AppState>,
+    schema: web::Data<HubSchema>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> actix_web::Result<HttpResponse> {
+    let offered = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let Some(protocol) = Protocol::choose(offered) else {
+        return Ok(HttpResponse::BadRequest()
+            .body("offer the subprotocol graphql-transport-ws or graphql-ws"));
+    };
+    actix_http::ws::verify_handshake(req.head())?;
+    let accept = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|key| hash_key(key.as_bytes()))
+        .ok_or_else(|| actix_web::error::ErrorBadRequest("Sec-WebSocket-Key is missing"))?;
+    let (frames, mut outgoing) = mpsc::channel::<Bytes>(state.config.ws_send_buffer.max(1));
+    let (control, control_rx) = mpsc::unbounded_channel();
+    let connection = Connection {
+        state: state.get_ref().clone(),
+        schema: HubSchema::clone(&schema),
+        protocol,
+        frames,
+        control,
+        principal: None,
+        subscriptions: HashMap::new(),
+        tokens: 0,
+        heard_at: Instant::now(),
+    };
+    actix_web::rt::spawn(connection.run(payload, control_rx));
+    let body = futures_util::stream::poll_fn(move |cx| {
+        outgoing
+            .poll_recv(cx)
+            .map(|frame| frame.map(Ok::<_, actix_web::Error>))
+    });
+    Ok(HttpResponse::SwitchingProtocols()
+        .upgrade("websocket")
+        .insert_header((header::SEC_WEBSOCKET_ACCEPT, &accept[..]))
+        .insert_header((header::SEC_WEBSOCKET_PROTOCOL, protocol.name()))
+        .streaming(body))
+}
+
+/// The client's frames, decoded; fragmented messages are put back together.
+struct Incoming {
+    payload: web::Payload,
+    buf: BytesMut,
+    codec: Codec,
+    max_size: usize,
+    fragments: Option<BytesMut>,
+}
+
+enum ClientFrame {
+    Message(Bytes),
+    Ping(Bytes),
+    Pong,
+    Close(Option<CloseReason>),
+}
+
+impl Incoming {
+    /// The next frame; None when the client is gone, Err on a protocol violation.
+    async fn next(&mut self) -> Option<Result<ClientFrame, String>> {
+        loop {
+            match self.codec.decode(&mut self.buf) {
+                Ok(Some(frame)) => match self.assemble(frame) {
+                    Ok(Some(frame)) => return Some(Ok(frame)),
+                    Ok(None) => continue,
+                    Err(err) => return Some(Err(err)),
+                },
+                Ok(None) => {}
+                Err(err) => return Some(Err(err.to_string())),
+            }
+            match self.payload.next().await? {
+                Ok(chunk) => self.buf.extend_from_slice(&chunk),
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn assemble(&mut self, frame: Frame) -> Result<Option<ClientFrame>, String> {
+        Ok(Some(match frame {
+            Frame::Text(bytes) | Frame::Binary(bytes) => ClientFrame::Message(bytes),
+            Frame::Ping(bytes) => ClientFrame::Ping(bytes),
+            Frame::Pong(_) => ClientFrame::Pong,
+            Frame::Close(reason) => ClientFrame::Close(reason),
+            Frame::Continuation(item) => {
+                let (first, part) = match item {
+                    Item::FirstText(part) | Item::FirstBinary(part) => (true, part),
+                    Item::Continue(part) => (false, part),
+                    Item::Last(part) => {
+                        let mut whole = self.fragments.take().unwrap_or_default();
+                        whole.extend_from_slice(&part);
+                        return Ok(Some(ClientFrame::Message(whole.freeze())));
+                    }
+                };
+                let whole = if first {
+                    self.fragments.insert(BytesMut::new())
+                } else {
+                    self.fragments.get_or_insert_with(BytesMut::new)
+                };
+                if whole.len() + part.len() > self.max_size {
+                    return Err(format!("a message is larger than {} bytes", self.max_size));
+                }
+                whole.extend_from_slice(&part);
+                return Ok(None);
+            }
+        }))
+    }
+}
+
+enum Running {
+    /// A subscription, shared with whoever asks the same.
+    Shared(Membership),
+    /// A query or mutation, run once.
+    Single(tokio::task::JoinHandle<()>),
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Running::Single(task) = self {
+            task.abort();
+        }
+    }
+}
+
+struct Subscription {
+    token: u64,
+    running: Running,
+}
+
+/// Whether the connection goes on after a message.
+enum Flow {
+    Continue,
+    Close,
+}
+
+struct Connection {
+    state: AppState,
+    schema: HubSchema,
+    protocol: Protocol,
+    frames: mpsc::Sender<Bytes>,
+    control: mpsc::UnboundedSender<Control>,
+    /// Set by a successful `connection_init`.
+    principal: Option<Arc<Principal>>,
+    subscriptions: HashMap<String, Subscription>,
+    tokens: u64,
+    /// When the client last sent anything.
+    heard_at: Instant,
+}
+
+impl Connection {
+    async fn run(mut self, payload: web::Payload, mut control: mpsc::UnboundedReceiver<Control>) {
+        let mut incoming = Incoming {
+            payload,
+            buf: BytesMut::new(),
+            codec: Codec::new().max_size(self.state.config.max_body_bytes),
+            max_size: self.state.config.max_body_bytes,
+            fragments: None,
+        };
+        let every = Duration::from_secs(self.state.config.ws_keepalive_secs.max(1));
+        let mut keepalive = tokio::time::interval_at(Instant::now() + every, every);
+        let init_deadline = Instant::now() + INIT_TIMEOUT;
+        loop {
+            // Before `connection_ack`: the init deadline; after: the credential's expiry.
+            let deadline = match &self.principal {
+                None => Some(init_deadline),
+                Some(principal) => principal.expires_at.map(|at| {
+                    let left = (at - crate::db::now()).num_milliseconds().max(0) as u64;
+                    Instant::now() + Duration::from_millis(left)
+                }),
+            };
+            let flow = tokio::select! {
+                frame = incoming.next() => match frame {
+                    None => Flow::Close,
+                    Some(Err(err)) => self.close(1002, &err).await,
+                    Some(Ok(frame)) => {
+                        self.heard_at = Instant::now();
+                        self.on_frame(frame).await
+                    }
+                },
+                Some(message) = control.recv() => self.on_control(message).await,
+                _ = keepalive.tick() => self.keep_alive(every).await,
+                _ = sleep_until(deadline) => match self.principal {
+                    None => self.close(4408, "connection initialisation timeout").await,
+                    Some(_) => self.close(4403, "the credential expired").await,
+                },
+            };
+            if let Flow::Close = flow {
+                break;
+            }
+        }
+        // Dropping the subscriptions leaves their groups.
+        self.subscriptions.clear();
+    }
+
+    /// Queues a frame to the client; false when the client is gone or stopped reading.
+    async fn send(&self, frame: Bytes) -> bool {
+        let patience = Duration::from_secs(self.state.config.ws_keepalive_secs.max(1) * 2);
+        matches!(
+            tokio::time::timeout(patience, self.frames.send(frame)).await,
+            Ok(Ok(()))
+        )
+    }
+
+    async fn send_text(&self, text: &str) -> Flow {
+        if self.send(text_frame(text)).await {
+            Flow::Continue
+        } else {
+            Flow::Close
+        }
+    }
+
+    async fn close(&self, code: u16, reason: &str) -> Flow {
+        self.send(close_frame(code, reason)).await;
+        Flow::Close
+    }
+
+    async fn keep_alive(&self, every: Duration) -> Flow {
+        if self.heard_at.elapsed() > every * 2 {
+            return self.close(3008, "no answer to keep-alive pings").await;
+        }
+        if !self.send(control_frame(b"", OpCode::Ping)).await {
+            return Flow::Close;
+        }
+        if self.protocol == Protocol::LegacyWs && self.principal.is_some() {
+            return self.send_text(r#"{"type":"ka"}"#).await;
+        }
+        Flow::Continue
+    }
+
+    async fn on_frame(&mut self, frame: ClientFrame) -> Flow {
+        match frame {
+            ClientFrame::Message(bytes) => match ClientMessage::from_bytes(&bytes) {
+                Ok(message) => self.on_message(message).await,
+                Err(err) => self.close(4400, &format!("invalid message: {err}")).await,
+            },
+            ClientFrame::Ping(bytes) => {
+                if self.send(control_frame(&bytes, OpCode::Pong)).await {
+                    Flow::Continue
+                } else {
+                    Flow::Close
+                }
+            }
+            ClientFrame::Pong => Flow::Continue,
+            ClientFrame::Close(reason) => {
+                let code = reason.map_or(1000, |r| u16::from(r.code));
+                self.close(if code == 1005 { 1000 } else { code }, "").await
+            }
+        }
+    }
+
+    async fn on_message(&mut self, message: ClientMessage) -> Flow {
+        match message {
+            ClientMessage::ConnectionInit { payload } => {
+                if self.principal.is_some() {
+                    return self
+                        .refuse_connection(4429, "too many initialisation requests")
+                        .await;
+                }
+                let payload = payload.unwrap_or_default();
+                match super::connection_init(&self.state, &payload).await {
+                    Ok(principal) => {
+                        self.principal = Some(principal);
+                        if let Flow::Close = self.send_text(r#"{"type":"connection_ack"}"#).await {
+                            return Flow::Close;
+                        }
+                        if self.protocol == Protocol::LegacyWs {
+                            return self.send_text(r#"{"type":"ka"}"#).await;
+                        }
+                        Flow::Continue
+                    }
+                    Err(err) => {
+                        let message = err.message();
+                        err.log();
+                        self.refuse_connection(4403, &message).await
+                    }
+                }
+            }
+            ClientMessage::Start { id, payload } => self.start(id, payload).await,
+            ClientMessage::Stop { id } => {
+                let stopped = self.subscriptions.remove(&id).is_some();
+                if stopped && self.protocol == Protocol::LegacyWs {
+                    return self.complete(&id).await;
+                }
+                Flow::Continue
+            }
+            ClientMessage::ConnectionTerminate => self.close(1000, "").await,
+            ClientMessage::Ping { .. } => self.send_text(r#"{"type":"pong"}"#).await,
+            ClientMessage::Pong { .. } => Flow::Continue,
+        }
+    }
+
+    /// Refuses `connection_init`: a close code, or on the legacy protocol `connection_error`.
+    async fn refuse_connection(&self, code: u16, message: &str) -> Flow {
+        if self.protocol == Protocol::LegacyWs {
+            let error = serde_json::json!({ "type": "connection_error", "payload": { "message": message } });
+            self.send_text(&error.to_string()).await;
+        }
+        self.close(code, message).await
+    }
+
+    async fn complete(&self, id: &str) -> Flow {
+        let message = serde_json::json!({ "type": "complete", "id": id });
+        self.send_text(&message.to_string()).await
+    }
+
+    /// Answers operation `id` with an error and completes it.
+    async fn refuse_operation(&self, id: &str, err: AppError) -> Flow {
+        let id_json = serde_json::Value::from(id).to_string();
+        let payload = err.into_response_body().to_string();
+        if let Flow::Close = self
+            .send_text(&next_message(self.protocol, &id_json, &payload))
+            .await
+        {
+            return Flow::Close;
+        }
+        self.complete(id).await
+    }
+
+    async fn start(&mut self, id: String, request: async_graphql::Request) -> Flow {
+        let Some(principal) = self.principal.clone() else {
+            return self.close(4401, "Unauthorized").await;
+        };
+        if self.subscriptions.contains_key(&id) {
+            return self
+                .close(4409, &format!("Subscriber for {id} already exists"))
+                .await;
+        }
+        let max = self.state.config.max_subscriptions_per_connection;
+        if self.subscriptions.len() >= max {
+            let err = AppError::Forbidden(format!("at most {max} subscriptions per connection"));
+            return self.refuse_operation(&id, err).await;
+        }
+        let decision = self.state.rate_limits.check(&principal.rate_subject());
+        if let Some(retry_after_secs) = decision.retry_after_secs {
+            return self
+                .refuse_operation(&id, AppError::RateLimited { retry_after_secs })
+                .await;
+        }
+        self.tokens += 1;
+        let token = self.tokens;
+        let running = if crate::graphql::documents::operation_type(&request)
+            == Some(OperationType::Subscription)
+        {
+            let member = Member::new(
+                self.frames.clone(),
+                self.control.clone(),
+                self.protocol,
+                &id,
+                token,
+            );
+            let operation = Operation {
+                principal,
+                query: request.query,
+                operation_name: request.operation_name,
+                variables: request.variables,
+            };
+            let fanout = self.state.fanout.clone();
+            Running::Shared(fanout.join(&self.state, &self.schema, operation, member))
+        } else {
+            let (schema, frames, control) = (
+                self.schema.clone(),
+                self.frames.clone(),
+                self.control.clone(),
+            );
+            let mut request = request.data(principal).data(decision);
+            self.state.documents.prepare(&mut request);
+            let (protocol, id_json) = (
+                self.protocol,
+                serde_json::Value::from(id.as_str()).to_string(),
+            );
+            let id = id.clone();
+            Running::Single(actix_web::rt::spawn(async move {
+                let response = schema.execute(request).await;
+                let payload = serde_json::to_string(&response).unwrap_or_default();
+                let _ = frames
+                    .send(text_frame(&next_message(protocol, &id_json, &payload)))
+                    .await;
+                let _ = control.send(Control::Ended { id, token });
+            }))
+        };
+        self.subscriptions
+            .insert(id, Subscription { token, running });
+        Flow::Continue
+    }
+
+    async fn on_control(&mut self, message: Control) -> Flow {
+        let (id, token, ended) = match message {
+            Control::Lagging { id, token } => (id, token, false),
+            Control::Ended { id, token } => (id, token, true),
+        };
+        if self.subscriptions.get(&id).is_none_or(|s| s.token != token) {
+            return Flow::Continue;
+        }
+        if let Flow::Close = self.send_missed(&id).await {
+            return Flow::Close;
+        }
+        if ended {
+            self.subscriptions.remove(&id);
+            return self.complete(&id).await;
+        }
+        Flow::Continue
+    }
+
+    /// Tells subscription `id` how many events it missed while behind, until it has caught up.
+    async fn send_missed(&self, id: &str) -> Flow {
+        let Some(Subscription {
+            running: Running::Shared(membership),
+            ..
+        }) = self.subscriptions.get(id)
+        else {
+            return Flow::Continue;
+        };
+        let id_json = serde_json::Value::from(id).to_string();
+        while let Some(missed) = membership.member.take_missed() {
+            let payload = membership.notice(&self.state, &self.schema, missed).await;
+            if let Flow::Close = self
+                .send_text(&next_message(self.protocol, &id_json, &payload))
+                .await
+            {
+                return Flow::Close;
+            }
+        }
+        Flow::Continue
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
