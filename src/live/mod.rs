@@ -51,12 +51,10 @@ impl LagMeter {
     }
 }
 
-/// `connection_init`: `{"Authorization": "Bearer <API key or JWT>"}` (any case of the key).
-pub async fn connection_init(
-    state: &AppState,
-    payload: &serde_json::Value,
-) -> Result<Arc<Principal>, AppError> {
-    let credential = payload
+/// The credential in a `connection_init` payload: `{"Authorization": "Bearer <API key or
+/// JWT>"}` (any case of the key).
+pub fn credential(payload: &serde_json::Value) -> Result<String, AppError> {
+    payload
         .as_object()
         .and_then(|o| {
             o.iter()
@@ -79,8 +77,13 @@ pub async fn connection_init(
             AppError::Unauthenticated(
                 "send {\"Authorization\": \"Bearer <key>\"} in connection_init".into(),
             )
-        })?;
-    let principal = crate::auth::authenticate(state, &credential).await?;
+        })
+}
+
+/// Who `credential` is now, if it may subscribe. Checked at `connection_init` and again at
+/// every `subscribe`, so a key revoked or changed since the connection opened is seen.
+pub async fn authorize(state: &AppState, credential: &str) -> Result<Arc<Principal>, AppError> {
+    let principal = crate::auth::authenticate(state, credential).await?;
     principal.require(Scope::LogsSubscribe)?;
     Ok(principal)
 }

@@ -150,6 +150,7 @@ pub async fn graphql_ws(
         protocol,
         frames,
         control,
+        credential: None,
         principal: None,
         subscriptions: HashMap::new(),
         tokens: 0,
@@ -267,7 +268,9 @@ struct Connection {
     protocol: Protocol,
     frames: mpsc::Sender<Bytes>,
     control: mpsc::UnboundedSender<Control>,
-    /// Set by a successful `connection_init`.
+    /// Set by a successful `connection_init` (the credential is kept in memory only, to be
+    /// checked again at each `subscribe`).
+    credential: Option<String>,
     principal: Option<Arc<Principal>>,
     subscriptions: HashMap<String, Subscription>,
     tokens: u64,
@@ -385,8 +388,15 @@ impl Connection {
                         .await;
                 }
                 let payload = payload.unwrap_or_default();
-                match super::connection_init(&self.state, &payload).await {
-                    Ok(principal) => {
+                let authorized = match super::credential(&payload) {
+                    Ok(credential) => super::authorize(&self.state, &credential)
+                        .await
+                        .map(|principal| (credential, principal)),
+                    Err(err) => Err(err),
+                };
+                match authorized {
+                    Ok((credential, principal)) => {
+                        self.credential = Some(credential);
                         self.principal = Some(principal);
                         if let Flow::Close = self.send_text(r#"{"type":"connection_ack"}"#).await {
                             return Flow::Close;
@@ -445,9 +455,19 @@ impl Connection {
     }
 
     async fn start(&mut self, id: String, request: async_graphql::Request) -> Flow {
-        let Some(principal) = self.principal.clone() else {
+        let Some(credential) = &self.credential else {
             return self.close(4401, "Unauthorized").await;
         };
+        // The credential as it is now: revoked, expired or changed since `connection_init`.
+        let principal = match super::authorize(&self.state, credential).await {
+            Ok(principal) => principal,
+            Err(err) => {
+                let message = err.message();
+                err.log();
+                return self.close(4403, &message).await;
+            }
+        };
+        self.principal = Some(principal.clone());
         if self.subscriptions.contains_key(&id) {
             return self
                 .close(4409, &format!("Subscriber for {id} already exists"))

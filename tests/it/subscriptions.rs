@@ -333,6 +333,11 @@ async fn refused_revoked_limited_and_confined(backend: Backend) {
         }
     }
     assert!(completed, "the revoked key's subscription ended");
+    // The revoked key cannot start another on its open connection.
+    client
+        .subscribe("2", LIVE_LOGS, json!({ "i": integration }))
+        .await;
+    assert_eq!(client.close_code().await, Some(4403));
 
     // At most two subscriptions per connection; another team's integration is not found.
     let (_, watcher) = app.key_with(&["logs:subscribe"]).await;
