@@ -166,6 +166,34 @@ async fn execute(client: &reqwest::Client, hub: &Hub, upstream_url: &str, integr
         "execute throughput, upstream answering in 20 ms: direct {direct_rps:.0} req/s, through the hub {hub_rps:.0} req/s, ratio {:.2}",
         hub_rps / direct_rps
     );
+
+    // 1c. For reference, the floor under every call: HTTP in, the key, a GraphQL operation.
+    let cpu_before = cpu_seconds(hub.child.id().unwrap());
+    let floor_rps = throughput(32, Duration::from_secs(5), {
+        let (client, url, key) = (
+            client.clone(),
+            format!("http://{}/graphql", hub.addr),
+            hub.key.clone(),
+        );
+        move || {
+            let (client, url, key) = (client.clone(), url.clone(), key.clone());
+            async move {
+                client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&json!({ "query": "{ __typename }" }))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            }
+        }
+    })
+    .await;
+    let cpu = cpu_seconds(hub.child.id().unwrap()) - cpu_before;
+    println!(
+        "reference, `{{ __typename }}` with the key: {floor_rps:.0} req/s, hub CPU {:.0} µs per request",
+        cpu * 1e6 / (floor_rps * 5.0).max(1.0)
+    );
 }
 
 async fn fan_out(client: &reqwest::Client, hub: &Hub, integration: &str) {

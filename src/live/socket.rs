@@ -510,7 +510,10 @@ impl Connection {
                 self.frames.clone(),
                 self.control.clone(),
             );
-            let mut request = request.data(principal).data(decision);
+            let mut request = request
+                .data(principal)
+                .data(decision)
+                .data(crate::audit::AuditTargets::default());
             self.state.documents.prepare(&mut request);
             let (protocol, id_json) = (
                 self.protocol,

@@ -836,6 +836,31 @@ async fn protocol_errors_close_with_their_codes(backend: Backend) {
         (done["type"].as_str(), done["id"].as_str()),
         (Some("complete"), Some("q"))
     );
+    // ...and mutations, audited like any other.
+    client
+        .send(json!({ "id": "m", "type": "start", "payload": { "query": "mutation { createProject(input: { name: \"over ws\" }) { id } }" } }))
+        .await;
+    let created = client
+        .next_data("m", Duration::from_secs(5))
+        .await
+        .expect("the mutation's result");
+    let created = created["createProject"]["id"].as_str().unwrap().to_string();
+    let audit = app
+        .gql(
+            &app.admin_key,
+            "{ auditLog(filter: { action: \"createProject\" }) { edges { node { targetId outcome } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(
+        audit.data()["auditLog"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["node"]["targetId"] == created.as_str() && e["node"]["outcome"] == "SUCCESS"),
+        "{:?}",
+        audit.data()
+    );
 
     // A client that answers nothing, not even the pings, is closed after two periods.
     let mut silent = WsClient::connect(&app, Protocol::TransportWs, auth)
