@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::AbortHandle;
 
-use super::socket::{Control, Protocol, next_message, text_frame};
+use super::socket::{Control, Protocol, json_string, next_message, text_frame};
 use super::{LagMeter, MissedNotice};
 use crate::app::AppState;
 use crate::auth::Principal;
@@ -103,7 +103,7 @@ impl Member {
             control,
             protocol,
             id: id.to_string(),
-            id_json: serde_json::Value::from(id).to_string(),
+            id_json: json_string(id),
             token,
             lag: Mutex::default(),
         }

@@ -64,6 +64,11 @@ impl Protocol {
     }
 }
 
+/// `text` as a JSON string literal.
+pub fn json_string(text: &str) -> String {
+    serde_json::Value::from(text).to_string()
+}
+
 /// The message carrying one result of subscription `id_json` (already a JSON string).
 pub fn next_message(protocol: Protocol, id_json: &str, payload: &str) -> String {
     let kind = match protocol {
@@ -443,7 +448,7 @@ impl Connection {
 
     /// Answers operation `id` with an error and completes it.
     async fn refuse_operation(&self, id: &str, err: AppError) -> Flow {
-        let id_json = serde_json::Value::from(id).to_string();
+        let id_json = json_string(id);
         let payload = err.into_response_body().to_string();
         if let Flow::Close = self
             .send_text(&next_message(self.protocol, &id_json, &payload))
@@ -515,10 +520,7 @@ impl Connection {
                 .data(decision)
                 .data(crate::audit::AuditTargets::default());
             self.state.documents.prepare(&mut request);
-            let (protocol, id_json) = (
-                self.protocol,
-                serde_json::Value::from(id.as_str()).to_string(),
-            );
+            let (protocol, id_json) = (self.protocol, json_string(&id));
             let id = id.clone();
             Running::Single(actix_web::rt::spawn(async move {
                 let response = schema.execute(request).await;
@@ -561,7 +563,7 @@ impl Connection {
         else {
             return Flow::Continue;
         };
-        let id_json = serde_json::Value::from(id).to_string();
+        let id_json = json_string(id);
         while let Some(missed) = membership.member.take_missed() {
             let payload = membership.notice(&self.state, &self.schema, missed).await;
             if let Flow::Close = self

@@ -149,6 +149,21 @@ const LIVE_LOGS: &str = "subscription($i: ID, $p: ID, $level: LogLevel) {
     }
 }";
 
+/// A project, and a GitHub integration in it that calls `base_url` with `token`.
+async fn project_with_github(app: &TestApp, base_url: &str, token: &str) -> (String, String) {
+    let project = app.create_project(&app.admin_key, "P").await;
+    let integration = register(
+        app,
+        &project,
+        "github",
+        "gh",
+        json!({ "baseUrl": base_url }),
+        json!({ "token": token }),
+    )
+    .await;
+    (project, integration)
+}
+
 fn upstream() -> impl Fn(&crate::support::receiver::Recorded) -> Reply + Send + Sync + 'static {
     |request| match request.path.as_str() {
         "/ok" => Reply::json(200, &json!({ "ok": true })),
@@ -183,16 +198,7 @@ async fn until_live(
 async fn live_logs_on_both_protocols(backend: Backend) {
     let server = Receiver::start(upstream()).await;
     let app = TestApp::start(backend).await;
-    let project = app.create_project(&app.admin_key, "P").await;
-    let integration = register(
-        &app,
-        &project,
-        "github",
-        "gh",
-        json!({ "baseUrl": server.url }),
-        json!({ "token": "SECRET-live-token" }),
-    )
-    .await;
+    let (project, integration) = project_with_github(&app, &server.url, "SECRET-live-token").await;
     let (_, watcher) = app.key_with(&["logs:subscribe"]).await;
 
     for protocol in [Protocol::TransportWs, Protocol::LegacyWs] {
@@ -271,16 +277,7 @@ async fn refused_revoked_limited_and_confined(backend: Backend) {
         config.max_subscriptions_per_connection = 2
     })
     .await;
-    let project = app.create_project(&app.admin_key, "P").await;
-    let integration = register(
-        &app,
-        &project,
-        "github",
-        "gh",
-        json!({ "baseUrl": server.url }),
-        json!({ "token": "t" }),
-    )
-    .await;
+    let (project, integration) = project_with_github(&app, &server.url, "t").await;
 
     for protocol in [Protocol::TransportWs, Protocol::LegacyWs] {
         let (_, no_scope) = app.key_with(&["logs:read"]).await;
@@ -550,16 +547,7 @@ async fn until_running(app: &TestApp, groups: usize, members: usize) {
 async fn subscribers_asking_the_same_share_one_execution(backend: Backend) {
     let server = Receiver::start(upstream()).await;
     let app = TestApp::start(backend).await;
-    let project = app.create_project(&app.admin_key, "P").await;
-    let integration = register(
-        &app,
-        &project,
-        "github",
-        "gh",
-        json!({ "baseUrl": server.url }),
-        json!({ "token": "t" }),
-    )
-    .await;
+    let (project, integration) = project_with_github(&app, &server.url, "t").await;
     let (_, first_key) = app.key_with(&["logs:subscribe"]).await;
     let (_, second_key) = app.key_with(&["logs:subscribe"]).await;
     let mut clients = Vec::new();
@@ -693,15 +681,9 @@ async fn a_subscriber_that_stops_reading_is_told_what_it_missed(backend: Backend
     })
     .await;
     let project = app.create_project(&app.admin_key, "P").await;
-    let integration = register(
-        &app,
-        &project,
-        "github",
-        "gh",
-        json!({ "baseUrl": "https://api.github.com" }),
-        json!({ "token": "t" }),
-    )
-    .await;
+    let integration = app
+        .register_github(&app.admin_key, &project, "gh", "t")
+        .await;
     let (_, key) = app.key_with(&["logs:subscribe"]).await;
     let auth = json!({ "Authorization": format!("Bearer {key}") });
     let mut reader = WsClient::connect(&app, Protocol::TransportWs, auth.clone())
