@@ -169,7 +169,7 @@ async fn execute(client: &reqwest::Client, hub: &Hub, upstream_url: &str, integr
 
     // 1c. For reference, the floor under every call: HTTP in, the key, a GraphQL operation.
     let cpu_before = cpu_seconds(hub.child.id().unwrap());
-    let floor_rps = throughput(32, Duration::from_secs(5), {
+    let floor_rps = throughput(callers(), Duration::from_secs(5), {
         let (client, url, key) = (
             client.clone(),
             format!("http://{}/graphql", hub.addr),
@@ -358,7 +358,7 @@ async fn compare_throughput(
     integration: &str,
     path: &str,
 ) -> (f64, f64, f64) {
-    let direct_rps = throughput(32, Duration::from_secs(5), {
+    let direct_rps = throughput(callers(), Duration::from_secs(5), {
         let (client, url) = (client.clone(), format!("{upstream_url}{path}"));
         move || {
             let (client, url) = (client.clone(), url.clone());
@@ -376,7 +376,7 @@ async fn compare_throughput(
         "mutation($id: ID!) {{ executeRequest(integrationId: $id, input: {{ method: \"GET\", path: \"{path}\" }}) {{ status }} }}"
     );
     let cpu_before = cpu_seconds(hub.child.id().unwrap());
-    let hub_rps = throughput(32, Duration::from_secs(5), {
+    let hub_rps = throughput(callers(), Duration::from_secs(5), {
         let (client, url, key, id) = (
             client.clone(),
             format!("http://{}/graphql", hub.addr),
@@ -405,6 +405,14 @@ async fn compare_throughput(
     .await;
     let cpu = cpu_seconds(hub.child.id().unwrap()) - cpu_before;
     (direct_rps, hub_rps, cpu * 1e6 / (hub_rps * 5.0).max(1.0))
+}
+
+/// Concurrent callers in the throughput runs (`BENCH_CALLERS`, default 32).
+fn callers() -> usize {
+    std::env::var("BENCH_CALLERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32)
 }
 
 /// Successful calls per second from `callers` concurrent loops over `duration`.

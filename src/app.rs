@@ -130,7 +130,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             events: EventBus::new(config.event_buffer),
             sync: Arc::default(),
             fanout: Arc::default(),
-            journal: Journal::spawn(pool.clone()),
+            journal: Journal::spawn(pool.clone(), &config.database()).map_err(describe)?,
             config,
             pool,
             keyring,
@@ -306,10 +306,7 @@ async fn log_request(
 /// Binds and starts serving in the background.
 pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
     let addr = state.config.bind_addr().map_err(anyhow::Error::msg)?;
-    let workers = match state.config.workers {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        n => n,
-    };
+    let workers = state.config.worker_count();
     let shutdown = state.config.shutdown_timeout_secs;
     let schema = build_schema(state.clone());
     let app_state = state.clone();

@@ -342,6 +342,14 @@ impl Config {
         DatabaseUrl::parse(&self.database_url).expect("validated at load")
     }
 
+    /// HTTP worker threads: `workers`, or one per core when it is 0.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+
     pub fn bind_addr(&self) -> Result<SocketAddr, String> {
         self.bind.parse().map_err(|_| {
             format!(

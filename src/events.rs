@@ -52,6 +52,7 @@ pub struct Event {
     pub project_id: Option<String>,
     /// The integration, API key... the event is about.
     pub subject_id: String,
+    /// What the event carries, as JSON (null for request logs: see `request_log`).
     pub payload: Value,
     /// The request log itself, for subscribers (shared, never copied per subscriber).
     pub request_log: Option<Arc<crate::logs::RequestLogRow>>,

@@ -118,6 +118,17 @@ pub struct Prepared {
     config: Value,
     credentials: Value,
     secrets: Vec<String>,
+    /// The base URL, parsed once (none when it is missing or invalid: calls then say why).
+    base: Option<url::Url>,
+}
+
+impl Prepared {
+    fn base_url(&self) -> AppResult<url::Url> {
+        match &self.base {
+            Some(base) => Ok(base.clone()),
+            None => base_url(self.provider, &self.config),
+        }
+    }
 }
 
 /// Opens an integration for calling (disabled ones too: [`ensure_enabled`] refuses them at
@@ -128,12 +139,14 @@ pub fn prepare(state: &AppState, integration: IntegrationRow) -> AppResult<Prepa
     let credentials = crate::integrations::service::open_credentials(&state.keyring, &integration)?
         .unwrap_or(json!({}));
     let secrets = secret_values(Some(&credentials));
+    let base = base_url(provider, &config).ok();
     Ok(Prepared {
         integration,
         provider,
         config,
         credentials,
         secrets,
+        base,
     })
 }
 
@@ -203,7 +216,7 @@ async fn send_logged(
 
 /// ALM: signs in and returns the session cookies for the calls that follow.
 async fn alm_session(state: &AppState, prepared: &Prepared, actor: &str) -> AppResult<String> {
-    let base = base_url(prepared.provider, &prepared.config)?;
+    let base = prepared.base_url()?;
     let url = join(&base, "/qcbin/authentication-point/alm-authenticate", None)?;
     let body = format!(
         "<alm-authentication><user>{}</user><password>{}</password></alm-authentication>",
@@ -319,7 +332,7 @@ pub async fn execute_prepared(
     input: CallInput,
 ) -> AppResult<CallResult> {
     ensure_enabled(&prepared.integration)?;
-    let base = base_url(prepared.provider, &prepared.config)?;
+    let base = prepared.base_url()?;
     let mut url = join(&base, &input.path, input.query.as_ref())?;
     let mut headers = client_headers(input.headers.as_ref())?;
     let body = match input.body {
@@ -436,7 +449,7 @@ pub async fn check(
             error: outcome.err().map(|e| e.message()),
         });
     }
-    let base = base_url(prepared.provider, &prepared.config)?;
+    let base = prepared.base_url()?;
     let (method, path, body, content_type) =
         health_request(prepared.provider, &prepared.config, &prepared.credentials);
     let mut url = join(&base, &path, None)?;

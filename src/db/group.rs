@@ -4,18 +4,28 @@
 //! order their rows were queued, so a row that is waited for is stored after every row queued
 //! before it. Under load this turns hundreds of write transactions into a few; a lone row is
 //! written at once.
+//!
+//! On SQLite the writer is a thread of its own holding one connection for its whole life: no
+//! pool checkout and no hop to the blocking pool per batch, and a page cache that stays warm
+//! because it writes these tables alone. On PostgreSQL it is a task that borrows a pooled
+//! connection per batch.
 
 use std::future::Future;
 
+use diesel::{Connection, QueryResult};
+use diesel_async::AsyncPgConnection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{DbConn, DbPool};
+use super::{DatabaseUrl, DbPool, SQLITE_PRAGMAS};
 use crate::error::{AppError, AppResult};
 
-/// A row type that can be inserted many at a time.
+/// A row type that can be inserted many at a time, in one transaction.
 pub trait GroupInsert: Clone + Send + Sync + 'static + Sized {
-    fn insert_all(conn: &mut DbConn, rows: Vec<Self>)
-    -> impl Future<Output = AppResult<()>> + Send;
+    fn insert_sqlite(conn: &mut diesel::SqliteConnection, rows: Vec<Self>) -> QueryResult<()>;
+    fn insert_postgres(
+        conn: &mut AsyncPgConnection,
+        rows: Vec<Self>,
+    ) -> impl Future<Output = QueryResult<()>> + Send;
 }
 
 type Outcome = Result<(), String>;
@@ -35,53 +45,131 @@ impl<T> Clone for GroupWriter<T> {
     }
 }
 
-async fn write<T: GroupInsert>(pool: &DbPool, rows: Vec<T>) -> Outcome {
-    if rows.is_empty() {
-        return Ok(());
+/// The first job and whatever else is already queued, up to `max_batch`.
+fn gather<T>(
+    first: Job<T>,
+    receiver: &mut mpsc::Receiver<Job<T>>,
+    max_batch: usize,
+) -> Vec<Job<T>> {
+    let mut jobs = vec![first];
+    while jobs.len() < max_batch {
+        match receiver.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => break,
+        }
     }
-    let outcome = match pool.get().await {
-        Ok(mut conn) => T::insert_all(&mut conn, rows).await,
-        Err(err) => Err(err),
-    };
-    outcome.map_err(|err| {
+    jobs
+}
+
+/// The rows of `jobs`, to write together.
+fn rows_of<T: Clone>(jobs: &[Job<T>]) -> Vec<T> {
+    jobs.iter().filter_map(|(row, _)| row.clone()).collect()
+}
+
+/// A failed batch of several rows is written again one row at a time: one bad row (say, of an
+/// integration deleted meanwhile) must not cost the others theirs.
+fn retry_alone<T>(jobs: &[Job<T>], outcome: &Outcome) -> bool {
+    outcome.is_err() && jobs.iter().filter(|(row, _)| row.is_some()).count() > 1
+}
+
+/// Tells everyone waiting on `jobs` how their batch went.
+fn settle<T>(jobs: Vec<Job<T>>, outcome: Outcome) {
+    for waiter in jobs.into_iter().filter_map(|(_, waiter)| waiter) {
+        let _ = waiter.send(outcome.clone());
+    }
+}
+
+/// A failed write as the stable code waiters get; the details go to the log.
+fn outcome_of(result: QueryResult<()>) -> Outcome {
+    result.map_err(|err| {
+        let err = AppError::from(err);
         let code = err.code().to_string();
         let _ = err.into_graphql(); // logs internal details
         code
     })
 }
 
+fn write_sqlite<T: GroupInsert>(conn: &mut diesel::SqliteConnection, rows: Vec<T>) -> Outcome {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    outcome_of(conn.immediate_transaction(|c| T::insert_sqlite(c, rows)))
+}
+
+async fn write_postgres<T: GroupInsert>(pool: &DbPool, rows: Vec<T>) -> Outcome {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let DbPool::Postgres(pool) = pool else {
+        return Err("INTERNAL".into());
+    };
+    let mut conn = match pool.get().await {
+        Ok(conn) => conn,
+        Err(err) => {
+            tracing::error!(error = %err, "journal: no database connection");
+            return Err("UNAVAILABLE".into());
+        }
+    };
+    outcome_of(
+        diesel_async::AsyncConnection::transaction(&mut *conn, async |c| {
+            T::insert_postgres(c, rows).await
+        })
+        .await,
+    )
+}
+
 impl<T: GroupInsert> GroupWriter<T> {
-    /// Starts the writer task; it ends when every handle is dropped.
-    pub fn spawn(pool: DbPool, max_batch: usize) -> Self {
+    /// Starts the writer (a thread with its own connection on SQLite, a task on PostgreSQL);
+    /// it ends when every handle is dropped.
+    pub fn spawn(pool: DbPool, url: &DatabaseUrl, max_batch: usize) -> AppResult<Self> {
         let (sender, mut receiver) = mpsc::channel::<Job<T>>(max_batch * 4);
-        tokio::spawn(async move {
-            while let Some(first) = receiver.recv().await {
-                let mut jobs = vec![first];
-                while jobs.len() < max_batch {
-                    match receiver.try_recv() {
-                        Ok(job) => jobs.push(job),
-                        Err(_) => break,
-                    }
-                }
-                let rows: Vec<T> = jobs.iter().filter_map(|(row, _)| row.clone()).collect();
-                let outcome = write(&pool, rows).await;
-                if outcome.is_err() && jobs.iter().filter(|(row, _)| row.is_some()).count() > 1 {
-                    // One bad row (say, of an integration deleted meanwhile) must not cost the
-                    // others theirs: write them one by one.
-                    for (row, waiter) in jobs {
-                        let outcome = write(&pool, row.into_iter().collect()).await;
-                        if let Some(waiter) = waiter {
-                            let _ = waiter.send(outcome);
+        match url {
+            DatabaseUrl::Sqlite(path) => {
+                let mut conn = diesel::SqliteConnection::establish(path)
+                    .map_err(|err| AppError::Unavailable(format!("database unavailable: {err}")))?;
+                diesel::connection::SimpleConnection::batch_execute(&mut conn, SQLITE_PRAGMAS)?;
+                std::thread::Builder::new()
+                    .name("journal-writer".into())
+                    .spawn(move || {
+                        while let Some(first) = receiver.blocking_recv() {
+                            let jobs = gather(first, &mut receiver, max_batch);
+                            let outcome = write_sqlite(&mut conn, rows_of(&jobs));
+                            if retry_alone(&jobs, &outcome) {
+                                for (row, waiter) in jobs {
+                                    let outcome =
+                                        write_sqlite(&mut conn, row.into_iter().collect());
+                                    if let Some(waiter) = waiter {
+                                        let _ = waiter.send(outcome);
+                                    }
+                                }
+                            } else {
+                                settle(jobs, outcome);
+                            }
+                        }
+                    })
+                    .map_err(AppError::internal)?;
+            }
+            DatabaseUrl::Postgres(_) => {
+                tokio::spawn(async move {
+                    while let Some(first) = receiver.recv().await {
+                        let jobs = gather(first, &mut receiver, max_batch);
+                        let outcome = write_postgres(&pool, rows_of(&jobs)).await;
+                        if retry_alone(&jobs, &outcome) {
+                            for (row, waiter) in jobs {
+                                let outcome =
+                                    write_postgres(&pool, row.into_iter().collect()).await;
+                                if let Some(waiter) = waiter {
+                                    let _ = waiter.send(outcome);
+                                }
+                            }
+                        } else {
+                            settle(jobs, outcome);
                         }
                     }
-                } else {
-                    for waiter in jobs.into_iter().filter_map(|(_, waiter)| waiter) {
-                        let _ = waiter.send(outcome.clone());
-                    }
-                }
+                });
             }
-        });
-        Self { sender }
+        }
+        Ok(Self { sender })
     }
 
     async fn send(&self, row: Option<T>) -> AppResult<()> {

@@ -3,7 +3,9 @@
 //! transaction, and on SQLite no two of our writers ever compete for its single write lock (a
 //! lost race costs a busy-wait of milliseconds).
 
-use super::DbConn;
+use diesel::{QueryResult, RunQueryDsl};
+use diesel_async::AsyncPgConnection;
+
 use super::group::{GroupInsert, GroupWriter};
 use super::schema::{audit_events, request_logs};
 use crate::audit::AuditEventRow;
@@ -16,8 +18,8 @@ pub enum JournalRow {
     Audit(AuditEventRow),
 }
 
-impl GroupInsert for JournalRow {
-    async fn insert_all(conn: &mut DbConn, rows: Vec<Self>) -> AppResult<()> {
+impl JournalRow {
+    fn split(rows: Vec<Self>) -> (Vec<RequestLogRow>, Vec<AuditEventRow>) {
         let mut logs = Vec::new();
         let mut audits = Vec::new();
         for row in rows {
@@ -26,11 +28,43 @@ impl GroupInsert for JournalRow {
                 JournalRow::Audit(row) => audits.push(row),
             }
         }
-        crate::insert_all!(
-            conn,
-            (request_logs::table, logs),
-            (audit_events::table, audits)
-        );
+        (logs, audits)
+    }
+}
+
+impl GroupInsert for JournalRow {
+    fn insert_sqlite(conn: &mut diesel::SqliteConnection, rows: Vec<Self>) -> QueryResult<()> {
+        // One statement per row: SQLite caches it, and the cost is in the b-trees anyway.
+        let (logs, audits) = Self::split(rows);
+        for row in &logs {
+            diesel::insert_into(request_logs::table)
+                .values(row)
+                .execute(conn)?;
+        }
+        for row in &audits {
+            diesel::insert_into(audit_events::table)
+                .values(row)
+                .execute(conn)?;
+        }
+        Ok(())
+    }
+
+    async fn insert_postgres(conn: &mut AsyncPgConnection, rows: Vec<Self>) -> QueryResult<()> {
+        let (logs, audits) = Self::split(rows);
+        if !logs.is_empty() {
+            diesel_async::RunQueryDsl::execute(
+                diesel::insert_into(request_logs::table).values(&logs),
+                conn,
+            )
+            .await?;
+        }
+        if !audits.is_empty() {
+            diesel_async::RunQueryDsl::execute(
+                diesel::insert_into(audit_events::table).values(&audits),
+                conn,
+            )
+            .await?;
+        }
         Ok(())
     }
 }
@@ -41,8 +75,8 @@ impl GroupInsert for JournalRow {
 pub struct Journal(GroupWriter<JournalRow>);
 
 impl Journal {
-    pub fn spawn(pool: super::DbPool) -> Self {
-        Self(GroupWriter::spawn(pool, 512))
+    pub fn spawn(pool: super::DbPool, url: &super::DatabaseUrl) -> AppResult<Self> {
+        GroupWriter::spawn(pool, url, 512).map(Self)
     }
 
     pub async fn request_log(&self, row: RequestLogRow) -> AppResult<()> {

@@ -100,49 +100,6 @@ macro_rules! with_conn {
     };
 }
 
-/// Inserts `$rows` (each a `Vec` of rows for one table) in one transaction: a multi-row
-/// INSERT per table on PostgreSQL; on SQLite one blocking task that takes the write lock at
-/// `BEGIN IMMEDIATE` and runs a statement a row (diesel-async has no multi-row INSERT for it),
-/// so a batch costs one hop to the blocking pool and one commit.
-#[macro_export]
-macro_rules! insert_all {
-    ($conn:expr, $(($table:expr, $rows:expr)),+ $(,)?) => {
-        match $conn {
-            $crate::db::DbConn::Postgres(c) => {
-                diesel_async::AsyncConnection::transaction(&mut **c, async |c| {
-                    $(
-                        if !$rows.is_empty() {
-                            diesel_async::RunQueryDsl::execute(
-                                diesel::insert_into($table).values(&$rows),
-                                c,
-                            )
-                            .await?;
-                        }
-                    )+
-                    Ok::<_, diesel::result::Error>(())
-                })
-                .await?;
-            }
-            $crate::db::DbConn::Sqlite(c) => {
-                c.spawn_blocking(move |c| {
-                    c.immediate_transaction(|c| {
-                        $(
-                            for row in &$rows {
-                                diesel::RunQueryDsl::execute(
-                                    diesel::insert_into($table).values(row),
-                                    c,
-                                )?;
-                            }
-                        )+
-                        Ok::<_, diesel::result::Error>(())
-                    })
-                })
-                .await?;
-            }
-        }
-    };
-}
-
 impl DbPool {
     pub fn connect(url: &DatabaseUrl, max_size: usize) -> Result<Self, AppError> {
         match url {
@@ -296,4 +253,31 @@ pub fn now() -> chrono::NaiveDateTime {
 /// A new time-ordered id (UUIDv7): ids sort by creation, which keyset pagination relies on.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+/// The smallest id [`new_id`] can make at `at` or later: ids below it were made before `at`
+/// (to the millisecond), so a time range becomes a range of the primary key.
+pub fn first_id_at(at: chrono::NaiveDateTime) -> String {
+    let millis = at.and_utc().timestamp_millis().max(0) as u64;
+    uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10])
+        .into_uuid()
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_by_time_from_their_first() {
+        let before = now();
+        let id = new_id();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let later = now();
+        // The id's clock reading lies between `before` (to the millisecond) and `later`.
+        assert!(first_id_at(before - chrono::Duration::milliseconds(1)) <= id);
+        assert!(id < first_id_at(later));
+        assert!(first_id_at(before) < first_id_at(later));
+        assert_eq!(first_id_at(before).len(), id.len());
+    }
 }

@@ -9,6 +9,7 @@ pub mod guard;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
@@ -79,7 +80,10 @@ impl From<OutboundError> for AppError {
 type Limiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
 
 pub struct Outbound {
-    client: reqwest::Client,
+    /// One connection pool per worker thread: a pooled connection's I/O runs on the runtime
+    /// of the thread that opened it, so a worker that keeps to its own never has to wake
+    /// another thread to make a call.
+    clients: Vec<reqwest::Client>,
     guard: Arc<AddressGuard>,
     limiter: Limiter,
     breakers: Breakers,
@@ -129,30 +133,35 @@ impl Outbound {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
         let allow = config.outbound_allow_list().map_err(anyhow::Error::msg)?;
         let guard = Arc::new(AddressGuard::new(allow));
-        let redirect_guard = guard.clone();
-        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() >= 5 {
-                return attempt.error(Blocked("too many redirects".into()));
-            }
-            match redirect_guard.check_url(attempt.url()) {
-                Ok(()) => attempt.follow(),
-                Err(blocked) => attempt.error(blocked),
-            }
-        });
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(config.outbound_connect_timeout_ms))
-            .redirect(redirects)
-            .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
-            .no_proxy()
-            .user_agent(concat!("integration-hub/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        // One client per worker thread (see `Outbound::client`), all behind the same guard.
+        let clients = (0..config.worker_count())
+            .map(|_| {
+                let redirect_guard = guard.clone();
+                let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+                    if attempt.previous().len() >= 5 {
+                        return attempt.error(Blocked("too many redirects".into()));
+                    }
+                    match redirect_guard.check_url(attempt.url()) {
+                        Ok(()) => attempt.follow(),
+                        Err(blocked) => attempt.error(blocked),
+                    }
+                });
+                reqwest::Client::builder()
+                    .connect_timeout(Duration::from_millis(config.outbound_connect_timeout_ms))
+                    .redirect(redirects)
+                    .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
+                    .no_proxy()
+                    .user_agent(concat!("integration-hub/", env!("CARGO_PKG_VERSION")))
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let rate = crate::ratelimit::RateSpec::parse(&config.outbound_rate_limit)
             .map_err(anyhow::Error::msg)?;
         let quota = Quota::with_period(rate.period / rate.requests)
             .ok_or_else(|| anyhow::anyhow!("outbound rate limit too fine"))?
             .allow_burst(NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN));
         Ok(Self {
-            client,
+            clients,
             guard,
             limiter: RateLimiter::dashmap(quota),
             breakers: Breakers::new(
@@ -166,6 +175,15 @@ impl Outbound {
             max_retry_after: Duration::from_secs(config.outbound_max_retry_after_secs),
             max_response_bytes: config.outbound_max_response_bytes,
         })
+    }
+
+    /// The calling thread's client: threads take slots in the order they first call.
+    fn client(&self) -> &reqwest::Client {
+        static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static SLOT: usize = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
+        }
+        &self.clients[SLOT.with(|slot| *slot) % self.clients.len()]
     }
 
     pub fn breakers(&self) -> &Breakers {
@@ -238,7 +256,7 @@ impl Outbound {
 
     async fn attempt(&self, request: &OutboundRequest) -> Result<OutboundResponse, OutboundError> {
         let mut builder = self
-            .client
+            .client()
             .request(request.method.clone(), request.url.clone())
             .headers(request.headers.clone())
             .timeout(self.timeout);

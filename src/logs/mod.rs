@@ -151,7 +151,7 @@ pub async fn record(
     state: &AppState,
     integration: &IntegrationRow,
     call: CallRecord,
-) -> RequestLogRow {
+) -> Arc<RequestLogRow> {
     let row = RequestLogRow {
         id: new_id(),
         team_id: integration.team_id.clone(),
@@ -172,13 +172,15 @@ pub async fn record(
         created_at: now(),
     };
     state.journal.queue_request_log(row.clone()).await;
+    let row = Arc::new(row);
     state.events.publish(Event {
         kind: EventKind::IntegrationRequest,
         team_id: row.team_id.clone(),
         project_id: Some(row.project_id.clone()),
         subject_id: row.integration_id.clone(),
-        payload: serde_json::to_value(&row).unwrap_or_default(),
-        request_log: Some(Arc::new(row.clone())),
+        // Subscribers read `request_log`; no JSON copy is made for every call.
+        payload: serde_json::Value::Null,
+        request_log: Some(row.clone()),
         at: row.created_at,
     });
     row

@@ -134,10 +134,12 @@ pub async fn totals(
     })
 }
 
-/// Drops logs older than `cutoff`, then all but the newest `keep` of each integration.
+/// Drops logs older than `cutoff` (by their time-ordered ids: the primary key is the only
+/// index this needs), then all but the newest `keep` of each integration.
 pub async fn prune(conn: &mut DbConn, cutoff: NaiveDateTime, keep: i64) -> AppResult<usize> {
+    let first_kept = crate::db::first_id_at(cutoff);
     let mut removed = with_conn!(conn, |c| diesel::delete(
-        request_logs::table.filter(request_logs::created_at.lt(cutoff))
+        request_logs::table.filter(request_logs::id.lt(&first_kept))
     )
     .execute(c)
     .await)?;

@@ -15,6 +15,7 @@ on_both_backends!(
     logs_and_metrics,
     health_monitor_changes_status,
     a_bad_row_costs_only_itself,
+    old_logs_are_pruned_by_age_and_count,
 );
 
 const LOGS: &str = "query($i: ID, $p: ID, $level: LogLevel, $status: Int, $first: Int, $after: String) {
@@ -317,4 +318,114 @@ async fn a_bad_row_costs_only_itself(backend: Backend) {
         .await;
     assert_eq!(nodes(&logs).len(), 18);
     app.stop().await;
+}
+
+/// Retention: the background task drops logs older than `log_retention_days` (found by their
+/// time-ordered ids), then all but the newest `log_retention_per_integration` of each
+/// integration. It runs when the server starts and every minute after.
+async fn old_logs_are_pruned_by_age_and_count(backend: Backend) {
+    let server = Receiver::start(|_| Reply::json(200, &json!({ "fine": true }))).await;
+    let app = TestApp::start(backend).await;
+    let project = app.create_project(&app.admin_key, "P").await;
+    let id = register(
+        &app,
+        &project,
+        "github",
+        "gh",
+        json!({ "baseUrl": server.url }),
+        json!({ "token": "tok" }),
+    )
+    .await;
+    let mut calls = Vec::new();
+    for i in 0..3 {
+        let answer = app
+            .gql(
+                &app.admin_key,
+                EXECUTE,
+                json!({ "id": id, "input": { "method": "GET", "path": format!("/call/{i}") } }),
+            )
+            .await;
+        calls.push(answer.data()["executeRequest"]["correlationId"].clone());
+    }
+    // A log made ten days ago (its id carries its time, as every id does), and one made
+    // six days ago, inside the retention of seven days.
+    let made_ago = |days: i64, path: &str| {
+        let at = integration_hub::db::now() - chrono::Duration::days(days);
+        let id_then = uuid::Builder::from_unix_timestamp_millis(
+            at.and_utc().timestamp_millis() as u64,
+            &rand_bytes(),
+        )
+        .into_uuid()
+        .to_string();
+        integration_hub::logs::RequestLogRow {
+            id: id_then,
+            team_id: app.team_id.clone(),
+            project_id: project.clone(),
+            integration_id: id.clone(),
+            level: "info".into(),
+            method: "GET".into(),
+            path: path.into(),
+            status: Some(200),
+            duration_ms: 1,
+            bytes_in: 0,
+            bytes_out: 0,
+            error: None,
+            actor: "test".into(),
+            correlation_id: path.into(),
+            created_at: at,
+        }
+    };
+    for row in [made_ago(10, "/ten-days"), made_ago(6, "/six-days")] {
+        app.state.journal.request_log(row).await.unwrap();
+    }
+    let paths = |answer: &crate::support::Answer| -> Vec<String> {
+        nodes(answer)
+            .iter()
+            .map(|n| n["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = app
+        .gql(&app.admin_key, LOGS, json!({ "i": id, "first": 50 }))
+        .await;
+    assert_eq!(
+        paths(&all),
+        ["/call/2", "/call/1", "/call/0", "/six-days", "/ten-days"]
+    );
+
+    // By age: the ten-day-old log goes at the next start, the rest stay.
+    let config = app.state.config.clone();
+    let app = app.restart(config.clone()).await;
+    let kept = until_logs(&app, &id, 4).await;
+    assert_eq!(paths(&kept), ["/call/2", "/call/1", "/call/0", "/six-days"]);
+
+    // By count: only the newest two of the integration stay.
+    let mut config = config;
+    config.log_retention_per_integration = 2;
+    let app = app.restart(config).await;
+    let kept = until_logs(&app, &id, 2).await;
+    assert_eq!(paths(&kept), ["/call/2", "/call/1"]);
+    let correlation: Vec<Value> = nodes(&kept)
+        .iter()
+        .map(|n| n["correlationId"].clone())
+        .collect();
+    assert_eq!(correlation, [calls[2].clone(), calls[1].clone()]);
+    app.stop().await;
+}
+
+fn rand_bytes() -> [u8; 10] {
+    *uuid::Uuid::new_v4().as_bytes().first_chunk().unwrap()
+}
+
+/// The integration's logs once there are `count` of them (pruning runs in the background).
+async fn until_logs(app: &TestApp, id: &str, count: usize) -> crate::support::Answer {
+    for _ in 0..100 {
+        let answer = app
+            .gql(&app.admin_key, LOGS, json!({ "i": id, "first": 50 }))
+            .await;
+        if nodes(&answer).len() == count {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the logs never came down to {count}");
 }

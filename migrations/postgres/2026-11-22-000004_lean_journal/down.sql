@@ -1,0 +1,1 @@
+CREATE INDEX request_logs_created_idx ON request_logs (created_at);
