@@ -2,7 +2,9 @@
 //! its own process (the release binary, temporary SQLite database), so its memory is measured
 //! alone. Prints:
 //! 1. `executeRequest` through the hub vs the same call straight to the same local upstream:
-//!    added p50 latency (target ≤ 1 ms) and throughput ratio (target ≥ 0.5×);
+//!    added p50 latency (target ≤ 1 ms) and throughput ratio (target ≥ 0.5×), with two
+//!    references: `{ __typename }` through the hub, and a bare forwarder (the most any proxy
+//!    could do here);
 //! 2. live-log fan-out to many WebSocket subscribers (`BENCH_SUBSCRIBERS`, default 10,000):
 //!    event-to-delivery p99 (target ≤ 250 ms), hub RSS (target ≤ 400 MB), events dropped
 //!    (target none).
@@ -156,6 +158,7 @@ async fn execute(client: &reqwest::Client, hub: &Hub, upstream_url: &str, integr
     // at once (the hub's own cost is all there is to see), then against one that takes 20 ms.
     let (direct_rps, hub_rps, cpu_per_call) =
         compare_throughput(client, hub, upstream_url, integration, "/items/1").await;
+    let instant_direct_rps = direct_rps;
     println!(
         "execute throughput: direct {direct_rps:.0} req/s, through the hub {hub_rps:.0} req/s, ratio {:.2} (target ≥ 0.5); hub CPU {cpu_per_call:.0} µs per call",
         hub_rps / direct_rps
@@ -193,6 +196,58 @@ async fn execute(client: &reqwest::Client, hub: &Hub, upstream_url: &str, integr
     println!(
         "reference, `{{ __typename }}` with the key: {floor_rps:.0} req/s, hub CPU {:.0} µs per request",
         cpu * 1e6 / (floor_rps * 5.0).max(1.0)
+    );
+
+    // 1d. For reference, the ceiling of any proxy here: a bare forwarder (actix-web in, one
+    // reqwest client per worker out, nothing else: no GraphQL, no key, no log) in this process.
+    let forwarder = HttpServer::new({
+        let upstream_url = upstream_url.to_string();
+        move || {
+            let (client, upstream_url) = (reqwest::Client::new(), upstream_url.clone());
+            App::new().default_service(web::to(move |req: actix_web::HttpRequest| {
+                let (client, url) = (client.clone(), format!("{upstream_url}{}", req.path()));
+                async move {
+                    match client.get(url).send().await {
+                        Ok(response) => {
+                            let status = response.status().as_u16();
+                            let body = response.bytes().await.unwrap_or_default();
+                            HttpResponse::build(
+                                actix_web::http::StatusCode::from_u16(status).unwrap(),
+                            )
+                            .content_type("application/json")
+                            .body(body)
+                        }
+                        Err(_) => HttpResponse::BadGateway().finish(),
+                    }
+                }
+            }))
+        }
+    })
+    .workers(2)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let forwarder_url = format!("http://{}/items/1", forwarder.addrs()[0]);
+    let forwarder = forwarder.run();
+    let forwarder_handle = forwarder.handle();
+    tokio::spawn(forwarder);
+    let forwarded_rps = throughput(callers(), Duration::from_secs(5), {
+        let client = client.clone();
+        move || {
+            let (client, url) = (client.clone(), forwarder_url.clone());
+            async move {
+                client
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            }
+        }
+    })
+    .await;
+    forwarder_handle.stop(false).await;
+    println!(
+        "reference, a bare forwarder (actix-web + reqwest, nothing else): {forwarded_rps:.0} req/s, {:.2}× direct",
+        forwarded_rps / instant_direct_rps
     );
 }
 
