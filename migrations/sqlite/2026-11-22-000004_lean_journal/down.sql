@@ -15,7 +15,8 @@ CREATE TABLE request_logs_rowid (
     correlation_id TEXT NOT NULL,
     created_at TIMESTAMP NOT NULL
 );
-INSERT INTO request_logs_rowid SELECT * FROM request_logs;
+INSERT INTO request_logs_rowid (id, team_id, project_id, integration_id, level, method, path, status, duration_ms, bytes_in, bytes_out, error, actor, correlation_id, created_at)
+    SELECT id, team_id, project_id, integration_id, level, method, path, status, duration_ms, bytes_in, bytes_out, error, actor, correlation_id, created_at FROM request_logs;
 DROP TABLE request_logs;
 ALTER TABLE request_logs_rowid RENAME TO request_logs;
 CREATE INDEX request_logs_integration_idx ON request_logs (integration_id, id);
@@ -33,7 +34,8 @@ CREATE TABLE audit_events_rowid (
     error_code TEXT,
     created_at TIMESTAMP NOT NULL
 );
-INSERT INTO audit_events_rowid SELECT * FROM audit_events;
+INSERT INTO audit_events_rowid (id, team_id, actor, action, target_type, target_id, outcome, error_code, created_at)
+    SELECT id, team_id, actor, action, target_type, target_id, outcome, error_code, created_at FROM audit_events;
 DROP TABLE audit_events;
 ALTER TABLE audit_events_rowid RENAME TO audit_events;
 CREATE INDEX audit_events_team_idx ON audit_events (team_id, id);

@@ -19,7 +19,8 @@ CREATE TABLE request_logs_lean (
     correlation_id TEXT NOT NULL,
     created_at TIMESTAMP NOT NULL
 ) WITHOUT ROWID;
-INSERT INTO request_logs_lean SELECT * FROM request_logs;
+INSERT INTO request_logs_lean (id, team_id, project_id, integration_id, level, method, path, status, duration_ms, bytes_in, bytes_out, error, actor, correlation_id, created_at)
+    SELECT id, team_id, project_id, integration_id, level, method, path, status, duration_ms, bytes_in, bytes_out, error, actor, correlation_id, created_at FROM request_logs;
 DROP TABLE request_logs;
 ALTER TABLE request_logs_lean RENAME TO request_logs;
 CREATE INDEX request_logs_integration_idx ON request_logs (integration_id, id);
@@ -36,7 +37,8 @@ CREATE TABLE audit_events_lean (
     error_code TEXT,
     created_at TIMESTAMP NOT NULL
 ) WITHOUT ROWID;
-INSERT INTO audit_events_lean SELECT * FROM audit_events;
+INSERT INTO audit_events_lean (id, team_id, actor, action, target_type, target_id, outcome, error_code, created_at)
+    SELECT id, team_id, actor, action, target_type, target_id, outcome, error_code, created_at FROM audit_events;
 DROP TABLE audit_events;
 ALTER TABLE audit_events_lean RENAME TO audit_events;
 CREATE INDEX audit_events_team_idx ON audit_events (team_id, id);
