@@ -55,4 +55,145 @@ async fn down_reverts_up(backend: Backend) {
     );
 }
 
-crate::on_both_backends!(down_reverts_up);
+/// `2026-11-22-000004_lean_journal` rebuilds the journal tables on SQLite (and drops an index
+/// on PostgreSQL): logs and audit events written before it are all there after it, and after
+/// its down.sql, and deleting their integration still deletes its logs.
+async fn the_lean_journal_keeps_what_was_written(backend: Backend) {
+    use diesel::migration::MigrationSource;
+    use diesel::sql_types::BigInt;
+    use diesel_async::AsyncMigrationHarness;
+    use diesel_migrations::MigrationHarness;
+    use integration_hub::db::{DbConn, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+
+    let db = TestDb::new(backend).await;
+    let pool = pool_for(&db).await;
+    // Every migration before the lean journal.
+    let before = |names: Vec<String>| {
+        names
+            .iter()
+            .filter(|name| name.as_str() < "2026-11-22-000004")
+            .count()
+    };
+    match pool.get().await.map_err(|e| e.message()).unwrap() {
+        DbConn::Postgres(c) => {
+            let names = MigrationSource::<diesel::pg::Pg>::migrations(&POSTGRES_MIGRATIONS)
+                .unwrap()
+                .iter()
+                .map(|m| m.name().to_string())
+                .collect();
+            let mut harness = AsyncMigrationHarness::new(c);
+            for _ in 0..before(names) {
+                harness.run_next_migration(POSTGRES_MIGRATIONS).unwrap();
+            }
+        }
+        DbConn::Sqlite(c) => {
+            let names = MigrationSource::<diesel::sqlite::Sqlite>::migrations(&SQLITE_MIGRATIONS)
+                .unwrap()
+                .iter()
+                .map(|m| m.name().to_string())
+                .collect();
+            let mut harness = AsyncMigrationHarness::new(c);
+            for _ in 0..before(names) {
+                harness.run_next_migration(SQLITE_MIGRATIONS).unwrap();
+            }
+        }
+    }
+    let run = |sql: String| {
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.get().await.map_err(|e| e.message()).unwrap();
+            integration_hub::with_conn!(&mut conn, |c| diesel_async::RunQueryDsl::execute(
+                diesel::sql_query(sql.as_str()),
+                c
+            )
+            .await)
+            .unwrap();
+        }
+    };
+    let count =
+        |table: &'static str| {
+            let pool = pool.clone();
+            async move {
+                let mut conn = pool.get().await.map_err(|e| e.message()).unwrap();
+                let sql = format!("SELECT COUNT(*) AS n FROM {table}");
+                let counted: Count = integration_hub::with_conn!(&mut conn, |c| {
+                    diesel_async::RunQueryDsl::get_result(diesel::sql_query(sql.as_str()), c).await
+                })
+                .unwrap();
+                counted.n
+            }
+        };
+    let at = "'2026-11-20 10:00:00'";
+    run(format!(
+        "INSERT INTO teams (id, name, created_at) VALUES ('t', 'team', {at})"
+    ))
+    .await;
+    run(format!(
+        "INSERT INTO projects (id, team_id, name, created_at, updated_at) VALUES ('p', 't', 'P', {at}, {at})"
+    ))
+    .await;
+    run(format!(
+        "INSERT INTO integrations (id, team_id, project_id, provider_key, name, config, created_at, updated_at) \
+         VALUES ('i', 't', 'p', 'github', 'gh', '{{}}', {at}, {at})"
+    ))
+    .await;
+    for i in 0..5 {
+        run(format!(
+            "INSERT INTO request_logs (id, team_id, project_id, integration_id, level, method, path, status, \
+             duration_ms, bytes_in, bytes_out, error, actor, correlation_id, created_at) \
+             VALUES ('log-{i}', 't', 'p', 'i', 'info', 'GET', '/x/{i}', 200, {i}, 1, 2, NULL, 'test', 'c-{i}', {at})"
+        ))
+        .await;
+        run(format!(
+            "INSERT INTO audit_events (id, team_id, actor, action, target_type, target_id, outcome, error_code, created_at) \
+             VALUES ('audit-{i}', 't', 'test', 'executeRequest', 'integration', 'i', 'success', NULL, {at})"
+        ))
+        .await;
+    }
+
+    assert_eq!(pool.migrate().await.map_err(|e| e.message()).unwrap(), 1);
+    assert_eq!(count("request_logs").await, 5);
+    assert_eq!(count("audit_events").await, 5);
+    let durations = {
+        let mut conn = pool.get().await.map_err(|e| e.message()).unwrap();
+        let rows: Vec<Count> = integration_hub::with_conn!(&mut conn, |c| {
+            diesel_async::RunQueryDsl::load(
+                diesel::sql_query(
+                    "SELECT duration_ms AS n FROM request_logs WHERE integration_id = 'i' ORDER BY id",
+                ),
+                c,
+            )
+            .await
+        })
+        .unwrap();
+        rows.into_iter().map(|r| r.n).collect::<Vec<_>>()
+    };
+    assert_eq!(durations, [0, 1, 2, 3, 4]);
+
+    // Down again, and up again: nothing lost either way.
+    let reverted = match pool.get().await.map_err(|e| e.message()).unwrap() {
+        DbConn::Postgres(c) => AsyncMigrationHarness::new(c)
+            .revert_last_migration(POSTGRES_MIGRATIONS)
+            .map(|_| ()),
+        DbConn::Sqlite(c) => AsyncMigrationHarness::new(c)
+            .revert_last_migration(SQLITE_MIGRATIONS)
+            .map(|_| ()),
+    };
+    reverted.unwrap();
+    assert_eq!(count("request_logs").await, 5);
+    assert_eq!(count("audit_events").await, 5);
+    assert_eq!(pool.migrate().await.map_err(|e| e.message()).unwrap(), 1);
+
+    // The foreign keys came through the rebuild: an integration's logs go with it.
+    run("DELETE FROM integrations WHERE id = 'i'".into()).await;
+    assert_eq!(count("request_logs").await, 0);
+    assert_eq!(count("audit_events").await, 5);
+}
+
+crate::on_both_backends!(down_reverts_up, the_lean_journal_keeps_what_was_written);
