@@ -116,19 +116,18 @@ async fn the_lean_journal_keeps_what_was_written(backend: Backend) {
             .unwrap();
         }
     };
-    let count =
-        |table: &'static str| {
-            let pool = pool.clone();
-            async move {
-                let mut conn = pool.get().await.map_err(|e| e.message()).unwrap();
-                let sql = format!("SELECT COUNT(*) AS n FROM {table}");
-                let counted: Count = integration_hub::with_conn!(&mut conn, |c| {
-                    diesel_async::RunQueryDsl::get_result(diesel::sql_query(sql.as_str()), c).await
-                })
-                .unwrap();
-                counted.n
-            }
-        };
+    let count = |table: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.get().await.map_err(|e| e.message()).unwrap();
+            let sql = format!("SELECT COUNT(*) AS n FROM {table}");
+            let counted: Count = integration_hub::with_conn!(&mut conn, |c| {
+                diesel_async::RunQueryDsl::get_result(diesel::sql_query(sql.as_str()), c).await
+            })
+            .unwrap();
+            counted.n
+        }
+    };
     let at = "'2026-11-20 10:00:00'";
     run(format!(
         "INSERT INTO teams (id, name, created_at) VALUES ('t', 'team', {at})"
