@@ -232,16 +232,7 @@ async fn execute(client: &reqwest::Client, hub: &Hub, upstream_url: &str, integr
     tokio::spawn(forwarder);
     let forwarded_rps = throughput(callers(), Duration::from_secs(5), {
         let client = client.clone();
-        move || {
-            let (client, url) = (client.clone(), forwarder_url.clone());
-            async move {
-                client
-                    .get(&url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200)
-            }
-        }
+        move || get_ok(client.clone(), forwarder_url.clone())
     })
     .await;
     forwarder_handle.stop(false).await;
@@ -415,16 +406,7 @@ async fn compare_throughput(
 ) -> (f64, f64, f64) {
     let direct_rps = throughput(callers(), Duration::from_secs(5), {
         let (client, url) = (client.clone(), format!("{upstream_url}{path}"));
-        move || {
-            let (client, url) = (client.clone(), url.clone());
-            async move {
-                client
-                    .get(&url)
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200)
-            }
-        }
+        move || get_ok(client.clone(), url.clone())
     })
     .await;
     let query = format!(
@@ -460,6 +442,15 @@ async fn compare_throughput(
     .await;
     let cpu = cpu_seconds(hub.child.id().unwrap()) - cpu_before;
     (direct_rps, hub_rps, cpu * 1e6 / (hub_rps * 5.0).max(1.0))
+}
+
+/// A call for [`throughput`]: GET `url`, successful when it answers 200.
+async fn get_ok(client: reqwest::Client, url: String) -> bool {
+    client
+        .get(&url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
 }
 
 /// Concurrent callers in the throughput runs (`BENCH_CALLERS`, default 32).

@@ -130,7 +130,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             events: EventBus::new(config.event_buffer),
             sync: Arc::default(),
             fanout: Arc::default(),
-            journal: Journal::spawn(pool.clone(), &config.database()).map_err(describe)?,
+            journal: Journal::spawn(&pool).map_err(describe)?,
             config,
             pool,
             keyring,

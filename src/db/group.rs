@@ -16,7 +16,9 @@ use diesel::{Connection, QueryResult};
 use diesel_async::AsyncPgConnection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{DatabaseUrl, DbPool, SQLITE_PRAGMAS};
+use diesel_async::pooled_connection::deadpool::Pool;
+
+use super::{DbPool, SQLITE_PRAGMAS};
 use crate::error::{AppError, AppResult};
 
 /// A row type that can be inserted many at a time, in one transaction.
@@ -96,13 +98,10 @@ fn write_sqlite<T: GroupInsert>(conn: &mut diesel::SqliteConnection, rows: Vec<T
     outcome_of(conn.immediate_transaction(|c| T::insert_sqlite(c, rows)))
 }
 
-async fn write_postgres<T: GroupInsert>(pool: &DbPool, rows: Vec<T>) -> Outcome {
+async fn write_postgres<T: GroupInsert>(pool: &Pool<AsyncPgConnection>, rows: Vec<T>) -> Outcome {
     if rows.is_empty() {
         return Ok(());
     }
-    let DbPool::Postgres(pool) = pool else {
-        return Err("INTERNAL".into());
-    };
     let mut conn = match pool.get().await {
         Ok(conn) => conn,
         Err(err) => {
@@ -121,10 +120,10 @@ async fn write_postgres<T: GroupInsert>(pool: &DbPool, rows: Vec<T>) -> Outcome 
 impl<T: GroupInsert> GroupWriter<T> {
     /// Starts the writer (a thread with its own connection on SQLite, a task on PostgreSQL);
     /// it ends when every handle is dropped.
-    pub fn spawn(pool: DbPool, url: &DatabaseUrl, max_batch: usize) -> AppResult<Self> {
+    pub fn spawn(pool: &DbPool, max_batch: usize) -> AppResult<Self> {
         let (sender, mut receiver) = mpsc::channel::<Job<T>>(max_batch * 4);
-        match url {
-            DatabaseUrl::Sqlite(path) => {
+        match pool {
+            DbPool::Sqlite(_, path) => {
                 let mut conn = diesel::SqliteConnection::establish(path)
                     .map_err(|err| AppError::Unavailable(format!("database unavailable: {err}")))?;
                 diesel::connection::SimpleConnection::batch_execute(&mut conn, SQLITE_PRAGMAS)?;
@@ -149,7 +148,8 @@ impl<T: GroupInsert> GroupWriter<T> {
                     })
                     .map_err(AppError::internal)?;
             }
-            DatabaseUrl::Postgres(_) => {
+            DbPool::Postgres(pool) => {
+                let pool = pool.clone();
                 tokio::spawn(async move {
                     while let Some(first) = receiver.recv().await {
                         let jobs = gather(first, &mut receiver, max_batch);

@@ -75,8 +75,8 @@ impl GroupInsert for JournalRow {
 pub struct Journal(GroupWriter<JournalRow>);
 
 impl Journal {
-    pub fn spawn(pool: super::DbPool, url: &super::DatabaseUrl) -> AppResult<Self> {
-        GroupWriter::spawn(pool, url, 512).map(Self)
+    pub fn spawn(pool: &super::DbPool) -> AppResult<Self> {
+        GroupWriter::spawn(pool, 512).map(Self)
     }
 
     pub async fn request_log(&self, row: RequestLogRow) -> AppResult<()> {

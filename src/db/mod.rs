@@ -30,7 +30,8 @@ const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5
 #[derive(Clone)]
 pub enum DbPool {
     Postgres(Pool<AsyncPgConnection>),
-    Sqlite(Pool<SqliteConnection>),
+    /// The pool, and the file it opens (for connections of their own, like the journal's).
+    Sqlite(Pool<SqliteConnection>, std::sync::Arc<str>),
 }
 
 /// A connection checked out of the pool; store functions take `&mut DbConn`.
@@ -132,7 +133,7 @@ impl DbPool {
                     .max_size(max_size)
                     .build()
                     .map_err(AppError::internal)?;
-                Ok(Self::Sqlite(pool))
+                Ok(Self::Sqlite(pool, path.as_str().into()))
             }
         }
     }
@@ -140,14 +141,14 @@ impl DbPool {
     pub fn backend_name(&self) -> &'static str {
         match self {
             Self::Postgres(_) => "postgres",
-            Self::Sqlite(_) => "sqlite",
+            Self::Sqlite(..) => "sqlite",
         }
     }
 
     pub async fn get(&self) -> Result<DbConn, AppError> {
         match self {
             Self::Postgres(pool) => pool.get().await.map(DbConn::Postgres),
-            Self::Sqlite(pool) => pool.get().await.map(DbConn::Sqlite),
+            Self::Sqlite(pool, _) => pool.get().await.map(DbConn::Sqlite),
         }
         .map_err(|err| AppError::Unavailable(format!("database unavailable: {err}")))
     }

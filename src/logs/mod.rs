@@ -147,11 +147,7 @@ pub struct CallRecord {
 /// Queues the log row (stored before the audit row of the mutation that made the call, which
 /// that mutation waits for) and publishes it on the bus. A failed write is logged, never fatal
 /// to the call it describes.
-pub async fn record(
-    state: &AppState,
-    integration: &IntegrationRow,
-    call: CallRecord,
-) -> Arc<RequestLogRow> {
+pub async fn record(state: &AppState, integration: &IntegrationRow, call: CallRecord) {
     let row = RequestLogRow {
         id: new_id(),
         team_id: integration.team_id.clone(),
@@ -180,10 +176,9 @@ pub async fn record(
         subject_id: row.integration_id.clone(),
         // Subscribers read `request_log`; no JSON copy is made for every call.
         payload: serde_json::Value::Null,
-        request_log: Some(row.clone()),
         at: row.created_at,
+        request_log: Some(row),
     });
-    row
 }
 
 #[cfg(test)]

@@ -622,24 +622,7 @@ async fn subscribers_asking_the_same_share_one_execution(backend: Backend) {
 /// Publishes a request log of `integration` on the hub's bus, as a call through it would.
 fn publish_log(app: &TestApp, project: &str, integration: &str, path: String) {
     use integration_hub::events::{Event, EventKind};
-    use integration_hub::logs::RequestLogRow;
-    let row = RequestLogRow {
-        id: uuid::Uuid::new_v4().to_string(),
-        team_id: app.team_id.clone(),
-        project_id: project.to_string(),
-        integration_id: integration.to_string(),
-        level: "info".into(),
-        method: "GET".into(),
-        path,
-        status: Some(200),
-        duration_ms: 1,
-        bytes_in: 0,
-        bytes_out: 0,
-        error: None,
-        actor: "test".into(),
-        correlation_id: "burst".into(),
-        created_at: chrono::Utc::now().naive_utc(),
-    };
+    let row = app.log_row(project, integration, &path, integration_hub::db::now());
     app.state.events.publish(Event {
         kind: EventKind::IntegrationRequest,
         team_id: app.team_id.clone(),

@@ -265,22 +265,8 @@ async fn a_bad_row_costs_only_itself(backend: Backend) {
     let integration = app
         .register_github(&app.admin_key, &project, "gh", "tok")
         .await;
-    let row = |integration_id: &str, path: String| integration_hub::logs::RequestLogRow {
-        id: integration_hub::db::new_id(),
-        team_id: app.team_id.clone(),
-        project_id: project.clone(),
-        integration_id: integration_id.to_string(),
-        level: "info".into(),
-        method: "GET".into(),
-        path,
-        status: Some(200),
-        duration_ms: 1,
-        bytes_in: 0,
-        bytes_out: 0,
-        error: None,
-        actor: "test".into(),
-        correlation_id: "c".into(),
-        created_at: integration_hub::db::now(),
+    let row = |integration_id: &str, path: String| {
+        app.log_row(&project, integration_id, &path, integration_hub::db::now())
     };
     let writes = (0..16).map(|i| {
         let target = if i == 7 {
@@ -350,30 +336,12 @@ async fn old_logs_are_pruned_by_age_and_count(backend: Backend) {
     // A log made ten days ago (its id carries its time, as every id does), and one made
     // six days ago, inside the retention of seven days.
     let made_ago = |days: i64, path: &str| {
-        let at = integration_hub::db::now() - chrono::Duration::days(days);
-        let id_then = uuid::Builder::from_unix_timestamp_millis(
-            at.and_utc().timestamp_millis() as u64,
-            &rand_bytes(),
+        app.log_row(
+            &project,
+            &id,
+            path,
+            integration_hub::db::now() - chrono::Duration::days(days),
         )
-        .into_uuid()
-        .to_string();
-        integration_hub::logs::RequestLogRow {
-            id: id_then,
-            team_id: app.team_id.clone(),
-            project_id: project.clone(),
-            integration_id: id.clone(),
-            level: "info".into(),
-            method: "GET".into(),
-            path: path.into(),
-            status: Some(200),
-            duration_ms: 1,
-            bytes_in: 0,
-            bytes_out: 0,
-            error: None,
-            actor: "test".into(),
-            correlation_id: path.into(),
-            created_at: at,
-        }
     };
     for row in [made_ago(10, "/ten-days"), made_ago(6, "/six-days")] {
         app.state.journal.request_log(row).await.unwrap();
@@ -410,10 +378,6 @@ async fn old_logs_are_pruned_by_age_and_count(backend: Backend) {
         .collect();
     assert_eq!(correlation, [calls[2].clone(), calls[1].clone()]);
     app.stop().await;
-}
-
-fn rand_bytes() -> [u8; 10] {
-    *uuid::Uuid::new_v4().as_bytes().first_chunk().unwrap()
 }
 
 /// The integration's logs once there are `count` of them (pruning runs in the background).

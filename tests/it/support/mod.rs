@@ -261,6 +261,40 @@ impl TestApp {
             .to_string()
     }
 
+    /// A successful GET's request log for an integration of this app's team, made at `at`
+    /// (its id carries that time, as the hub's UUIDv7 ids do).
+    pub fn log_row(
+        &self,
+        project_id: &str,
+        integration_id: &str,
+        path: &str,
+        at: chrono::NaiveDateTime,
+    ) -> integration_hub::logs::RequestLogRow {
+        let random: [u8; 10] = *uuid::Uuid::new_v4().as_bytes().first_chunk().unwrap();
+        integration_hub::logs::RequestLogRow {
+            id: uuid::Builder::from_unix_timestamp_millis(
+                at.and_utc().timestamp_millis() as u64,
+                &random,
+            )
+            .into_uuid()
+            .to_string(),
+            team_id: self.team_id.clone(),
+            project_id: project_id.to_string(),
+            integration_id: integration_id.to_string(),
+            level: "info".into(),
+            method: "GET".into(),
+            path: path.to_string(),
+            status: Some(200),
+            duration_ms: 1,
+            bytes_in: 0,
+            bytes_out: 0,
+            error: None,
+            actor: "test".into(),
+            correlation_id: path.to_string(),
+            created_at: at,
+        }
+    }
+
     /// Stops the server and starts a new one on the same database with `config` (e.g. other
     /// encryption keys): what a restart or a new replica sees.
     pub async fn restart(mut self, config: Config) -> Self {
