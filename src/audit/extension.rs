@@ -10,6 +10,11 @@ use crate::app::AppState;
 use crate::auth::Principal;
 use crate::db::{new_id, now};
 
+/// Mutations that only call through an integration: they change nothing the hub stores but
+/// their request logs, so their audit rows are queued with those logs (readers flush the
+/// journal first) instead of holding up the call until they are committed.
+const CALLS: [&str; 3] = ["executeRequest", "executeGraphql", "batchExecute"];
+
 /// Records one audit event per root mutation field of an authenticated caller.
 pub struct AuditLog;
 
@@ -66,7 +71,9 @@ impl Extension for AuditLog {
             error_code,
             created_at: now(),
         };
-        if let Err(err) = state.journal.audit(row).await {
+        if CALLS.contains(&row.action.as_str()) {
+            state.journal.queue_audit(row).await;
+        } else if let Err(err) = state.journal.audit(row).await {
             tracing::error!(code = err.code(), "audit event not recorded");
         }
         result

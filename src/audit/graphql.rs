@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use super::AuditEventRow;
 use super::store::{self, AuditFilter};
 use crate::auth::{Scope, ScopeGuard, principal};
-use crate::graphql::{Connection, Edge, Page, conn};
+use crate::graphql::{Connection, Edge, Page, journal_conn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 pub enum AuditOutcome {
@@ -96,7 +96,7 @@ impl AuditQuery {
             until: filter.until.map(|t| t.naive_utc()),
         };
         let rows = store::list(
-            &mut conn(ctx).await?,
+            &mut journal_conn(ctx).await?,
             &caller.team_id,
             &filter,
             page.after.as_deref(),

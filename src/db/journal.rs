@@ -69,8 +69,10 @@ impl GroupInsert for JournalRow {
     }
 }
 
-/// Writes journal rows in order: audit rows (and `request_log`) are waited for until committed;
-/// `queue_request_log` only queues.
+/// Writes journal rows in order. State-changing mutations wait until their audit row is
+/// committed; calls through an integration (their request logs, and the audit rows of
+/// `executeRequest` and `batchExecute`) are only queued, and every read of these tables
+/// [`Journal::flush`]es first, so a client that reads after a call sees it.
 #[derive(Clone)]
 pub struct Journal(GroupWriter<JournalRow>);
 
@@ -79,24 +81,30 @@ impl Journal {
         GroupWriter::spawn(pool, 512).map(Self)
     }
 
+    /// Stores a request log; returns once it is committed.
     pub async fn request_log(&self, row: RequestLogRow) -> AppResult<()> {
         self.0.write(JournalRow::RequestLog(row)).await
     }
 
-    /// Queues a request log without waiting: the mutation that made the call waits for its
-    /// audit row, which is committed after it; calls made outside a request (health monitor,
-    /// scheduled syncs) have theirs stored with the next batch, and at shutdown by
-    /// [`Journal::flush`].
+    /// Queues a request log without waiting: it is stored with the next batch (at shutdown by
+    /// [`Journal::flush`]), before anything queued after it.
     pub async fn queue_request_log(&self, row: RequestLogRow) {
         self.0.queue(JournalRow::RequestLog(row)).await
     }
 
-    /// Returns once everything queued before is stored.
+    /// Returns once everything queued before is stored. Readers of request logs and audit
+    /// events call it first.
     pub async fn flush(&self) -> AppResult<()> {
         self.0.flush().await
     }
 
+    /// Stores an audit row; returns once it is committed.
     pub async fn audit(&self, row: AuditEventRow) -> AppResult<()> {
         self.0.write(JournalRow::Audit(row)).await
+    }
+
+    /// Queues an audit row without waiting, like a request log.
+    pub async fn queue_audit(&self, row: AuditEventRow) {
+        self.0.queue(JournalRow::Audit(row)).await
     }
 }

@@ -107,6 +107,13 @@ pub async fn conn(ctx: &Context<'_>) -> AppResult<DbConn> {
     state(ctx).pool.get().await
 }
 
+/// A connection for reading request logs or audit events: the journal is flushed first, so
+/// the reader sees every call and mutation that ended before it asked.
+pub async fn journal_conn(ctx: &Context<'_>) -> AppResult<DbConn> {
+    state(ctx).journal.flush().await?;
+    conn(ctx).await
+}
+
 #[derive(SimpleObject)]
 pub struct PageInfo {
     pub has_next_page: bool,

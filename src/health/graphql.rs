@@ -6,7 +6,7 @@ use super::window_stats;
 use crate::auth::{Scope, ScopeGuard, principal};
 use crate::calls::graphql::reachable;
 use crate::events::EventKind;
-use crate::graphql::{conn, state};
+use crate::graphql::{conn, journal_conn, state};
 use crate::http::breaker::CircuitState;
 use crate::integrations::model::IntegrationStatus;
 use crate::live::{EventsMissed, Live, watch};
@@ -116,7 +116,7 @@ impl HealthQuery {
     ) -> async_graphql::Result<ProjectStatistics> {
         let caller = principal(ctx)?;
         caller.check_project(&project_id)?;
-        let mut db = conn(ctx).await?;
+        let mut db = journal_conn(ctx).await?;
         crate::projects::store::get(&mut db, &caller.team_id, &project_id).await?;
         let rows =
             crate::integrations::store::all_in_project(&mut db, &caller.team_id, &project_id)

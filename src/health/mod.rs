@@ -51,6 +51,7 @@ pub async fn window_stats(
     state: &AppState,
     integration: &IntegrationRow,
 ) -> AppResult<WindowStats> {
+    state.journal.flush().await?;
     let mut conn = state.pool.get().await?;
     let since = window_start(state);
     let (checks, checks_ok) = store::check_counts(&mut conn, &integration.id, since).await?;

@@ -10,7 +10,7 @@ use crate::auth::{Principal, Scope, ScopeGuard, principal};
 use crate::calls::graphql::reachable;
 use crate::error::{AppError, AppResult};
 use crate::events::EventKind;
-use crate::graphql::{Connection, Edge, Page, conn};
+use crate::graphql::{Connection, Edge, Page, conn, journal_conn};
 use crate::live::{EventsMissed, Live, watch};
 
 pub struct RequestLogNode(pub Arc<RequestLogRow>);
@@ -164,7 +164,7 @@ impl LogsQuery {
         filter.since = since.map(|t| t.naive_utc());
         filter.until = until.map(|t| t.naive_utc());
         let rows = store::list(
-            &mut conn(ctx).await?,
+            &mut journal_conn(ctx).await?,
             &caller.team_id,
             &filter,
             page.after.as_deref(),
@@ -186,7 +186,7 @@ impl LogsQuery {
         let caller = principal(ctx)?;
         let integration = reachable(ctx, caller, &integration_id).await?;
         let totals = store::totals(
-            &mut conn(ctx).await?,
+            &mut journal_conn(ctx).await?,
             &caller.team_id,
             std::slice::from_ref(&integration.id),
             since.map(|t| t.naive_utc()),

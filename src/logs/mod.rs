@@ -144,9 +144,9 @@ pub struct CallRecord {
     pub correlation_id: String,
 }
 
-/// Queues the log row (stored before the audit row of the mutation that made the call, which
-/// that mutation waits for) and publishes it on the bus. A failed write is logged, never fatal
-/// to the call it describes.
+/// Queues the log row (readers of logs flush the journal first, so the caller's next read sees
+/// it) and publishes it on the bus. A failed write is logged, never fatal to the call it
+/// describes.
 pub async fn record(state: &AppState, integration: &IntegrationRow, call: CallRecord) {
     let row = RequestLogRow {
         id: new_id(),

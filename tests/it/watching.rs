@@ -16,6 +16,7 @@ on_both_backends!(
     health_monitor_changes_status,
     a_bad_row_costs_only_itself,
     old_logs_are_pruned_by_age_and_count,
+    calls_are_seen_by_the_next_read,
 );
 
 const LOGS: &str = "query($i: ID, $p: ID, $level: LogLevel, $status: Int, $first: Int, $after: String) {
@@ -377,6 +378,78 @@ async fn old_logs_are_pruned_by_age_and_count(backend: Backend) {
         .map(|n| n["correlationId"].clone())
         .collect();
     assert_eq!(correlation, [calls[2].clone(), calls[1].clone()]);
+    app.stop().await;
+}
+
+/// A call's request log and audit event are queued, not waited for; a read of logs, metrics
+/// or the audit log that starts after the calls have answered sees every one of them.
+async fn calls_are_seen_by_the_next_read(backend: Backend) {
+    let server = Receiver::start(|_| Reply::json(200, &json!({ "fine": true }))).await;
+    let app = TestApp::start(backend).await;
+    let project = app.create_project(&app.admin_key, "P").await;
+    let id = register(
+        &app,
+        &project,
+        "github",
+        "gh",
+        json!({ "baseUrl": server.url }),
+        json!({ "token": "tok" }),
+    )
+    .await;
+    let calls = (0..24).map(|i| {
+        app.gql(
+            &app.admin_key,
+            EXECUTE,
+            json!({ "id": id, "input": { "method": "GET", "path": format!("/call/{i}") } }),
+        )
+    });
+    for answer in futures_util::future::join_all(calls).await {
+        assert_eq!(answer.data()["executeRequest"]["status"], 200);
+    }
+    let batch = app
+        .gql(
+            &app.admin_key,
+            "mutation($id: ID!, $calls: [ExecuteRequestInput!]!) { batchExecute(integrationId: $id, calls: $calls) { index } }",
+            json!({ "id": id, "calls": [{ "method": "GET", "path": "/b/0" }, { "method": "GET", "path": "/b/1" }] }),
+        )
+        .await;
+    assert_eq!(batch.data()["batchExecute"].as_array().unwrap().len(), 2);
+
+    let logs = app
+        .gql(&app.admin_key, LOGS, json!({ "i": id, "first": 50 }))
+        .await;
+    assert_eq!(nodes(&logs).len(), 26);
+    let metrics = app
+        .gql(
+            &app.admin_key,
+            "query($i: ID!) { integrationMetrics(integrationId: $i) { totalRequests } }",
+            json!({ "i": id }),
+        )
+        .await;
+    assert_eq!(metrics.data()["integrationMetrics"]["totalRequests"], 26);
+    let audited = |action: &'static str| {
+        app.gql(
+            &app.admin_key,
+            "query($f: AuditFilterInput) { auditLog(filter: $f, first: 100) { edges { node { targetId outcome } } } }",
+            json!({ "f": { "action": action } }),
+        )
+    };
+    let executed = audited("executeRequest").await;
+    let executed = executed.data()["auditLog"]["edges"].as_array().unwrap();
+    assert_eq!(executed.len(), 24);
+    assert!(
+        executed
+            .iter()
+            .all(|e| e["node"]["targetId"] == id && e["node"]["outcome"] == "SUCCESS")
+    );
+    let batched = audited("batchExecute").await;
+    assert_eq!(
+        batched.data()["auditLog"]["edges"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     app.stop().await;
 }
 
