@@ -311,18 +311,7 @@ async fn a_bad_row_costs_only_itself(backend: Backend) {
 /// time-ordered ids), then all but the newest `log_retention_per_integration` of each
 /// integration. It runs when the server starts and every minute after.
 async fn old_logs_are_pruned_by_age_and_count(backend: Backend) {
-    let server = Receiver::start(|_| Reply::json(200, &json!({ "fine": true }))).await;
-    let app = TestApp::start(backend).await;
-    let project = app.create_project(&app.admin_key, "P").await;
-    let id = register(
-        &app,
-        &project,
-        "github",
-        "gh",
-        json!({ "baseUrl": server.url }),
-        json!({ "token": "tok" }),
-    )
-    .await;
+    let (_server, app, project, id) = with_github(backend).await;
     let mut calls = Vec::new();
     for i in 0..3 {
         let answer = app
@@ -384,18 +373,7 @@ async fn old_logs_are_pruned_by_age_and_count(backend: Backend) {
 /// A call's request log and audit event are queued, not waited for; a read of logs, metrics
 /// or the audit log that starts after the calls have answered sees every one of them.
 async fn calls_are_seen_by_the_next_read(backend: Backend) {
-    let server = Receiver::start(|_| Reply::json(200, &json!({ "fine": true }))).await;
-    let app = TestApp::start(backend).await;
-    let project = app.create_project(&app.admin_key, "P").await;
-    let id = register(
-        &app,
-        &project,
-        "github",
-        "gh",
-        json!({ "baseUrl": server.url }),
-        json!({ "token": "tok" }),
-    )
-    .await;
+    let (_server, app, _project, id) = with_github(backend).await;
     let calls = (0..24).map(|i| {
         app.gql(
             &app.admin_key,
@@ -451,6 +429,24 @@ async fn calls_are_seen_by_the_next_read(backend: Backend) {
         1
     );
     app.stop().await;
+}
+
+/// An app with a project and a GitHub integration whose upstream answers every call with 200:
+/// the upstream (kept running while it is held), the app, the project id and the integration id.
+async fn with_github(backend: Backend) -> (Receiver, TestApp, String, String) {
+    let server = Receiver::start(|_| Reply::json(200, &json!({ "fine": true }))).await;
+    let app = TestApp::start(backend).await;
+    let project = app.create_project(&app.admin_key, "P").await;
+    let id = register(
+        &app,
+        &project,
+        "github",
+        "gh",
+        json!({ "baseUrl": server.url }),
+        json!({ "token": "tok" }),
+    )
+    .await;
+    (server, app, project, id)
 }
 
 /// The integration's logs once there are `count` of them (pruning runs in the background).
