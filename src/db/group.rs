@@ -75,9 +75,17 @@ fn retry_alone<T>(jobs: &[Job<T>], outcome: &Outcome) -> bool {
 }
 
 /// Tells everyone waiting on `jobs` how their batch went.
+/// A flush (a job without a row) always succeeds: it asks only that everything before it was
+/// tried, and a reader must not fail because somebody else's row did.
 fn settle<T>(jobs: Vec<Job<T>>, outcome: Outcome) {
-    for waiter in jobs.into_iter().filter_map(|(_, waiter)| waiter) {
-        let _ = waiter.send(outcome.clone());
+    for (row, waiter) in jobs {
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(if row.is_some() {
+                outcome.clone()
+            } else {
+                Ok(())
+            });
+        }
     }
 }
 
@@ -203,5 +211,22 @@ impl<T: GroupInsert> GroupWriter<T> {
     /// Returns once every row queued before is stored (or has failed).
     pub async fn flush(&self) -> AppResult<()> {
         self.send(None).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flush_succeeds_when_the_rows_beside_it_fail() {
+        let (row_done, row_outcome) = oneshot::channel();
+        let (flush_done, flush_outcome) = oneshot::channel();
+        let jobs: Vec<Job<u8>> = vec![(Some(1), Some(row_done)), (None, Some(flush_done))];
+        let failed: Outcome = Err("INTERNAL".into());
+        assert!(!retry_alone(&jobs, &failed), "one row is not retried alone");
+        settle(jobs, failed);
+        assert_eq!(row_outcome.blocking_recv().unwrap(), Err("INTERNAL".into()));
+        assert_eq!(flush_outcome.blocking_recv().unwrap(), Ok(()));
     }
 }
