@@ -68,16 +68,23 @@ fn rows_of<T: Clone>(jobs: &[Job<T>]) -> Vec<T> {
     jobs.iter().filter_map(|(row, _)| row.clone()).collect()
 }
 
-/// A failed batch of several rows is written again one row at a time: one bad row (say, of an
-/// integration deleted meanwhile) must not cost the others theirs.
-fn retry_alone<T>(jobs: &[Job<T>], outcome: &Outcome) -> bool {
-    outcome.is_err() && jobs.iter().filter(|(row, _)| row.is_some()).count() > 1
-}
-
-/// Tells everyone waiting on `jobs` how their batch went.
-/// A flush (a job without a row) always succeeds: it asks only that everything before it was
-/// tried, and a reader must not fail because somebody else's row did.
-fn settle<T>(jobs: Vec<Job<T>>, outcome: Outcome) {
+/// Writes one batch in one transaction and tells its waiters how it went. A failed batch of
+/// several rows is written again one row at a time: one bad row (say, of an integration deleted
+/// meanwhile) must not cost the others theirs. A flush (a job without a row) always succeeds:
+/// it asks only that everything before it was tried, and a reader must not fail because
+/// somebody else's row did.
+async fn commit<T: Clone>(jobs: Vec<Job<T>>, write: &mut impl AsyncFnMut(Vec<T>) -> Outcome) {
+    let outcome = write(rows_of(&jobs)).await;
+    let rows = jobs.iter().filter(|(row, _)| row.is_some()).count();
+    if outcome.is_err() && rows > 1 {
+        for (row, waiter) in jobs {
+            let outcome = write(row.into_iter().collect()).await;
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(outcome);
+            }
+        }
+        return;
+    }
     for (row, waiter) in jobs {
         if let Some(waiter) = waiter {
             let _ = waiter.send(if row.is_some() {
@@ -86,6 +93,17 @@ fn settle<T>(jobs: Vec<Job<T>>, outcome: Outcome) {
                 Ok(())
             });
         }
+    }
+}
+
+/// The writer's life: batch after batch until every handle is dropped.
+async fn drain<T: Clone>(
+    mut receiver: mpsc::Receiver<Job<T>>,
+    max_batch: usize,
+    mut write: impl AsyncFnMut(Vec<T>) -> Outcome,
+) {
+    while let Some(first) = receiver.recv().await {
+        commit(gather(first, &mut receiver, max_batch), &mut write).await;
     }
 }
 
@@ -129,52 +147,27 @@ impl<T: GroupInsert> GroupWriter<T> {
     /// Starts the writer (a thread with its own connection on SQLite, a task on PostgreSQL);
     /// it ends when every handle is dropped.
     pub fn spawn(pool: &DbPool, max_batch: usize) -> AppResult<Self> {
-        let (sender, mut receiver) = mpsc::channel::<Job<T>>(max_batch * 4);
+        let (sender, receiver) = mpsc::channel::<Job<T>>(max_batch * 4);
         match pool {
             DbPool::Sqlite(_, path) => {
                 let mut conn = diesel::SqliteConnection::establish(path)
                     .map_err(|err| AppError::Unavailable(format!("database unavailable: {err}")))?;
                 diesel::connection::SimpleConnection::batch_execute(&mut conn, SQLITE_PRAGMAS)?;
+                let runtime = tokio::runtime::Handle::try_current().map_err(AppError::internal)?;
                 std::thread::Builder::new()
                     .name("journal-writer".into())
                     .spawn(move || {
-                        while let Some(first) = receiver.blocking_recv() {
-                            let jobs = gather(first, &mut receiver, max_batch);
-                            let outcome = write_sqlite(&mut conn, rows_of(&jobs));
-                            if retry_alone(&jobs, &outcome) {
-                                for (row, waiter) in jobs {
-                                    let outcome =
-                                        write_sqlite(&mut conn, row.into_iter().collect());
-                                    if let Some(waiter) = waiter {
-                                        let _ = waiter.send(outcome);
-                                    }
-                                }
-                            } else {
-                                settle(jobs, outcome);
-                            }
-                        }
+                        runtime.block_on(drain(receiver, max_batch, async |rows| {
+                            write_sqlite(&mut conn, rows)
+                        }))
                     })
                     .map_err(AppError::internal)?;
             }
             DbPool::Postgres(pool) => {
                 let pool = pool.clone();
-                tokio::spawn(async move {
-                    while let Some(first) = receiver.recv().await {
-                        let jobs = gather(first, &mut receiver, max_batch);
-                        let outcome = write_postgres(&pool, rows_of(&jobs)).await;
-                        if retry_alone(&jobs, &outcome) {
-                            for (row, waiter) in jobs {
-                                let outcome =
-                                    write_postgres(&pool, row.into_iter().collect()).await;
-                                if let Some(waiter) = waiter {
-                                    let _ = waiter.send(outcome);
-                                }
-                            }
-                        } else {
-                            settle(jobs, outcome);
-                        }
-                    }
-                });
+                tokio::spawn(drain(receiver, max_batch, async move |rows| {
+                    write_postgres(&pool, rows).await
+                }));
             }
         }
         Ok(Self { sender })
@@ -218,15 +211,37 @@ impl<T: GroupInsert> GroupWriter<T> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_flush_succeeds_when_the_rows_beside_it_fail() {
-        let (row_done, row_outcome) = oneshot::channel();
-        let (flush_done, flush_outcome) = oneshot::channel();
-        let jobs: Vec<Job<u8>> = vec![(Some(1), Some(row_done)), (None, Some(flush_done))];
-        let failed: Outcome = Err("INTERNAL".into());
-        assert!(!retry_alone(&jobs, &failed), "one row is not retried alone");
-        settle(jobs, failed);
-        assert_eq!(row_outcome.blocking_recv().unwrap(), Err("INTERNAL".into()));
-        assert_eq!(flush_outcome.blocking_recv().unwrap(), Ok(()));
+    #[tokio::test]
+    async fn a_bad_row_fails_alone_and_a_flush_beside_it_succeeds() {
+        let mut written = Vec::new();
+        let mut write = async |rows: Vec<u8>| {
+            written.push(rows.clone());
+            if rows.contains(&0) {
+                Err("INTERNAL".to_string())
+            } else {
+                Ok(())
+            }
+        };
+        let (mut alone, outcomes): (Vec<Job<u8>>, Vec<_>) = [Some(0), None]
+            .into_iter()
+            .chain([Some(1), Some(0), Some(2), None])
+            .map(|row| {
+                let (done, outcome) = oneshot::channel();
+                ((row, Some(done)), outcome)
+            })
+            .unzip();
+        let together = alone.split_off(2);
+        commit(alone, &mut write).await;
+        commit(together, &mut write).await;
+        let mut got = Vec::new();
+        for outcome in outcomes {
+            got.push(outcome.await.unwrap());
+        }
+        let bad = Err("INTERNAL".to_string());
+        assert_eq!(got, [bad.clone(), Ok(()), Ok(()), bad, Ok(()), Ok(())]);
+        assert_eq!(
+            written,
+            [vec![0], vec![1, 0, 2], vec![1], vec![0], vec![2], vec![]]
+        );
     }
 }
