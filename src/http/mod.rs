@@ -9,7 +9,6 @@ pub mod guard;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
@@ -18,6 +17,7 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
+use thread_local::ThreadLocal;
 
 use crate::config::Config;
 use crate::error::AppError;
@@ -80,10 +80,11 @@ impl From<OutboundError> for AppError {
 type Limiter = RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>;
 
 pub struct Outbound {
-    /// One connection pool per worker thread: a pooled connection's I/O runs on the runtime
-    /// of the thread that opened it, so a worker that keeps to its own never has to wake
-    /// another thread to make a call.
-    clients: Vec<reqwest::Client>,
+    /// One client (and so one connection pool) per thread that makes calls: a pooled
+    /// connection's I/O runs on the runtime of the thread that opened it, so a thread that
+    /// keeps to its own never has to wake another to make a call.
+    clients: ThreadLocal<reqwest::Client>,
+    connect_timeout: Duration,
     guard: Arc<AddressGuard>,
     limiter: Limiter,
     breakers: Breakers,
@@ -129,32 +130,38 @@ fn blocked_in(err: &reqwest::Error) -> Option<Blocked> {
     None
 }
 
+/// A client that refuses blocked addresses, on connect and on every redirect.
+fn client(
+    guard: &Arc<AddressGuard>,
+    connect_timeout: Duration,
+) -> reqwest::Result<reqwest::Client> {
+    let redirect_guard = guard.clone();
+    let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 5 {
+            return attempt.error(Blocked("too many redirects".into()));
+        }
+        match redirect_guard.check_url(attempt.url()) {
+            Ok(()) => attempt.follow(),
+            Err(blocked) => attempt.error(blocked),
+        }
+    });
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .redirect(redirects)
+        .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
+        .no_proxy()
+        .user_agent(concat!("integration-hub/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 impl Outbound {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
         let allow = config.outbound_allow_list().map_err(anyhow::Error::msg)?;
         let guard = Arc::new(AddressGuard::new(allow));
-        // One client per worker thread (see `Outbound::client`), all behind the same guard.
-        let clients = (0..config.worker_count())
-            .map(|_| {
-                let redirect_guard = guard.clone();
-                let redirects = reqwest::redirect::Policy::custom(move |attempt| {
-                    if attempt.previous().len() >= 5 {
-                        return attempt.error(Blocked("too many redirects".into()));
-                    }
-                    match redirect_guard.check_url(attempt.url()) {
-                        Ok(()) => attempt.follow(),
-                        Err(blocked) => attempt.error(blocked),
-                    }
-                });
-                reqwest::Client::builder()
-                    .connect_timeout(Duration::from_millis(config.outbound_connect_timeout_ms))
-                    .redirect(redirects)
-                    .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
-                    .no_proxy()
-                    .user_agent(concat!("integration-hub/", env!("CARGO_PKG_VERSION")))
-                    .build()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let connect_timeout = Duration::from_millis(config.outbound_connect_timeout_ms);
+        // Built once here so a client that cannot be built fails the start, not a call.
+        let clients = ThreadLocal::new();
+        clients.get_or_try(|| client(&guard, connect_timeout))?;
         let rate = crate::ratelimit::RateSpec::parse(&config.outbound_rate_limit)
             .map_err(anyhow::Error::msg)?;
         let quota = Quota::with_period(rate.period / rate.requests)
@@ -162,6 +169,7 @@ impl Outbound {
             .allow_burst(NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN));
         Ok(Self {
             clients,
+            connect_timeout,
             guard,
             limiter: RateLimiter::dashmap(quota),
             breakers: Breakers::new(
@@ -177,13 +185,11 @@ impl Outbound {
         })
     }
 
-    /// The calling thread's client: threads take slots in the order they first call.
-    fn client(&self) -> &reqwest::Client {
-        static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
-        thread_local! {
-            static SLOT: usize = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
-        }
-        &self.clients[SLOT.with(|slot| *slot) % self.clients.len()]
+    /// The calling thread's client, built on its first call.
+    fn client(&self) -> Result<&reqwest::Client, OutboundError> {
+        self.clients
+            .get_or_try(|| client(&self.guard, self.connect_timeout))
+            .map_err(|err| OutboundError::Transport(err.to_string()))
     }
 
     pub fn breakers(&self) -> &Breakers {
@@ -256,7 +262,7 @@ impl Outbound {
 
     async fn attempt(&self, request: &OutboundRequest) -> Result<OutboundResponse, OutboundError> {
         let mut builder = self
-            .client()
+            .client()?
             .request(request.method.clone(), request.url.clone())
             .headers(request.headers.clone())
             .timeout(self.timeout);
