@@ -5,7 +5,7 @@ use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object, Simp
 use chrono::{DateTime, Utc};
 
 use super::model::ApiKeyRow;
-use super::service::{self, ApiKeyUpdate, NewApiKey};
+use super::service::{self, ApiKeyUpdate, KeyAction, KeyAuthority, NewApiKey};
 use super::store;
 use crate::audit;
 use crate::auth::{Principal, ResourceLimits, Scope, ScopeGuard, ScopeSet, api_key, principal};
@@ -63,11 +63,14 @@ impl RateLimit {
 /// An API key as listed: never its secret, only the prefix that identifies it.
 pub struct ApiKeyNode(pub ApiKeyRow);
 
+/// Everything but `id` and `prefix` needs `api_keys:read` (a key that may only roll or
+/// revoke itself learns nothing more about keys).
 #[Object(name = "ApiKey")]
 impl ApiKeyNode {
     async fn id(&self) -> ID {
         ID(self.0.id.clone())
     }
+    #[graphql(guard = "ScopeGuard(Scope::ApiKeysRead)")]
     async fn name(&self) -> &str {
         &self.0.name
     }
@@ -75,9 +78,11 @@ impl ApiKeyNode {
     async fn prefix(&self) -> String {
         api_key::display_prefix(&self.0.public_id)
     }
+    #[graphql(guard = "ScopeGuard(Scope::ApiKeysRead)")]
     async fn scopes(&self) -> Vec<String> {
         self.0.scope_set().names()
     }
+    #[graphql(guard = "ScopeGuard(Scope::ApiKeysRead)")]
     async fn status(&self) -> ApiKeyStatus {
         if self.0.revoked_at.is_some() {
             ApiKeyStatus::Revoked
@@ -88,6 +93,7 @@ impl ApiKeyNode {
         }
     }
     /// Projects the key is limited to (null: not limited by project).
+    #[graphql(guard = "ScopeGuard(Scope::ApiKeysRead)")]
     async fn allowed_project_ids(&self) -> Option<Vec<ID>> {
         self.0
             .limits()
@@ -95,6 +101,7 @@ impl ApiKeyNode {
             .map(|ids| ids.into_iter().map(ID).collect())
     }
     /// Integrations the key is limited to (null: not limited by integration).
+    #[graphql(guard = "ScopeGuard(Scope::ApiKeysRead)")]
     async fn allowed_integration_ids(&self) -> Option<Vec<ID>> {
         self.0
             .limits()
@@ -102,34 +109,43 @@ impl ApiKeyNode {
             .map(|ids| ids.into_iter().map(ID).collect())
     }
     /// The key's own quota; null means the server default.
+    #[graphql(guard = "ScopeGuard(Scope::ApiKeysRead)")]
     async fn rate_limit(&self) -> Option<RateLimit> {
         self.0.rate_spec().map(RateLimit::from_spec)
     }
+    #[graphql(guard = "ScopeGuard(Scope::ApiKeysRead)")]
     async fn expires_at(&self) -> Option<DateTime<Utc>> {
         self.0.expires_at.map(|t| t.and_utc())
     }
+    #[graphql(guard = "ScopeGuard(Scope::ApiKeysRead)")]
     async fn revoked_at(&self) -> Option<DateTime<Utc>> {
         self.0.revoked_at.map(|t| t.and_utc())
     }
     /// Until when the secret replaced by the last roll is still accepted.
+    #[graphql(guard = "ScopeGuard(Scope::ApiKeysRead)")]
     async fn previous_secret_expires_at(&self) -> Option<DateTime<Utc>> {
         self.0.previous_key_expires_at.map(|t| t.and_utc())
     }
     /// Updated in batches: a few seconds behind.
+    #[graphql(guard = "ScopeGuard(Scope::ApiKeysRead)")]
     async fn last_used_at(&self) -> Option<DateTime<Utc>> {
         self.0.last_used_at.map(|t| t.and_utc())
     }
     /// Requests made with this key; updated in batches.
+    #[graphql(guard = "ScopeGuard(Scope::ApiKeysRead)")]
     async fn usage_count(&self) -> i64 {
         self.0.usage_count
     }
     /// Who created it: `api_key:<id>`, `user:<sub>`, `cli` or `system`.
+    #[graphql(guard = "ScopeGuard(Scope::ApiKeysRead)")]
     async fn created_by(&self) -> Option<&str> {
         self.0.created_by.as_deref()
     }
+    #[graphql(guard = "ScopeGuard(Scope::ApiKeysRead)")]
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at.and_utc()
     }
+    #[graphql(guard = "ScopeGuard(Scope::ApiKeysRead)")]
     async fn updated_at(&self) -> Option<DateTime<Utc>> {
         self.0.updated_at.map(|t| t.and_utc())
     }
@@ -202,30 +218,28 @@ fn maybe_ids(value: MaybeUndefined<Vec<ID>>) -> AppResult<Option<Option<BTreeSet
     }
 }
 
-/// A caller may only hand out what it holds itself: scopes and reach.
-fn check_grant(
-    caller: &Principal,
-    scopes: Option<&ScopeSet>,
-    limits: Option<&ResourceLimits>,
-) -> AppResult<()> {
-    if scopes.is_some_and(|s| !caller.scopes.covers(s)) {
-        return Err(AppError::Forbidden(
-            "a key cannot grant scopes its creator does not hold".into(),
-        ));
-    }
-    if limits.is_some_and(|l| !caller.limits.covers(l)) {
-        return Err(AppError::Forbidden(
-            "a key cannot reach resources its creator cannot reach".into(),
-        ));
-    }
-    Ok(())
-}
-
 /// After any change to a key: forget what this replica cached about it.
 fn forget(ctx: &Context<'_>, id: &str) {
     let state = state(ctx);
     state.credentials.invalidate_key(id);
     state.rate_limits.forget_key(id);
+}
+
+/// The caller's team's key `id`, if the caller may do `action` to it.
+async fn find_for(
+    ctx: &Context<'_>,
+    caller: &Principal,
+    id: &str,
+    action: KeyAction,
+) -> AppResult<ApiKeyRow> {
+    let mut db = conn(ctx).await?;
+    let row = store::find(&mut db, &caller.team_id, id)
+        .await?
+        .ok_or_else(|| AppError::not_found("API key"))?;
+    KeyAuthority::load(&mut db, caller, [&row.limits()])
+        .await?
+        .check(&row, action)?;
+    Ok(row)
 }
 
 #[derive(Default)]
@@ -237,16 +251,21 @@ impl ApiKeyQuery {
     #[graphql(guard = "ScopeGuard(Scope::ApiKeysRead)")]
     async fn api_keys(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ApiKeyNode>> {
         let caller = principal(ctx)?;
-        let rows = store::list(&mut conn(ctx).await?, &caller.team_id).await?;
-        Ok(rows.into_iter().map(ApiKeyNode).collect())
+        let mut db = conn(ctx).await?;
+        let rows = store::list(&mut db, &caller.team_id).await?;
+        let limits: Vec<_> = rows.iter().map(ApiKeyRow::limits).collect();
+        let authority = KeyAuthority::load(&mut db, caller, &limits).await?;
+        Ok(rows
+            .into_iter()
+            .filter(|row| authority.sees(row))
+            .map(ApiKeyNode)
+            .collect())
     }
 
     #[graphql(guard = "ScopeGuard(Scope::ApiKeysRead)")]
     async fn api_key(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ApiKeyNode> {
         let caller = principal(ctx)?;
-        let row = store::find(&mut conn(ctx).await?, &caller.team_id, &id)
-            .await?
-            .ok_or_else(|| AppError::not_found("API key"))?;
+        let row = find_for(ctx, caller, &id, KeyAction::Read).await?;
         Ok(ApiKeyNode(row))
     }
 }
@@ -269,11 +288,15 @@ impl ApiKeyMutation {
             projects: id_set(input.allowed_project_ids)?,
             integrations: id_set(input.allowed_integration_ids)?,
         };
-        check_grant(caller, Some(&scopes), Some(&limits))?;
+        let expires_at = input.expires_at.map(|t| t.naive_utc());
+        let mut db = conn(ctx).await?;
+        KeyAuthority::load(&mut db, caller, [&limits])
+            .await?
+            .check_grant(Some(&scopes), Some(&limits), Some(expires_at))?;
         let (row, key) = service::create_api_key(
-            &mut conn(ctx).await?,
+            &mut db,
             NewApiKey {
-                expires_at: input.expires_at.map(|t| t.naive_utc()),
+                expires_at,
                 limits,
                 rate: input
                     .rate_limit
@@ -307,10 +330,7 @@ impl ApiKeyMutation {
         let caller = principal(ctx)?;
         audit::target(ctx, "api_key", &id);
         let scopes = input.scopes.as_deref().map(parse_scopes).transpose()?;
-        let mut db = conn(ctx).await?;
-        let current = store::find(&mut db, &caller.team_id, &id)
-            .await?
-            .ok_or_else(|| AppError::not_found("API key"))?;
+        let current = find_for(ctx, caller, &id, KeyAction::Change).await?;
         let projects = maybe_ids(input.allowed_project_ids)?;
         let integrations = maybe_ids(input.allowed_integration_ids)?;
         let limits_changed = projects.is_some() || integrations.is_some();
@@ -321,15 +341,23 @@ impl ApiKeyMutation {
         if let Some(integrations) = integrations {
             limits.integrations = integrations;
         }
-        check_grant(caller, scopes.as_ref(), limits_changed.then_some(&limits))?;
+        let expires_at = match input.expires_at {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(t) => Some(Some(t.naive_utc())),
+        };
+        let mut db = conn(ctx).await?;
+        KeyAuthority::load(&mut db, caller, [&limits])
+            .await?
+            .check_grant(
+                scopes.as_ref(),
+                limits_changed.then_some(&limits),
+                expires_at,
+            )?;
         let update = ApiKeyUpdate {
             name: input.name,
             scopes,
-            expires_at: match input.expires_at {
-                MaybeUndefined::Undefined => None,
-                MaybeUndefined::Null => Some(None),
-                MaybeUndefined::Value(t) => Some(Some(t.naive_utc())),
-            },
+            expires_at,
             limits: limits_changed.then_some(limits),
             rate: match input.rate_limit {
                 MaybeUndefined::Undefined => None,
@@ -343,8 +371,8 @@ impl ApiKeyMutation {
     }
 
     /// Gives the key a new secret (returned once). The old secret keeps working for
-    /// `gracePeriodSeconds` (default from configuration; 0 ends it at once).
-    #[graphql(guard = "ScopeGuard(Scope::ApiKeysWrite)")]
+    /// `gracePeriodSeconds` (default from configuration; 0 ends it at once). Needs
+    /// `api_keys:write` and a caller that dominates the key; a key may always roll itself.
     async fn roll_api_key(
         &self,
         ctx: &Context<'_>,
@@ -363,6 +391,7 @@ impl ApiKeyMutation {
             Some(s) => i64::from(s),
             None => state(ctx).config.api_key_roll_grace_secs as i64,
         };
+        find_for(ctx, caller, &id, KeyAction::Roll).await?;
         let (row, key) = service::roll_api_key(
             &mut conn(ctx).await?,
             &caller.team_id,
@@ -377,11 +406,12 @@ impl ApiKeyMutation {
         })
     }
 
-    /// Revokes a key at once; requests with it are refused from then on.
-    #[graphql(guard = "ScopeGuard(Scope::ApiKeysWrite)")]
+    /// Revokes a key at once; requests with it are refused from then on. Needs
+    /// `api_keys:write` and a caller that dominates the key; a key may always revoke itself.
     async fn revoke_api_key(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ApiKeyNode> {
         let caller = principal(ctx)?;
         audit::target(ctx, "api_key", &id);
+        find_for(ctx, caller, &id, KeyAction::Revoke).await?;
         let row = store::revoke(&mut conn(ctx).await?, &caller.team_id, &id, now())
             .await?
             .ok_or_else(|| AppError::not_found("API key"))?;

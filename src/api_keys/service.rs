@@ -1,12 +1,14 @@
 //! Rules for API keys: what a caller may grant, rolling and changing keys, and how a
 //! presented key becomes a principal.
 
+use std::collections::HashMap;
+
 use chrono::NaiveDateTime;
 
 use super::model::{ApiKeyChanges, ApiKeyRow, id_list_json};
 use super::store;
 use crate::auth::api_key;
-use crate::auth::{Actor, Principal, ResourceLimits, ScopeSet};
+use crate::auth::{Actor, Principal, ResourceLimits, Scope, ScopeSet};
 use crate::db::{DbConn, new_id, now};
 use crate::error::{AppError, AppResult, FieldProblem};
 use crate::ratelimit::RateSpec;
@@ -122,6 +124,112 @@ async fn check_limits(conn: &mut DbConn, team_id: &str, limits: &ResourceLimits)
             .join("; "),
         problems,
     })
+}
+
+/// What a caller does with a key that exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAction {
+    Read,
+    Change,
+    Roll,
+    Revoke,
+}
+
+/// The one rule for acting on keys: a caller manages only keys it dominates, and grants only
+/// what it holds. Dominating a key means holding every scope it holds (`admin` holds all) and
+/// reaching every project and integration it reaches. Keys outside the caller's reach are
+/// NOT_FOUND (as if they did not exist); keys within reach that hold more are FORBIDDEN. A
+/// key may always roll and revoke itself. JWT users follow the same rule with their role's
+/// scopes (they reach the whole team).
+pub struct KeyAuthority<'a> {
+    caller: &'a Principal,
+    /// Project of each integration the judged keys are limited to (only for limited callers).
+    projects: HashMap<String, String>,
+}
+
+impl<'a> KeyAuthority<'a> {
+    /// Loads what judging these limits needs: one query, and none for unlimited callers.
+    pub async fn load<'l>(
+        conn: &mut DbConn,
+        caller: &'a Principal,
+        limits: impl IntoIterator<Item = &'l ResourceLimits>,
+    ) -> AppResult<Self> {
+        let mut projects = HashMap::new();
+        if !caller.limits.is_unrestricted() {
+            let ids: Vec<String> = limits
+                .into_iter()
+                .flat_map(|l| l.integrations.iter().flatten().cloned())
+                .collect();
+            projects = crate::integrations::store::projects_of(conn, &caller.team_id, &ids).await?;
+        }
+        Ok(Self { caller, projects })
+    }
+
+    fn reaches(&self, limits: &ResourceLimits) -> bool {
+        self.caller
+            .limits
+            .covers(limits, |id| self.projects.get(id).cloned())
+    }
+
+    fn is_self(&self, key: &ApiKeyRow) -> bool {
+        matches!(&self.caller.actor, Actor::ApiKey { id } if *id == key.id)
+    }
+
+    /// May the caller do `action` to `key`?
+    pub fn check(&self, key: &ApiKeyRow, action: KeyAction) -> AppResult<()> {
+        if self.is_self(key) && matches!(action, KeyAction::Roll | KeyAction::Revoke) {
+            return Ok(());
+        }
+        self.caller.require(match action {
+            KeyAction::Read => Scope::ApiKeysRead,
+            _ => Scope::ApiKeysWrite,
+        })?;
+        if !self.reaches(&key.limits()) {
+            return Err(AppError::not_found("API key"));
+        }
+        if !self.caller.scopes.covers(&key.scope_set()) {
+            return Err(AppError::Forbidden(
+                "this key holds scopes you do not hold; only a key holding all of them can manage it"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// True when the caller may see `key` (lists leave the others out).
+    pub fn sees(&self, key: &ApiKeyRow) -> bool {
+        self.check(key, KeyAction::Read).is_ok()
+    }
+
+    /// A caller hands out only what it holds: scopes, reach, and (for keys) no longer life
+    /// than its own. `None` means that part is not being set.
+    pub fn check_grant(
+        &self,
+        scopes: Option<&ScopeSet>,
+        limits: Option<&ResourceLimits>,
+        expires_at: Option<Option<NaiveDateTime>>,
+    ) -> AppResult<()> {
+        if scopes.is_some_and(|s| !self.caller.scopes.covers(s)) {
+            return Err(AppError::Forbidden(
+                "a key cannot grant scopes its creator does not hold".into(),
+            ));
+        }
+        if limits.is_some_and(|l| !self.reaches(l)) {
+            return Err(AppError::Forbidden(
+                "a key cannot reach resources its creator cannot reach".into(),
+            ));
+        }
+        if let (Actor::ApiKey { .. }, Some(own), Some(granted)) =
+            (&self.caller.actor, self.caller.expires_at, expires_at)
+            && granted.is_none_or(|g| g > own)
+        {
+            return Err(AppError::Forbidden(
+                "a key cannot grant a life longer than its own: set expiresAt no later than the caller's expiry"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Validates and stores a new key; returns the row and the full key (shown once).

@@ -78,8 +78,13 @@ impl ResourceLimits {
                 .is_some_and(|i| i.contains(integration_id))
     }
 
-    /// True when everything `other` reaches, `self` reaches too.
-    pub fn covers(&self, other: &ResourceLimits) -> bool {
+    /// True when everything `other` reaches, `self` reaches too. `project_of` names the
+    /// project of an integration `other` is limited to (None: unknown, so not covered).
+    pub fn covers(
+        &self,
+        other: &ResourceLimits,
+        project_of: impl Fn(&str) -> Option<String>,
+    ) -> bool {
         if self.is_unrestricted() {
             return true;
         }
@@ -91,11 +96,11 @@ impl ResourceLimits {
             .iter()
             .flatten()
             .all(|p| self.allows_project(p));
-        let integrations_ok = other.integrations.iter().flatten().all(|i| {
-            self.integrations
-                .as_ref()
-                .is_some_and(|mine| mine.contains(i))
-        });
+        let integrations_ok = other
+            .integrations
+            .iter()
+            .flatten()
+            .all(|i| project_of(i).is_some_and(|project| self.allows_integration(&project, i)));
         projects_ok && integrations_ok
     }
 }

@@ -169,3 +169,21 @@ pub async fn all_in_project(
         .load(c)
         .await)?)
 }
+
+/// The project of each of these integrations of the team (unknown ids are left out).
+pub async fn projects_of(
+    conn: &mut DbConn,
+    team_id: &str,
+    ids: &[String],
+) -> AppResult<std::collections::HashMap<String, String>> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let pairs: Vec<(String, String)> = with_conn!(conn, |c| integrations::table
+        .filter(integrations::team_id.eq(team_id))
+        .filter(integrations::id.eq_any(ids))
+        .select((integrations::id, integrations::project_id))
+        .load(c)
+        .await)?;
+    Ok(pairs.into_iter().collect())
+}

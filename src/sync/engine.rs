@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use dashmap::DashMap;
 use serde_json::{Value, json};
 
-use super::mapping::{Mapped, Mapper, Path, derive_reverse, projection};
+use super::mapping::{Mapped, Mapper, OutputBudget, Path, derive_reverse, limits, projection};
 use super::pager::Pager;
 use super::spec::{ConflictPolicy, ReadSpec, SyncDirection, SyncSpec, WriteSpec};
 use super::store::{self, SyncConfigRow, SyncRunRow};
@@ -159,6 +159,9 @@ async fn two_way(state: &AppState, ctx: &RunContext<'_>, tally: &mut Tally) -> A
     };
     let sources = read_all(state, &ctx.source, &plan.source_key, ctx.actor, ctx.cancel).await?;
     let targets = read_all(state, &ctx.target, &plan.target_key, ctx.actor, ctx.cancel).await?;
+    // Both sides are held whole (bounded by their pages' limits); each mapped record is
+    // bounded by `limits::RECORD_BYTES`, and the run's output by what it read.
+    let whole_run = OutputBudget::new(usize::MAX);
     let mut conn = state.pool.get().await?;
     let known = store::fingerprints(&mut conn, ctx.config_id).await?;
     drop(conn);
@@ -178,7 +181,7 @@ async fn two_way(state: &AppState, ctx: &RunContext<'_>, tally: &mut Tally) -> A
     for key in keys {
         let (a, b) = (sources.get(key), targets.get(key));
         tally.read += a.is_some() as i64 + b.is_some() as i64;
-        let forward = a.map(|a| plan.forward.map(a));
+        let forward = a.map(|a| plan.forward.map(a, &whole_run));
         let fa = match &forward {
             Some(Mapped::Record(m)) => Some(fingerprint(&projection(m, &target_paths))),
             _ => None,
@@ -245,6 +248,7 @@ async fn two_way(state: &AppState, ctx: &RunContext<'_>, tally: &mut Tally) -> A
         &existing_targets,
         target_write,
         tally,
+        &whole_run,
     );
     tally.read -= to_target.len() as i64;
     for write in &mut writes {
@@ -271,6 +275,7 @@ async fn two_way(state: &AppState, ctx: &RunContext<'_>, tally: &mut Tally) -> A
         &existing_sources,
         source_write,
         tally,
+        &whole_run,
     );
     tally.read -= to_source.len() as i64;
     for write in &mut writes {
@@ -278,7 +283,7 @@ async fn two_way(state: &AppState, ctx: &RunContext<'_>, tally: &mut Tally) -> A
             continue;
         };
         let after = merged(sources.get(&key), &write.body, &source_paths);
-        let source_fp = match plan.forward.map(&after) {
+        let source_fp = match plan.forward.map(&after, &whole_run) {
             Mapped::Record(m) => Some(fingerprint(&projection(&m, &target_paths))),
             _ => None,
         };
@@ -340,7 +345,17 @@ async fn one_way(
         if ctx.cancel.load(Ordering::SeqCst) {
             break;
         }
-        let writes = plan_one_way(ctx.plan, flow, &records, &known, &existing, write, tally);
+        let page_budget = OutputBudget::new(limits::OUTPUT_BYTES);
+        let writes = plan_one_way(
+            ctx.plan,
+            flow,
+            &records,
+            &known,
+            &existing,
+            write,
+            tally,
+            &page_budget,
+        );
         for w in &writes {
             for (key, s, t) in &w.fingerprints {
                 known.insert(key.clone(), (s.clone(), t.clone()));
@@ -519,12 +534,14 @@ pub struct PushOutcome {
     pub error: Option<AppError>,
 }
 
-/// Sends `records` through one config's mappings to its target, now.
+/// Sends `records` through one config's mappings to its target, now; the mapped output of
+/// the whole push (every config) comes out of `budget`.
 pub async fn push(
     state: &AppState,
     config: &SyncConfigRow,
     records: &[Value],
     actor: &str,
+    budget: &OutputBudget,
 ) -> PushOutcome {
     let mut tally = Tally::default();
     let outcome: AppResult<()> = async {
@@ -545,6 +562,7 @@ pub async fn push(
             &HashSet::new(),
             write,
             &mut tally,
+            budget,
         );
         run_writes(
             state, &config.id, &target, actor, writes, &mut tally, &never,

@@ -4,13 +4,13 @@ use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 
 use super::engine::{self, Plan};
-use super::mapping::{Mapped, Mapper};
+use super::mapping::{Mapped, Mapper, OutputBudget, json_depth_exceeds, limits};
 use super::spec::{FieldMapping, SyncConfigInput, SyncDirection, SyncSpec};
 use super::store::{self, RunFilter, SyncConfigRow, SyncRunRow};
 use crate::audit;
 use crate::auth::{Principal, Scope, ScopeGuard, principal};
 use crate::db::now;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, FieldProblem};
 use crate::events::EventKind;
 use crate::graphql::{Connection, Edge, Page, conn, state};
 use crate::live::{EventsMissed, Live, watch};
@@ -216,6 +216,33 @@ pub enum SyncRunItem {
     Missed(EventsMissed),
 }
 
+/// At most this many records in one preview.
+const MAX_SAMPLE_RECORDS: usize = 100;
+
+/// Records given to a preview or a push may nest at most `limits::JSON_DEPTH` levels.
+fn check_records(records: &[Json<Value>], field: &str) -> AppResult<()> {
+    let problems: Vec<FieldProblem> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| json_depth_exceeds(&r.0, limits::JSON_DEPTH))
+        .map(|(i, _)| FieldProblem {
+            path: format!("{field}[{i}]"),
+            message: format!("nests deeper than {} levels", limits::JSON_DEPTH),
+        })
+        .collect();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(AppError::Validation {
+        message: format!(
+            "{}: records may nest at most {} levels",
+            problems[0].path,
+            limits::JSON_DEPTH
+        ),
+        problems,
+    })
+}
+
 #[derive(Default)]
 pub struct SyncQuery;
 
@@ -314,14 +341,23 @@ impl SyncQuery {
             (Some(id), None) => Plan::new(&reachable(ctx, caller, &id).await?)?.forward,
             (None, None) => return Err(AppError::validation("give configId or mappings").into()),
         };
-        if sample_records.len() > 1000 {
-            return Err(AppError::validation("at most 1000 sample records").into());
+        if sample_records.len() > MAX_SAMPLE_RECORDS {
+            return Err(AppError::Validation {
+                message: format!("at most {MAX_SAMPLE_RECORDS} sample records"),
+                problems: vec![FieldProblem {
+                    path: "sampleRecords".into(),
+                    message: format!("at most {MAX_SAMPLE_RECORDS}"),
+                }],
+            }
+            .into());
         }
+        check_records(&sample_records, "sampleRecords")?;
+        let budget = OutputBudget::new(limits::OUTPUT_BYTES);
         Ok(sample_records
             .iter()
             .enumerate()
             .map(|(index, record)| {
-                let (output, skipped, errors) = match mapper.map(&record.0) {
+                let (output, skipped, errors) = match mapper.map(&record.0, &budget) {
                     Mapped::Record(out) => (Some(Json(out)), None, Vec::new()),
                     Mapped::Skipped(reason) => (None, Some(reason), Vec::new()),
                     Mapped::Failed(problems) => (
@@ -456,6 +492,7 @@ impl SyncMutation {
                 AppError::validation("push 1 to 10000 records to 1 to 20 sync configs").into(),
             );
         }
+        check_records(&records, "records")?;
         let mut configs = Vec::new();
         for id in &sync_config_ids {
             configs.push(reachable(ctx, caller, id).await?);
@@ -463,10 +500,11 @@ impl SyncMutation {
         let records: Vec<Value> = records.into_iter().map(|r| r.0).collect();
         let actor = caller.actor.label();
         let state = state(ctx);
+        let budget = OutputBudget::new(limits::OUTPUT_BYTES);
         let outcomes = futures_util::future::join_all(
             configs
                 .iter()
-                .map(|config| engine::push(state, config, &records, &actor)),
+                .map(|config| engine::push(state, config, &records, &actor, &budget)),
         )
         .await;
         Ok(outcomes

@@ -11,6 +11,111 @@ use serde_json::{Map, Value};
 use super::spec::{FieldMapping, Transformer, TransformerKind};
 use crate::error::FieldProblem;
 
+/// Limits of the mapping language, checked when mappings are compiled (on save, preview, run
+/// and push alike) or while a record is mapped: no caller decides a recursion depth, an
+/// allocation or a loop beyond these.
+pub mod limits {
+    /// Mappings in one list.
+    pub const MAPPINGS: usize = 200;
+    /// Transformers in one mapping.
+    pub const TRANSFORMERS: usize = 20;
+    /// Characters in one path (`a.b[0].c`).
+    pub const PATH_CHARS: usize = 256;
+    /// Segments (names and indexes) in one path.
+    pub const PATH_SEGMENTS: usize = 32;
+    /// The largest array index a path may name.
+    pub const INDEX: usize = 999;
+    /// Characters in a template, a date format, a separator, a replacement or a pattern.
+    pub const TEXT_CHARS: usize = 4096;
+    /// Fields named by one template or concat.
+    pub const FIELDS: usize = 64;
+    /// Entries in one value map.
+    pub const TABLE_ENTRIES: usize = 1000;
+    /// Compiled size of one regex (the `regex` crate's program and lazy-DFA limits).
+    pub const REGEX_BYTES: usize = 1 << 20;
+    /// Nesting depth of a record or of a JSON value in a mapping.
+    pub const JSON_DEPTH: usize = 32;
+    /// Size of one value a transformer makes (template, concat, regex output).
+    pub const VALUE_BYTES: usize = 1 << 20;
+    /// Size of one mapped record.
+    pub const RECORD_BYTES: usize = 1 << 20;
+    /// Mapped output of one request (preview, push) or one page of a run, in all.
+    pub const OUTPUT_BYTES: usize = 64 << 20;
+}
+
+/// The depth of a JSON value (a scalar is 0), walked without recursion; stops counting once
+/// past `limit`.
+pub fn json_depth_exceeds(value: &Value, limit: usize) -> bool {
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        if depth + 1 > limit {
+            return true;
+        }
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    false
+}
+
+/// About how many bytes a value takes as JSON, walked without recursion.
+pub fn json_size(value: &Value) -> usize {
+    let mut size = 0;
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        size += match value {
+            Value::Null | Value::Bool(_) => 5,
+            Value::Number(_) => 8,
+            Value::String(s) => s.len() + 2,
+            Value::Array(items) => {
+                stack.extend(items.iter());
+                2 + items.len()
+            }
+            Value::Object(map) => {
+                stack.extend(map.values());
+                2 + map.keys().map(|k| k.len() + 4).sum::<usize>()
+            }
+        };
+    }
+    size
+}
+
+/// How much mapped output one request (or one page of a run) may make in all; records mapped
+/// after it is spent fail with the reason.
+pub struct OutputBudget(std::sync::atomic::AtomicUsize);
+
+impl OutputBudget {
+    pub fn new(bytes: usize) -> Self {
+        Self(std::sync::atomic::AtomicUsize::new(bytes))
+    }
+
+    fn take(&self, bytes: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        self.0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(bytes)
+            })
+            .is_ok()
+    }
+
+    pub fn spent(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed) == 0
+    }
+}
+
+fn check_text(value: &str, name: &str) -> Result<(), String> {
+    if value.chars().count() > limits::TEXT_CHARS {
+        return Err(format!(
+            "`{name}` is longer than {} characters",
+            limits::TEXT_CHARS
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
     Key(String),
@@ -30,6 +135,12 @@ impl Path {
         if text.trim().is_empty() {
             return Err("a path may not be empty".into());
         }
+        if text.chars().count() > limits::PATH_CHARS {
+            return Err(format!(
+                "a path may be at most {} characters",
+                limits::PATH_CHARS
+            ));
+        }
         for part in text.split('.') {
             let (name, mut rest) = match part.find('[') {
                 Some(i) => (&part[..i], &part[i..]),
@@ -41,6 +152,12 @@ impl Path {
             if !name.is_empty() {
                 segments.push(Segment::Key(name.to_string()));
             }
+            if segments.len() > limits::PATH_SEGMENTS {
+                return Err(format!(
+                    "a path may have at most {} segments",
+                    limits::PATH_SEGMENTS
+                ));
+            }
             while !rest.is_empty() {
                 let close = rest
                     .find(']')
@@ -48,12 +165,24 @@ impl Path {
                 let index: usize = rest[1..close]
                     .parse()
                     .map_err(|_| format!("`{text}`: `{}` is not an index", &rest[1..close]))?;
+                if index > limits::INDEX {
+                    return Err(format!(
+                        "`{text}`: index {index} is larger than {}",
+                        limits::INDEX
+                    ));
+                }
                 segments.push(Segment::Index(index));
                 rest = &rest[close + 1..];
                 if !rest.is_empty() && !rest.starts_with('[') {
                     return Err(format!("`{text}`: unexpected `{rest}`"));
                 }
             }
+        }
+        if segments.len() > limits::PATH_SEGMENTS {
+            return Err(format!(
+                "a path may have at most {} segments",
+                limits::PATH_SEGMENTS
+            ));
         }
         Ok(Self {
             text: text.to_string(),
@@ -63,6 +192,18 @@ impl Path {
 
     pub fn as_str(&self) -> &str {
         &self.text
+    }
+
+    /// An upper bound of what writing this path adds besides the value: its names and the
+    /// nulls that pad arrays up to its indexes.
+    fn cost(&self) -> usize {
+        self.segments
+            .iter()
+            .map(|s| match s {
+                Segment::Key(key) => key.len() + 4,
+                Segment::Index(index) => (index + 1) * 5,
+            })
+            .sum()
     }
 
     pub fn get<'v>(&self, value: &'v Value) -> Option<&'v Value> {
@@ -186,6 +327,12 @@ fn parse_template(text: &str) -> Result<Vec<TemplatePart>, String> {
             .ok_or_else(|| format!("template `{text}` has an unclosed {{"))?
             + open;
         parts.push(TemplatePart::Field(Path::parse(&rest[open + 1..close])?));
+        if parts.len() > 2 * limits::FIELDS {
+            return Err(format!(
+                "template `{text}` names more than {} fields",
+                limits::FIELDS
+            ));
+        }
         rest = &rest[close + 1..];
     }
     if !rest.is_empty() {
@@ -201,7 +348,57 @@ fn need<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, String> {
         .ok_or_else(|| format!("needs `{name}`"))
 }
 
+/// Bounds every part of a transformer before anything is built from it.
+fn check_transformer(t: &Transformer) -> Result<(), String> {
+    for (value, name) in [
+        (&t.from, "from"),
+        (&t.to, "to"),
+        (&t.from_tz, "fromTz"),
+        (&t.to_tz, "toTz"),
+        (&t.separator, "separator"),
+        (&t.template, "template"),
+        (&t.pattern, "pattern"),
+        (&t.replacement, "replacement"),
+    ] {
+        if let Some(value) = value {
+            check_text(value, name)?;
+        }
+    }
+    if t.fields.as_ref().is_some_and(|f| f.len() > limits::FIELDS) {
+        return Err(format!("`fields` may name at most {}", limits::FIELDS));
+    }
+    if let Some(table) = &t.table {
+        if table.0.len() > limits::TABLE_ENTRIES {
+            return Err(format!(
+                "`table` may have at most {} entries",
+                limits::TABLE_ENTRIES
+            ));
+        }
+        if table
+            .0
+            .values()
+            .any(|v| json_depth_exceeds(v, limits::JSON_DEPTH))
+        {
+            return Err(format!(
+                "`table` values may nest at most {} levels",
+                limits::JSON_DEPTH
+            ));
+        }
+    }
+    if t.value
+        .as_ref()
+        .is_some_and(|v| json_depth_exceeds(&v.0, limits::JSON_DEPTH))
+    {
+        return Err(format!(
+            "`value` may nest at most {} levels",
+            limits::JSON_DEPTH
+        ));
+    }
+    Ok(())
+}
+
 fn compile_step(t: &Transformer) -> Result<Step, String> {
+    check_transformer(t)?;
     Ok(match t.kind {
         TransformerKind::Trim => Step::Trim,
         TransformerKind::Uppercase => Step::Upper,
@@ -245,7 +442,11 @@ fn compile_step(t: &Transformer) -> Result<Step, String> {
         },
         TransformerKind::Split => Step::Split(t.separator.clone().unwrap_or_else(|| ",".into())),
         TransformerKind::RegexReplace => Step::Regex {
-            regex: regex::Regex::new(need(&t.pattern, "pattern")?)
+            regex: regex::RegexBuilder::new(need(&t.pattern, "pattern")?)
+                .size_limit(limits::REGEX_BYTES)
+                .dfa_size_limit(limits::REGEX_BYTES)
+                .nest_limit(limits::JSON_DEPTH as u32)
+                .build()
                 .map_err(|e| format!("invalid pattern: {e}"))?,
             replacement: t.replacement.clone().unwrap_or_default(),
         },
@@ -284,6 +485,16 @@ fn parse_date(text: &str, from: &str, tz: FixedOffset) -> Result<DateTime<FixedO
         })
         .map_err(|_| bad())?;
     tz.from_local_datetime(&naive).single().ok_or_else(bad)
+}
+
+fn check_value_size(len: usize) -> Result<(), String> {
+    if len > limits::VALUE_BYTES {
+        return Err(format!(
+            "the value would be larger than {} bytes",
+            limits::VALUE_BYTES
+        ));
+    }
+    Ok(())
 }
 
 impl Step {
@@ -366,12 +577,22 @@ impl Step {
                 other => other,
             }),
             Step::Concat { fields, separator } => {
-                let parts: Vec<String> = fields
+                let mut joined: Option<String> = None;
+                for text in fields
                     .iter()
                     .filter_map(|p| p.get(record))
                     .filter_map(text_of)
-                    .collect();
-                Ok((!parts.is_empty()).then(|| Value::String(parts.join(separator))))
+                {
+                    match &mut joined {
+                        None => joined = Some(text),
+                        Some(out) => {
+                            out.push_str(separator);
+                            out.push_str(&text);
+                        }
+                    }
+                    check_value_size(joined.as_ref().map_or(0, String::len))?;
+                }
+                Ok(joined.map(Value::String))
             }
             Step::Template { parts } => {
                 let mut out = String::new();
@@ -384,6 +605,7 @@ impl Step {
                             }
                         }
                     }
+                    check_value_size(out.len())?;
                 }
                 Ok(Some(Value::String(out)))
             }
@@ -398,9 +620,26 @@ impl Step {
                 ))),
                 Some(other) => Err(format!("expected text, got {}", describe(&other))),
             },
-            Step::Regex { regex, replacement } => text_only(input, &|s| {
-                regex.replace_all(s, replacement.as_str()).into_owned()
-            }),
+            Step::Regex { regex, replacement } => match input {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => {
+                    // By hand rather than `replace_all`, so the output is bounded as it grows
+                    // (`$0$0$0…` multiplies the input).
+                    let mut out = String::new();
+                    let mut last = 0;
+                    for caps in regex.captures_iter(&s) {
+                        let whole = caps.get(0).expect("group 0 always matches");
+                        out.push_str(&s[last..whole.start()]);
+                        caps.expand(replacement, &mut out);
+                        last = whole.end();
+                        check_value_size(out.len())?;
+                    }
+                    out.push_str(&s[last..]);
+                    check_value_size(out.len())?;
+                    Ok(Some(Value::String(out)))
+                }
+                Some(other) => Err(format!("expected text, got {}", describe(&other))),
+            },
         }
     }
 }
@@ -430,10 +669,23 @@ pub enum Mapped {
 impl Mapper {
     /// Compiles mappings; problems name the mapping and transformer (`mappings[2].transformers[0]`).
     pub fn compile(mappings: &[FieldMapping], label: &str) -> Result<Self, Vec<FieldProblem>> {
+        if mappings.len() > limits::MAPPINGS {
+            return Err(vec![FieldProblem {
+                path: label.to_string(),
+                message: format!("at most {} mappings", limits::MAPPINGS),
+            }]);
+        }
         let mut problems = Vec::new();
         let mut compiled = Vec::new();
         for (i, mapping) in mappings.iter().enumerate() {
             let at = format!("{label}[{i}]");
+            if mapping.transformers.len() > limits::TRANSFORMERS {
+                problems.push(FieldProblem {
+                    path: format!("{at}.transformers"),
+                    message: format!("at most {} transformers", limits::TRANSFORMERS),
+                });
+                continue;
+            }
             let target = Path::parse(&mapping.target).map_err(|e| {
                 problems.push(FieldProblem {
                     path: format!("{at}.target"),
@@ -489,8 +741,24 @@ impl Mapper {
         }
     }
 
-    pub fn map(&self, record: &Value) -> Mapped {
+    /// Maps one record. Records nested deeper than [`limits::JSON_DEPTH`], mapped records
+    /// over [`limits::RECORD_BYTES`] and records mapped once `budget` is spent fail with the
+    /// reason.
+    pub fn map(&self, record: &Value, budget: &OutputBudget) -> Mapped {
+        let fail = |message: String| {
+            Mapped::Failed(vec![FieldProblem {
+                path: String::new(),
+                message,
+            }])
+        };
+        if json_depth_exceeds(record, limits::JSON_DEPTH) {
+            return fail(format!(
+                "the record nests deeper than {} levels",
+                limits::JSON_DEPTH
+            ));
+        }
         let mut out = Value::Object(Map::new());
+        let mut size = 0;
         let mut problems = Vec::new();
         for mapping in &self.mappings {
             let mut value = mapping.source.as_ref().and_then(|p| p.get(record)).cloned();
@@ -519,8 +787,20 @@ impl Mapper {
                     ));
                 }
                 Some(Value::Null) | None => {}
-                Some(value) => mapping.target.set(&mut out, value),
+                Some(value) => {
+                    size += json_size(&value) + mapping.target.cost();
+                    if size > limits::RECORD_BYTES {
+                        return fail(format!(
+                            "the mapped record would be larger than {} bytes",
+                            limits::RECORD_BYTES
+                        ));
+                    }
+                    mapping.target.set(&mut out, value)
+                }
             }
+        }
+        if !budget.take(size) {
+            return fail("the records mapped by this request (or page) exceed their output budget; send fewer".into());
         }
         if problems.is_empty() {
             Mapped::Record(out)
@@ -567,6 +847,10 @@ pub fn projection(record: &Value, paths: &[Path]) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn unlimited() -> OutputBudget {
+        OutputBudget::new(usize::MAX)
+    }
 
     fn t(kind: TransformerKind) -> Transformer {
         Transformer {
@@ -656,7 +940,7 @@ mod tests {
             ),
         ];
         let mapper = Mapper::compile(&mappings, "mappings").unwrap();
-        let Mapped::Record(out) = mapper.map(&record) else {
+        let Mapped::Record(out) = mapper.map(&record, &unlimited()) else {
             panic!()
         };
         assert_eq!(
@@ -680,7 +964,9 @@ mod tests {
             "mappings",
         )
         .unwrap();
-        let Mapped::Failed(problems) = mapper.map(&json!({ "d": "yesterday", "n": "abc" })) else {
+        let Mapped::Failed(problems) =
+            mapper.map(&json!({ "d": "yesterday", "n": "abc" }), &unlimited())
+        else {
             panic!()
         };
         assert_eq!(
@@ -690,7 +976,7 @@ mod tests {
         assert!(problems[0].message.contains("`yesterday` does not match"));
         assert!(problems[1].message.contains("`abc` is not a number"));
         assert_eq!(
-            mapper.map(&json!({ "d": "2026-01-31", "n": 1 })),
+            mapper.map(&json!({ "d": "2026-01-31", "n": 1 }), &unlimited()),
             Mapped::Record(json!({ "when": "31/01/2026", "n": 1 }))
         );
     }
@@ -703,7 +989,7 @@ mod tests {
         )
         .unwrap();
         let value = json!(["xééééééééééééééééééééééééééééééééééééééééééééé"]);
-        let Mapped::Failed(problems) = mapper.map(&json!({ "v": value })) else {
+        let Mapped::Failed(problems) = mapper.map(&json!({ "v": value }), &unlimited()) else {
             panic!()
         };
         assert!(
@@ -719,7 +1005,7 @@ mod tests {
         required.required = true;
         let mapper = Mapper::compile(&[required], "mappings").unwrap();
         assert_eq!(
-            mapper.map(&json!({})),
+            mapper.map(&json!({}), &unlimited()),
             Mapped::Skipped("required field `id` is missing".into())
         );
         let mut bad = t(TransformerKind::RegexReplace);

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::engine::Plan;
-use super::mapping::{Mapped, Path, projection};
+use super::mapping::{Mapped, OutputBudget, Path, projection};
 use super::spec::WriteSpec;
 use super::store;
 use crate::app::AppState;
@@ -177,6 +177,7 @@ pub fn plan_one_way(
     existing: &HashSet<String>,
     write: &WriteSpec,
     tally: &mut Tally,
+    budget: &OutputBudget,
 ) -> Vec<Write> {
     let (mapper, from_key, to_key) = match flow {
         Flow::Forward => (&plan.forward, &plan.source_key, &plan.target_key),
@@ -188,7 +189,7 @@ pub fn plan_one_way(
     for record in records {
         tally.read += 1;
         let from = key_text(from_key.get(record));
-        let mapped = match mapper.map(record) {
+        let mapped = match mapper.map(record, budget) {
             Mapped::Record(mapped) => mapped,
             Mapped::Skipped(reason) => {
                 tally.skipped += 1;

@@ -29,6 +29,7 @@ async fn resource_limits(backend: Backend) {
         "integrations:read",
         "integrations:write",
         "credentials:write",
+        "api_keys:read",
         "api_keys:write"
     ]);
 
