@@ -110,6 +110,19 @@ fn client_headers(headers: Option<&Map<String, Value>>) -> AppResult<HeaderMap> 
     Ok(out)
 }
 
+/// The integration's `defaultHeaders` (generic REST), where the caller did not set the same
+/// header. They pass the same rules as a caller's headers, and the credentials are applied
+/// after them, so they can never replace what the hub injects.
+fn add_default_headers(config: &Value, headers: &mut HeaderMap) -> AppResult<()> {
+    let defaults = client_headers(config["defaultHeaders"].as_object())?;
+    for (name, value) in &defaults {
+        if !headers.contains_key(name) {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    Ok(())
+}
+
 /// Everything needed to call one integration: its row, provider, parsed configuration and
 /// opened credentials. Kept by the replica's call-target cache between calls.
 pub struct Prepared {
@@ -335,6 +348,7 @@ pub async fn execute_prepared(
     let base = prepared.base_url()?;
     let mut url = join(&base, &input.path, input.query.as_ref())?;
     let mut headers = client_headers(input.headers.as_ref())?;
+    add_default_headers(&prepared.config, &mut headers)?;
     let body = match input.body {
         Some(CallBody::Json(value)) => {
             headers
@@ -454,6 +468,7 @@ pub async fn check(
         health_request(prepared.provider, &prepared.config, &prepared.credentials);
     let mut url = join(&base, &path, None)?;
     let mut headers = HeaderMap::new();
+    add_default_headers(&prepared.config, &mut headers)?;
     if let Some(content_type) = content_type {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     }

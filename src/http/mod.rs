@@ -46,8 +46,12 @@ pub struct OutboundResponse {
 pub enum OutboundError {
     Blocked(String),
     Timeout,
-    CircuitOpen { retry_in_secs: u64 },
+    CircuitOpen {
+        retry_in_secs: u64,
+    },
     TooLarge(usize),
+    /// The upstream redirected to another origin; not followed (credentials stay home).
+    CrossOrigin(String),
     Transport(String),
 }
 
@@ -62,6 +66,10 @@ impl OutboundError {
                 )
             }
             Self::TooLarge(limit) => format!("the upstream response is larger than {limit} bytes"),
+            Self::CrossOrigin(origin) => format!(
+                "the upstream redirected to another origin ({origin}); redirects are followed \
+                 only within the integration's origin, so its credentials never leave it"
+            ),
             Self::Transport(reason) => format!("the upstream could not be reached: {reason}"),
         }
     }
@@ -119,18 +127,35 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     (seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
 }
 
-fn blocked_in(err: &reqwest::Error) -> Option<Blocked> {
+/// A redirect to another scheme, host or port: refused, never followed.
+#[derive(Debug, Clone)]
+struct CrossOrigin(String);
+
+impl std::fmt::Display for CrossOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "redirect to another origin ({})", self.0)
+    }
+}
+
+impl std::error::Error for CrossOrigin {}
+
+/// The first error of type `E` in `err`'s chain.
+fn cause<E: std::error::Error + Clone + 'static>(err: &reqwest::Error) -> Option<E> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
-        if let Some(blocked) = e.downcast_ref::<Blocked>() {
-            return Some(blocked.clone());
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found.clone());
         }
         source = e.source();
     }
     None
 }
 
-/// A client that refuses blocked addresses, on connect and on every redirect.
+/// A client that refuses blocked addresses, on connect and on every redirect, and follows
+/// redirects only within the origin (scheme, host and port) of the request it was given:
+/// the credentials the hub injected (headers, cookies, query parameters) are meant for that
+/// origin alone, so a redirect elsewhere is refused rather than followed with them or
+/// stripped of some. No `Referer` is ever sent (it would carry query credentials).
 fn client(
     guard: &Arc<AddressGuard>,
     connect_timeout: Duration,
@@ -140,6 +165,11 @@ fn client(
         if attempt.previous().len() >= 5 {
             return attempt.error(Blocked("too many redirects".into()));
         }
+        let first = attempt.previous().first().map(url::Url::origin);
+        if first.is_some_and(|origin| origin != attempt.url().origin()) {
+            let to = attempt.url().origin().ascii_serialization();
+            return attempt.error(CrossOrigin(to));
+        }
         match redirect_guard.check_url(attempt.url()) {
             Ok(()) => attempt.follow(),
             Err(blocked) => attempt.error(blocked),
@@ -148,6 +178,7 @@ fn client(
     reqwest::Client::builder()
         .connect_timeout(connect_timeout)
         .redirect(redirects)
+        .referer(false)
         .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
         .no_proxy()
         .user_agent(concat!("integration-hub/", env!("CARGO_PKG_VERSION")))
@@ -295,8 +326,11 @@ impl Outbound {
     }
 
     fn classify(&self, err: reqwest::Error) -> OutboundError {
-        if let Some(blocked) = blocked_in(&err) {
+        if let Some(blocked) = cause::<Blocked>(&err) {
             return OutboundError::Blocked(blocked.0);
+        }
+        if let Some(redirect) = cause::<CrossOrigin>(&err) {
+            return OutboundError::CrossOrigin(redirect.0);
         }
         if err.is_timeout() {
             return OutboundError::Timeout;

@@ -353,7 +353,16 @@ static CATALOGUE: LazyLock<Vec<Provider>> = LazyLock::new(|| {
                     "authQueryParam": { "type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$" },
                     "healthCheckMethod": { "type": "string", "enum": ["GET", "HEAD", "POST"] },
                     "healthCheckPath": { "type": "string", "pattern": "^/", "maxLength": 2048 },
-                    "defaultHeaders": { "type": "object", "additionalProperties": { "type": "string" }, "maxProperties": 50 }
+                    "defaultHeaders": {
+                        "type": "object",
+                        "additionalProperties": { "type": "string", "maxLength": 1024 },
+                        "maxProperties": 50,
+                        // Credentials and framing belong to the hub.
+                        "propertyNames": {
+                            "pattern": "^[A-Za-z0-9-]{1,64}$",
+                            "not": { "pattern": "(?i)^(authorization|cookie|host|content-length|transfer-encoding|connection|upgrade|te|private-token|proxy-.*|x-forwarded-.*)$" }
+                        }
+                    }
                 }),
                 &["baseUrl"],
             ),

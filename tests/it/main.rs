@@ -19,6 +19,7 @@ mod projects;
 mod providers;
 mod query_limits;
 mod rate_limits;
+mod redirects;
 mod schema;
 mod secrets;
 mod subscriptions;
