@@ -128,6 +128,9 @@ pub struct RateLimits {
     keys: DashMap<String, (RateSpec, Arc<Direct>)>,
     users: Keyed<String>,
     ips: Keyed<IpAddr>,
+    /// Addresses whose anonymous quota is spent, and until when: a credential presented from
+    /// one of them is refused before it is looked up.
+    throttled: DashMap<IpAddr, std::time::Instant>,
     clock: DefaultClock,
 }
 
@@ -142,6 +145,7 @@ impl RateLimits {
                 .with_middleware::<StateInformationMiddleware>(),
             ips: RateLimiter::dashmap(anonymous.quota())
                 .with_middleware::<StateInformationMiddleware>(),
+            throttled: DashMap::new(),
             clock: DefaultClock::default(),
         }
     }
@@ -167,8 +171,22 @@ impl RateLimits {
                 self.decide(spec, limiter.check())
             }
             Subject::User(subject) => self.decide(self.user, self.users.check_key(subject)),
-            Subject::Anonymous(ip) => self.decide(self.anonymous, self.ips.check_key(ip)),
+            Subject::Anonymous(ip) => {
+                let outcome = self.ips.check_key(ip);
+                if let Err(not_until) = &outcome {
+                    let wait = not_until.wait_time_from(self.clock.now());
+                    self.throttled.insert(*ip, std::time::Instant::now() + wait);
+                }
+                self.decide(self.anonymous, outcome)
+            }
         }
+    }
+
+    /// True while `ip`'s anonymous quota is spent (a refused request said so).
+    pub fn throttled(&self, ip: IpAddr) -> bool {
+        self.throttled
+            .get(&ip)
+            .is_some_and(|until| *until > std::time::Instant::now())
     }
 
     fn decide(
@@ -219,6 +237,8 @@ impl RateLimits {
         self.ips.retain_recent();
         self.users.shrink_to_fit();
         self.ips.shrink_to_fit();
+        let now = std::time::Instant::now();
+        self.throttled.retain(|_, until| *until > now);
     }
 }
 

@@ -183,6 +183,41 @@ impl Guard for ScopeGuard {
     }
 }
 
+/// Authenticates a credential presented from `client` the same way on every transport (HTTP
+/// and WebSocket): while the address is throttled nothing is looked up (only a credential
+/// this replica verified recently, and so holds in memory, still passes: it cannot be a
+/// guess), and a refused or malformed credential (`presented` is the transport's error for
+/// one it could not read) counts against the address's anonymous quota. A refusal comes
+/// with the address's quota decision, and is RATE_LIMITED once that quota is spent.
+pub async fn authenticate_from(
+    state: &AppState,
+    client: std::net::IpAddr,
+    presented: Result<String, AppError>,
+) -> Result<Arc<Principal>, (AppError, crate::ratelimit::Decision)> {
+    let result = match presented {
+        Err(err) => Err(err),
+        Ok(credential)
+            if state.rate_limits.throttled(client)
+                && state.credentials.get(&credential).is_none() =>
+        {
+            Err(AppError::Unauthenticated(
+                "not checked: too many failed attempts from this address".into(),
+            ))
+        }
+        Ok(credential) => authenticate(state, &credential).await,
+    };
+    result.map_err(|err| {
+        let decision = state
+            .rate_limits
+            .check(&crate::ratelimit::Subject::Anonymous(client));
+        let err = match decision.retry_after_secs {
+            Some(retry_after_secs) => AppError::RateLimited { retry_after_secs },
+            None => err,
+        };
+        (err, decision)
+    })
+}
+
 /// The caller behind a credential: from the cache, else by checking the API key against the
 /// database or verifying the JWT. Counts the use of an API key.
 pub async fn authenticate(state: &AppState, credential: &str) -> Result<Arc<Principal>, AppError> {

@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use super::HubSchema;
 use crate::app::AppState;
 use crate::audit::AuditTargets;
-use crate::auth::{Principal, authenticate};
+use crate::auth::{Principal, authenticate_from};
 use crate::error::AppError;
 use crate::ratelimit::{Decision, Subject};
 
@@ -115,31 +115,36 @@ async fn admit(
     format: Format,
 ) -> Result<(Option<Arc<Principal>>, Decision), HttpResponse> {
     let client_ip = req.peer_addr().map_or([127, 0, 0, 1].into(), |a| a.ip());
-    let authenticated = match presented_credential(req.headers()) {
-        Ok(Some(token)) => authenticate(state, &token).await.map(Some),
-        Ok(None) => Ok(None),
-        Err(err) => Err(err),
-    };
-    let decision = match &authenticated {
-        Ok(Some(principal)) => state.rate_limits.check(&principal.rate_subject()),
-        _ => state.rate_limits.check(&Subject::Anonymous(client_ip)),
-    };
-    if let Some(retry_after_secs) = decision.retry_after_secs {
-        let mut response = error_response(AppError::RateLimited { retry_after_secs }, format);
-        add_rate_limit_headers(&mut response, &decision);
-        if let Ok(value) = header::HeaderValue::from_str(&retry_after_secs.to_string()) {
+    let refuse = |err: AppError, decision: &Decision| {
+        let mut response = error_response(err, format);
+        add_rate_limit_headers(&mut response, decision);
+        if let Some(retry_after_secs) = decision.retry_after_secs
+            && let Ok(value) = header::HeaderValue::from_str(&retry_after_secs.to_string())
+        {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
-        return Err(response);
+        response
+    };
+    let (principal, decision) = match presented_credential(req.headers()).transpose() {
+        None => (
+            None,
+            state.rate_limits.check(&Subject::Anonymous(client_ip)),
+        ),
+        Some(presented) => match authenticate_from(state, client_ip, presented).await {
+            Ok(principal) => {
+                let decision = state.rate_limits.check(&principal.rate_subject());
+                (Some(principal), decision)
+            }
+            Err((err, decision)) => return Err(refuse(err, &decision)),
+        },
+    };
+    if let Some(retry_after_secs) = decision.retry_after_secs {
+        return Err(refuse(
+            AppError::RateLimited { retry_after_secs },
+            &decision,
+        ));
     }
-    match authenticated {
-        Ok(principal) => Ok((principal, decision)),
-        Err(err) => {
-            let mut response = error_response(err, format);
-            add_rate_limit_headers(&mut response, &decision);
-            Err(response)
-        }
-    }
+    Ok((principal, decision))
 }
 
 /// IETF `RateLimit-*` headers, on every GraphQL response.

@@ -150,6 +150,7 @@ pub async fn graphql_ws(
     let (frames, mut outgoing) = mpsc::channel::<Bytes>(state.config.ws_send_buffer.max(1));
     let (control, control_rx) = mpsc::unbounded_channel();
     let connection = Connection {
+        client_ip: req.peer_addr().map_or([127, 0, 0, 1].into(), |a| a.ip()),
         state: state.get_ref().clone(),
         schema: HubSchema::clone(&schema),
         protocol,
@@ -268,6 +269,8 @@ enum Flow {
 }
 
 struct Connection {
+    /// Failed `connection_init` credentials count against this address's anonymous quota.
+    client_ip: std::net::IpAddr,
     state: AppState,
     schema: HubSchema,
     protocol: Protocol,
@@ -393,12 +396,16 @@ impl Connection {
                         .await;
                 }
                 let payload = payload.unwrap_or_default();
-                let authorized = match super::credential(&payload) {
-                    Ok(credential) => super::authorize(&self.state, &credential)
+                let presented = super::credential(&payload);
+                let credential = presented.as_ref().cloned().unwrap_or_default();
+                let authorized =
+                    crate::auth::authenticate_from(&self.state, self.client_ip, presented)
                         .await
-                        .map(|principal| (credential, principal)),
-                    Err(err) => Err(err),
-                };
+                        .map_err(|(err, _)| err)
+                        .and_then(|principal| {
+                            principal.require(crate::auth::Scope::LogsSubscribe)?;
+                            Ok((credential, principal))
+                        });
                 match authorized {
                     Ok((credential, principal)) => {
                         self.credential = Some(credential);
@@ -414,7 +421,11 @@ impl Connection {
                     Err(err) => {
                         let message = err.message();
                         err.log();
-                        self.refuse_connection(4403, &message).await
+                        let code = match err {
+                            AppError::RateLimited { .. } => 4429,
+                            _ => 4403,
+                        };
+                        self.refuse_connection(code, &message).await
                     }
                 }
             }

@@ -25,6 +25,7 @@ on_both_backends!(
     subscribers_asking_the_same_share_one_execution,
     a_subscriber_that_stops_reading_is_told_what_it_missed,
     protocol_errors_close_with_their_codes,
+    guessed_keys_are_throttled_like_on_http,
 );
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -833,5 +834,58 @@ async fn protocol_errors_close_with_their_codes(backend: Backend) {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(3_500)).await;
     assert_eq!(silent.close_code().await, Some(3008));
+    app.stop().await;
+}
+
+/// Bad credentials in `connection_init` draw from the address's anonymous quota, as bad HTTP
+/// credentials do; once it is spent the socket is closed 4429 before any key is looked up,
+/// and HTTP from that address is throttled too.
+async fn guessed_keys_are_throttled_like_on_http(backend: Backend) {
+    let app = TestApp::start_configured(backend, |config| {
+        config.rate_limit_anonymous = "5/1h".into();
+    })
+    .await;
+    let (_, unused) = app.key_with(&["logs:subscribe"]).await;
+    let mut codes = Vec::new();
+    for i in 0..8 {
+        let protocol = if i % 2 == 0 {
+            Protocol::TransportWs
+        } else {
+            Protocol::LegacyWs
+        };
+        let mut client = WsClient::open(&app, protocol).await;
+        let guess = format!("ihk_guess{i:011}_{}", "x".repeat(43));
+        let payload = if i == 3 {
+            json!({})
+        } else {
+            json!({ "Authorization": format!("Bearer {guess}") })
+        };
+        client
+            .send(json!({ "type": "connection_init", "payload": payload }))
+            .await;
+        codes.push(client.close_code().await);
+    }
+    assert_eq!(
+        codes,
+        [4403, 4403, 4403, 4403, 4403, 4429, 4429, 4429].map(Some),
+        "five failures spend the quota (a missing credential counts too)"
+    );
+    let http = app.gql("ihk_bad", "{ __typename }", json!({})).await;
+    assert_eq!((http.status, http.code()), (429, "RATE_LIMITED"));
+    assert_eq!(app.gql("", "{ __typename }", json!({})).await.status, 429);
+    // A throttled address is refused before a credential is looked up, valid or not; only
+    // one this replica already verified (held in memory, so no guess) still passes.
+    let mut client = WsClient::open(&app, Protocol::TransportWs).await;
+    client
+        .send(json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {unused}") } }))
+        .await;
+    assert_eq!(client.close_code().await, Some(4429));
+    assert_eq!(
+        app.gql(&unused, "{ __typename }", json!({})).await.status,
+        429
+    );
+    app.gql(&app.admin_key, "{ projects { id } }", json!({}))
+        .await
+        .data();
     app.stop().await;
 }
