@@ -325,7 +325,6 @@ async fn execute(
                 (StatusCode::OK, to_json(&single), headers)
             } else {
                 let mut body = serde_json::to_value(&single).unwrap_or_default();
-                tag_request_errors(&mut body);
                 if let Some(map) = body.as_object_mut() {
                     map.remove("data");
                 }
@@ -351,22 +350,4 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| {
         r#"{"errors":[{"message":"the response could not be serialised","extensions":{"code":"INTERNAL"}}]}"#.into()
     })
-}
-
-/// Parse and validation errors come from async-graphql without a code; they are bad input.
-fn tag_request_errors(body: &mut serde_json::Value) {
-    let Some(errors) = body.get_mut("errors").and_then(|e| e.as_array_mut()) else {
-        return;
-    };
-    for error in errors {
-        if let Some(error) = error.as_object_mut() {
-            let extensions = error
-                .entry("extensions")
-                .or_insert_with(|| serde_json::json!({}));
-            if let Some(ext) = extensions.as_object_mut() {
-                ext.entry("code")
-                    .or_insert_with(|| "VALIDATION_FAILED".into());
-            }
-        }
-    }
 }

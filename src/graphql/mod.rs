@@ -1,6 +1,7 @@
 //! Builds the one schema from the domains' parts, plus the pieces resolvers share:
 //! a database connection from context, and opaque cursors for pagination.
 
+pub mod codes;
 pub mod documents;
 pub mod http;
 pub mod limits;
@@ -68,6 +69,7 @@ pub fn build_schema(state: AppState) -> HubSchema {
         Mutation::default(),
         Subscription::default(),
     )
+    .extension(codes::ErrorCodes)
     .extension(QueryLimits {
         max_depth: config.max_depth,
         max_complexity: config.max_complexity,

@@ -5,7 +5,11 @@ use serde_json::json;
 use crate::on_both_backends;
 use crate::support::{Backend, TestApp};
 
-on_both_backends!(abusive_documents_are_refused, production_switches);
+on_both_backends!(
+    abusive_documents_are_refused,
+    production_switches,
+    every_error_has_a_code
+);
 
 async fn abusive_documents_are_refused(backend: Backend) {
     let app = TestApp::start(backend).await;
@@ -172,3 +176,74 @@ fragment TypeRef on __Type {
   ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } }
 }
 "#;
+
+/// Errors async-graphql raises itself carry `extensions.code` too: single requests, each item
+/// of a batch, and whatever the content type negotiated.
+async fn every_error_has_a_code(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let cases = [
+        (
+            "undefined variable",
+            "query { project(id: $n) { id } }",
+            json!({}),
+        ),
+        (
+            "Int overflow",
+            "query { integrations(projectId: \"x\", first: 99999999999) { edges { cursor } } }",
+            json!({}),
+        ),
+        (
+            "Int overflow in a variable",
+            "query($n: Int) { integrations(projectId: \"x\", first: $n) { edges { cursor } } }",
+            json!({ "n": 99999999999u64 }),
+        ),
+        (
+            "DateTime parse",
+            "query($t: DateTime) { auditLog(filter: { since: $t }) { edges { cursor } } }",
+            json!({ "t": "yesterday" }),
+        ),
+        (
+            "DateTime literal",
+            "query { auditLog(filter: { since: \"yesterday\" }) { edges { cursor } } }",
+            json!({}),
+        ),
+        ("syntax", "query {", json!({})),
+    ];
+    let mut batch = Vec::new();
+    for (what, query, variables) in &cases {
+        let answer = app.gql(&app.admin_key, query, variables.clone()).await;
+        let errors = answer.body["errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{what}: {}", answer.body));
+        for error in errors {
+            assert!(
+                error["extensions"]["code"].is_string(),
+                "{what}: {}",
+                answer.body
+            );
+        }
+        batch.push(json!({ "query": query, "variables": variables }));
+    }
+    let answer = app
+        .client
+        .post(app.graphql_url())
+        .header("authorization", format!("Bearer {}", app.admin_key))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    let items: Vec<serde_json::Value> = answer.json().await.unwrap();
+    assert_eq!(items.len(), cases.len());
+    for (item, (what, ..)) in items.iter().zip(&cases) {
+        let errors = item["errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{what}: {item}"));
+        for error in errors {
+            assert!(
+                error["extensions"]["code"].is_string(),
+                "batch {what}: {item}"
+            );
+        }
+    }
+    app.stop().await;
+}

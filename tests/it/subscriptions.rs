@@ -26,6 +26,7 @@ on_both_backends!(
     a_subscriber_that_stops_reading_is_told_what_it_missed,
     protocol_errors_close_with_their_codes,
     guessed_keys_are_throttled_like_on_http,
+    every_error_over_the_socket_has_a_code,
 );
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -887,5 +888,63 @@ async fn guessed_keys_are_throttled_like_on_http(backend: Backend) {
     app.gql(&app.admin_key, "{ projects { id } }", json!({}))
         .await
         .data();
+    app.stop().await;
+}
+
+/// Errors async-graphql raises itself (undefined variables, values that do not fit) carry
+/// `extensions.code` over the socket too, for subscriptions and queries alike.
+async fn every_error_over_the_socket_has_a_code(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    for protocol in [Protocol::TransportWs, Protocol::LegacyWs] {
+        let mut client = WsClient::connect(
+            &app,
+            protocol,
+            json!({ "Authorization": format!("Bearer {}", app.admin_key) }),
+        )
+        .await
+        .unwrap();
+        for (id, query, variables) in [
+            (
+                "s1",
+                "subscription { integrationLogs(integrationId: $nope) { __typename } }",
+                json!({}),
+            ),
+            (
+                "s2",
+                "subscription($n: Int) { integrationLogs(integrationId: \"x\") { __typename } }",
+                json!({ "n": 99999999999u64 }),
+            ),
+            ("q1", "query { project(id: $nope) { id } }", json!({})),
+            (
+                "q2",
+                "query($t: DateTime) { auditLog(filter: { since: $t }) { edges { cursor } } }",
+                json!({ "t": "not a date" }),
+            ),
+            (
+                "q3",
+                "query { integrations(projectId: \"x\", first: 99999999999) { edges { cursor } } }",
+                json!({}),
+            ),
+        ] {
+            client.subscribe(id, query, variables).await;
+            let message = loop {
+                let message = client.next(Duration::from_secs(10)).await.unwrap();
+                if message["id"] == id && message["type"] != "complete" {
+                    break message;
+                }
+            };
+            let errors = match &message["payload"] {
+                Value::Array(errors) => errors.clone(),
+                payload => payload["errors"].as_array().cloned().unwrap_or_default(),
+            };
+            assert!(!errors.is_empty(), "{protocol:?} {id}: {message}");
+            for error in &errors {
+                assert!(
+                    error["extensions"]["code"].is_string(),
+                    "{protocol:?} {id}: {message}"
+                );
+            }
+        }
+    }
     app.stop().await;
 }
