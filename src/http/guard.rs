@@ -27,6 +27,17 @@ pub struct AddressGuard {
     allow: Vec<IpNet>,
 }
 
+/// An IPv4-mapped (`::ffff:a.b.c.d`) or IPv4-compatible (`::a.b.c.d`) address is the IPv4
+/// address it carries, for the allow-list as for the checks.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if !v6.is_loopback() && !v6.is_unspecified() => {
+            v6.to_ipv4().map_or(ip, IpAddr::V4)
+        }
+        other => other,
+    }
+}
+
 fn is_forbidden(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -43,8 +54,22 @@ fn is_forbidden(ip: IpAddr) -> bool {
                 || a >= 240
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            // IPv6 forms that carry an IPv4 address are judged by that address:
+            // IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96)
+            // and 6to4 (2002:AABB:CCDD::/48).
+            if let Some(v4) = v6.to_ipv4() {
                 return is_forbidden(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_forbidden(IpAddr::V4(std::net::Ipv4Addr::from(
+                    (u32::from(s[6]) << 16) | u32::from(s[7]),
+                )));
+            }
+            if s[0] == 0x2002 {
+                return is_forbidden(IpAddr::V4(std::net::Ipv4Addr::from(
+                    (u32::from(s[1]) << 16) | u32::from(s[2]),
+                )));
             }
             let first = v6.segments()[0];
             v6.is_loopback()
@@ -62,6 +87,7 @@ impl AddressGuard {
     }
 
     pub fn check(&self, ip: IpAddr) -> Result<(), Blocked> {
+        let ip = canonical(ip);
         if is_forbidden(ip) && !self.allow.iter().any(|net| net.contains(&ip)) {
             return Err(Blocked(format!(
                 "requests to {ip} are blocked (private, loopback or link-local address)"
@@ -133,11 +159,25 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::10.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::1",
+            "2002:c0a8:101::",
             "::",
         ] {
             assert!(guard.check(ip.parse().unwrap()).is_err(), "{ip}");
         }
-        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111"] {
+        for ip in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert!(guard.check(ip.parse().unwrap()).is_ok(), "{ip}");
         }
     }
@@ -146,6 +186,9 @@ mod tests {
     fn allow_list_opens_exact_ranges() {
         let guard = AddressGuard::new(vec!["127.0.0.1/32".parse().unwrap()]);
         assert!(guard.check("127.0.0.1".parse().unwrap()).is_ok());
+        assert!(guard.check("::ffff:127.0.0.1".parse().unwrap()).is_ok());
         assert!(guard.check("127.0.0.2".parse().unwrap()).is_err());
+        assert!(guard.check("::127.0.0.2".parse().unwrap()).is_err());
+        assert!(guard.check("::1".parse().unwrap()).is_err());
     }
 }

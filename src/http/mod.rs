@@ -165,15 +165,15 @@ fn client(
         if attempt.previous().len() >= 5 {
             return attempt.error(Blocked("too many redirects".into()));
         }
+        if let Err(blocked) = redirect_guard.check_url(attempt.url()) {
+            return attempt.error(blocked);
+        }
         let first = attempt.previous().first().map(url::Url::origin);
         if first.is_some_and(|origin| origin != attempt.url().origin()) {
             let to = attempt.url().origin().ascii_serialization();
             return attempt.error(CrossOrigin(to));
         }
-        match redirect_guard.check_url(attempt.url()) {
-            Ok(()) => attempt.follow(),
-            Err(blocked) => attempt.error(blocked),
-        }
+        attempt.follow()
     });
     reqwest::Client::builder()
         .connect_timeout(connect_timeout)

@@ -605,6 +605,13 @@ async fn ssrf_guard(backend: Backend) {
         ("metadata", "http://169.254.169.254".to_string()),
         ("unspecified", "http://0.0.0.0:80".to_string()),
         ("ipv6 loopback", "http://[::1]:80".to_string()),
+        ("ipv4-compatible", format!("http://[::127.0.0.2]:{port}")),
+        ("ipv4-mapped", format!("http://[::ffff:127.0.0.2]:{port}")),
+        (
+            "ipv4-compatible metadata",
+            "http://[::169.254.169.254]".to_string(),
+        ),
+        ("nat64 metadata", "http://[64:ff9b::a9fe:a9fe]".to_string()),
         ("redirect to loopback", redirector.url.clone()),
     ] {
         let id = register(
@@ -632,23 +639,29 @@ async fn ssrf_guard(backend: Backend) {
     let app =
         TestApp::start_configured(backend, |config| config.outbound_allow = String::new()).await;
     let project = app.create_project(&app.admin_key, "P").await;
-    let id = register(
-        &app,
-        &project,
-        "generic_rest",
-        "local",
-        json!({ "baseUrl": target.url }),
-        json!({}),
-    )
-    .await;
-    let answer = app
-        .gql(
-            &app.admin_key,
-            EXECUTE,
-            json!({ "id": id, "input": { "method": "GET", "path": "/" } }),
+    for (name, base) in [
+        ("local", target.url.clone()),
+        ("ipv4-compatible", format!("http://[::127.0.0.1]:{port}")),
+        ("ipv4-mapped", format!("http://[::ffff:127.0.0.1]:{port}")),
+    ] {
+        let id = register(
+            &app,
+            &project,
+            "generic_rest",
+            name,
+            json!({ "baseUrl": base }),
+            json!({}),
         )
         .await;
-    assert_eq!(answer.code(), "UPSTREAM_BLOCKED");
+        let answer = app
+            .gql(
+                &app.admin_key,
+                EXECUTE,
+                json!({ "id": id, "input": { "method": "GET", "path": "/" } }),
+            )
+            .await;
+        assert_eq!(answer.code(), "UPSTREAM_BLOCKED", "{name}");
+    }
     assert_eq!(target.count(), 0);
     app.stop().await;
 }
