@@ -83,6 +83,40 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The SQLite file (created here when missing) and its `-wal`/`-shm` files are readable by
+/// the owner only: they hold sealed credentials, key hashes and logs. SQLite creates the
+/// `-wal` and `-shm` files with the database file's mode; files left by an older version are
+/// tightened.
+#[cfg(unix)]
+fn private_files(path: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path.starts_with(':') || path.starts_with("file:") {
+        return Ok(());
+    }
+    let file = std::path::Path::new(path);
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(file)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{path}{suffix}");
+        if std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn private_files(_path: &str) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// Runs `$body` with `$c` bound to the concrete connection of whichever backend `$conn` holds.
 /// The body is compiled once per backend, so one diesel query serves both.
 #[macro_export]
@@ -113,6 +147,11 @@ impl DbPool {
                 Ok(Self::Postgres(pool))
             }
             DatabaseUrl::Sqlite(path) => {
+                private_files(path).map_err(|err| {
+                    AppError::internal(anyhow::anyhow!(
+                        "cannot secure the SQLite file {path}: {err}"
+                    ))
+                })?;
                 let mut config = ManagerConfig::<SqliteConnection>::default();
                 config.custom_setup = Box::new(|path| {
                     let path = path.to_string();

@@ -168,6 +168,25 @@ async fn binary_first_start_restart_and_cli(backend: Backend) {
         .as_str()
         .unwrap()
         .to_string();
+    #[cfg(unix)]
+    if backend == Backend::Sqlite {
+        // The database and its WAL files, written to by now, are the owner's only.
+        use std::os::unix::fs::PermissionsExt;
+        let mut checked = 0;
+        for suffix in ["", "-wal", "-shm"] {
+            let path = db.dir.path().join(format!("integration-hub.db{suffix}"));
+            if let Ok(meta) = std::fs::metadata(&path) {
+                assert_eq!(
+                    meta.permissions().mode() & 0o777,
+                    0o600,
+                    "{}",
+                    path.display()
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 3, "the database runs in WAL mode");
+    }
     let logs = stop(first).await;
     assert!(logs.contains("request"), "request logs are written: {logs}");
     for s in [secret, admin.as_str(), ci_key.as_str()] {
