@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::target::{apply_auth, base_url, join, secret_values};
 use crate::app::AppState;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, FieldProblem};
 use crate::http::{OutboundError, OutboundRequest, OutboundResponse};
 use crate::integrations::model::IntegrationRow;
 use crate::logs::{self, CallRecord};
@@ -88,8 +88,21 @@ pub fn parse_method(text: &str) -> AppResult<Method> {
     }
 }
 
+/// At most this many headers a call may set, each value at most this long.
+pub const MAX_CALL_HEADERS: usize = 50;
+pub const MAX_HEADER_VALUE_BYTES: usize = 8192;
+
 fn client_headers(headers: Option<&Map<String, Value>>) -> AppResult<HeaderMap> {
     let mut out = HeaderMap::new();
+    if headers.is_some_and(|h| h.len() > MAX_CALL_HEADERS) {
+        return Err(AppError::Validation {
+            message: format!("at most {MAX_CALL_HEADERS} headers"),
+            problems: vec![FieldProblem {
+                path: "headers".into(),
+                message: format!("at most {MAX_CALL_HEADERS}"),
+            }],
+        });
+    }
     for (name, value) in headers.into_iter().flatten() {
         let lower = name.to_ascii_lowercase();
         if FORBIDDEN_HEADERS.contains(&lower.as_str()) || lower.starts_with("proxy-") {
@@ -100,6 +113,11 @@ fn client_headers(headers: Option<&Map<String, Value>>) -> AppResult<HeaderMap> 
         let value = value
             .as_str()
             .ok_or_else(|| AppError::validation(format!("the header `{name}` must be a string")))?;
+        if value.len() > MAX_HEADER_VALUE_BYTES {
+            return Err(AppError::validation(format!(
+                "the header `{name}` is longer than {MAX_HEADER_VALUE_BYTES} bytes"
+            )));
+        }
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| AppError::validation(format!("`{name}` is not a header name")))?;
         let value = HeaderValue::from_str(value).map_err(|_| {

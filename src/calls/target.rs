@@ -23,6 +23,11 @@ fn invalid_path(reason: &str) -> AppError {
     AppError::validation(format!("invalid path: {reason}"))
 }
 
+/// At most this many query parameters (list items counted) a call may add.
+pub const MAX_QUERY_PARAMS: usize = 100;
+/// The longest path a call may name.
+pub const MAX_PATH_CHARS: usize = 4096;
+
 /// `path` (with an optional `?query`) joined under `base`, plus `query` parameters. The result
 /// keeps the base's scheme, host and port, and stays under its path.
 pub fn join(
@@ -32,6 +37,21 @@ pub fn join(
 ) -> AppResult<url::Url> {
     if !path.starts_with('/') || path.starts_with("//") {
         return Err(invalid_path("it must start with a single /"));
+    }
+    if path.chars().count() > MAX_PATH_CHARS {
+        return Err(invalid_path(&format!(
+            "it is longer than {MAX_PATH_CHARS} characters"
+        )));
+    }
+    let params: usize = query
+        .into_iter()
+        .flatten()
+        .map(|(_, v)| v.as_array().map_or(1, Vec::len))
+        .sum();
+    if params > MAX_QUERY_PARAMS {
+        return Err(AppError::validation(format!(
+            "query: at most {MAX_QUERY_PARAMS} parameters"
+        )));
     }
     if path.contains("://")
         || path.contains('\\')

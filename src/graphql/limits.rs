@@ -21,6 +21,37 @@ pub struct QueryLimits {
     pub max_directives: usize,
 }
 
+/// How deep a variable's value may nest (lists and objects).
+pub const MAX_VARIABLE_DEPTH: usize = 64;
+
+/// Variables nesting deeper than [`MAX_VARIABLE_DEPTH`] are refused before parsing, named;
+/// walked without recursion.
+fn check_variables(variables: &Variables) -> ServerResult<()> {
+    use async_graphql::Value;
+    for (name, value) in variables.iter() {
+        let mut stack = vec![(value, 0usize)];
+        while let Some((value, depth)) = stack.pop() {
+            let children: Vec<&Value> = match value {
+                Value::List(items) => items.iter().collect(),
+                Value::Object(map) => map.values().collect(),
+                _ => continue,
+            };
+            if depth + 1 > MAX_VARIABLE_DEPTH {
+                let mut error = ServerError::new(
+                    format!("the variable `${name}` nests deeper than {MAX_VARIABLE_DEPTH} levels"),
+                    None,
+                );
+                let mut extensions = async_graphql::ErrorExtensionValues::default();
+                extensions.set("code", "VALIDATION_FAILED");
+                error.extensions = Some(extensions);
+                return Err(error);
+            }
+            stack.extend(children.into_iter().map(|c| (c, depth + 1)));
+        }
+    }
+    Ok(())
+}
+
 pub fn too_complex(message: String) -> ServerError {
     let mut error = ServerError::new(message, None);
     let mut extensions = async_graphql::ErrorExtensionValues::default();
@@ -147,6 +178,7 @@ impl Extension for QueryLimits {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
+        check_variables(variables)?;
         let doc = next.run(ctx, query, variables).await?;
         self.check_document(&doc)?;
         Ok(doc)

@@ -275,5 +275,57 @@ async fn reported_requests_are_refused_and_the_server_stays_up(backend: Backend)
         answer.body
     );
     still_up(&app).await;
+
+    // Calls: header and query-parameter counts, path length; nested variables anywhere.
+    let execute = "mutation($id: ID!, $input: ExecuteRequestInput!) { executeRequest(integrationId: $id, input: $input) { status } }";
+    let headers: serde_json::Map<String, Value> =
+        (0..51).map(|i| (format!("x-h{i}"), json!("v"))).collect();
+    let answer = app
+        .gql(
+            &app.admin_key,
+            execute,
+            json!({ "id": ids[0], "input": { "method": "GET", "path": "/", "headers": headers } }),
+        )
+        .await;
+    assert_eq!(refused_at(&answer), "headers");
+    let query: serde_json::Map<String, Value> =
+        [("n".to_string(), json!((0..101).collect::<Vec<_>>()))]
+            .into_iter()
+            .collect();
+    let answer = app
+        .gql(
+            &app.admin_key,
+            execute,
+            json!({ "id": ids[0], "input": { "method": "GET", "path": "/", "query": query } }),
+        )
+        .await;
+    assert_eq!(answer.code(), "VALIDATION_FAILED");
+    assert!(
+        answer.message().contains("at most 100 parameters"),
+        "{}",
+        answer.body
+    );
+    let answer = app
+        .gql(&app.admin_key, execute, json!({ "id": ids[0], "input": { "method": "GET", "path": format!("/{}", "a".repeat(5000)) } }))
+        .await;
+    assert_eq!(answer.code(), "VALIDATION_FAILED");
+    let mut deep = json!("x");
+    for _ in 0..70 {
+        deep = json!([deep]);
+    }
+    let answer = app
+        .gql(
+            &app.admin_key,
+            execute,
+            json!({ "id": ids[0], "input": { "method": "POST", "path": "/", "body": deep } }),
+        )
+        .await;
+    assert_eq!(answer.code(), "VALIDATION_FAILED");
+    assert!(
+        answer.message().contains("`$input` nests deeper than 64"),
+        "{}",
+        answer.body
+    );
+    still_up(&app).await;
     app.stop().await;
 }
