@@ -24,6 +24,11 @@ pub struct Pager<'a> {
     done: bool,
 }
 
+/// The most records a read may ask for per page, and the most pages one read may take:
+/// checked when a config is saved and enforced again when a stored one runs.
+pub const MAX_PAGE_SIZE: i32 = 1000;
+pub const MAX_PAGES: i32 = 10_000;
+
 impl<'a> Pager<'a> {
     pub fn new(
         state: &'a AppState,
@@ -36,12 +41,12 @@ impl<'a> Pager<'a> {
             integration,
             read,
             actor,
-            size: read.pagination.size.unwrap_or(100).max(1) as usize,
+            size: read.pagination.size.unwrap_or(100).clamp(1, MAX_PAGE_SIZE) as usize,
             page_number: read.pagination.start.unwrap_or(1) as i64,
             offset: 0,
             cursor: None,
             next_link: None,
-            pages_left: read.max_pages.unwrap_or(10_000).max(1),
+            pages_left: read.max_pages.unwrap_or(MAX_PAGES).clamp(1, MAX_PAGES),
             done: false,
         }
     }

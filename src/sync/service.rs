@@ -2,9 +2,11 @@
 //! names exists in the caller's team. Errors name the field.
 
 use super::mapping::{Mapper, Path, derive_reverse};
+use super::pager::{MAX_PAGE_SIZE, MAX_PAGES};
 use super::spec::{ConflictPolicy, ReadSpec, SyncConfigInput, SyncDirection, SyncSpec, WriteSpec};
 use super::store::SyncConfigRow;
 use crate::auth::Principal;
+use crate::calls::target::{MAX_PATH_CHARS, MAX_QUERY_PARAMS};
 use crate::db::{DbConn, new_id, now};
 use crate::error::{AppError, AppResult, FieldProblem};
 
@@ -15,9 +17,51 @@ fn problem(path: &str, message: &str) -> FieldProblem {
     }
 }
 
+fn check_path(path: &str, at: &str, problems: &mut Vec<FieldProblem>) {
+    if !path.starts_with('/') {
+        problems.push(problem(at, "must start with /"));
+    }
+    if path.chars().count() > MAX_PATH_CHARS {
+        problems.push(problem(at, &format!("at most {MAX_PATH_CHARS} characters")));
+    }
+}
+
 fn check_read(read: &ReadSpec, at: &str, problems: &mut Vec<FieldProblem>) {
-    if !read.path.starts_with('/') {
-        problems.push(problem(&format!("{at}.path"), "must start with /"));
+    check_path(&read.path, &format!("{at}.path"), problems);
+    if read.records_pointer.chars().count() > 256 {
+        problems.push(problem(
+            &format!("{at}.recordsPointer"),
+            "at most 256 characters",
+        ));
+    }
+    if read
+        .query
+        .as_ref()
+        .is_some_and(|q| q.0.len() > MAX_QUERY_PARAMS)
+    {
+        problems.push(problem(
+            &format!("{at}.query"),
+            &format!("at most {MAX_QUERY_PARAMS} parameters"),
+        ));
+    }
+    if read
+        .max_pages
+        .is_some_and(|m| !(1..=MAX_PAGES).contains(&m))
+    {
+        problems.push(problem(
+            &format!("{at}.maxPages"),
+            &format!("must be 1 to {MAX_PAGES}"),
+        ));
+    }
+    if read
+        .pagination
+        .size
+        .is_some_and(|s| !(1..=MAX_PAGE_SIZE).contains(&s))
+    {
+        problems.push(problem(
+            &format!("{at}.pagination.size"),
+            &format!("must be 1 to {MAX_PAGE_SIZE}"),
+        ));
     }
     if crate::calls::service::parse_method(&read.method).is_err() {
         problems.push(problem(&format!("{at}.method"), "unsupported method"));
@@ -31,15 +75,9 @@ fn check_read(read: &ReadSpec, at: &str, problems: &mut Vec<FieldProblem>) {
 }
 
 fn check_write(write: &WriteSpec, at: &str, problems: &mut Vec<FieldProblem>) {
-    if !write.create_path.starts_with('/') {
-        problems.push(problem(&format!("{at}.createPath"), "must start with /"));
-    }
-    if write
-        .update_path
-        .as_ref()
-        .is_some_and(|p| !p.starts_with('/'))
-    {
-        problems.push(problem(&format!("{at}.updatePath"), "must start with /"));
+    check_path(&write.create_path, &format!("{at}.createPath"), problems);
+    if let Some(path) = &write.update_path {
+        check_path(path, &format!("{at}.updatePath"), problems);
     }
     for (field, method) in [
         ("createMethod", &write.create_method),

@@ -7,7 +7,10 @@ use serde_json::{Value, json};
 use crate::on_both_backends;
 use crate::support::{Backend, REGISTER, TestApp};
 
-on_both_backends!(reported_requests_are_refused_and_the_server_stays_up);
+on_both_backends!(
+    reported_requests_are_refused_and_the_server_stays_up,
+    stored_configs_are_held_to_the_same_limits
+);
 
 const PREVIEW: &str = "query($m: [FieldMappingInput!]!, $r: [JSON!]!) {
     previewSyncMapping(mappings: $m, sampleRecords: $r) { output skipped errors { field message } } }";
@@ -325,6 +328,101 @@ async fn reported_requests_are_refused_and_the_server_stays_up(backend: Backend)
         answer.message().contains("`$input` nests deeper than 64"),
         "{}",
         answer.body
+    );
+    still_up(&app).await;
+    app.stop().await;
+}
+
+/// A config stored before these limits (written here straight into the database) is held to
+/// them when it is previewed, run or pushed: refused with the field named, server up.
+async fn stored_configs_are_held_to_the_same_limits(backend: Backend) {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    use integration_hub::db::schema::sync_configs;
+
+    let app = TestApp::start(backend).await;
+    let project = app.create_project(&app.admin_key, "P").await;
+    let mut ids = Vec::new();
+    for name in ["source", "target"] {
+        let answer = app
+            .gql(
+                &app.admin_key,
+                REGISTER,
+                json!({ "input": { "projectId": project, "provider": "generic_rest", "name": name,
+                    "config": { "baseUrl": "http://127.0.0.1:9" }, "credentials": {} } }),
+            )
+            .await;
+        ids.push(
+            answer.data()["registerIntegration"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    let created = app
+        .gql(
+            &app.admin_key,
+            "mutation($input: SyncConfigInput!) { createSyncConfig(input: $input) { id } }",
+            json!({ "input": { "projectId": project, "name": "old", "sourceIntegrationId": ids[0],
+                "targetIntegrationId": ids[1], "sourceRead": { "path": "/items" },
+                "targetWrite": { "createPath": "/items" }, "sourceKey": "a", "targetKey": "a",
+                "mappings": [{ "target": "a", "source": "a" }] } }),
+        )
+        .await;
+    let config = created.data()["createSyncConfig"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut conn = app.state.pool.get().await.unwrap();
+    let spec: String = integration_hub::with_conn!(&mut conn, |c| sync_configs::table
+        .filter(sync_configs::id.eq(&config))
+        .select(sync_configs::spec)
+        .first(c)
+        .await)
+    .unwrap();
+    let mut spec: Value = serde_json::from_str(&spec).unwrap();
+    spec["mappings"][0]["target"] = json!(vec!["a"; 5000].join("."));
+    let spec = spec.to_string();
+    integration_hub::with_conn!(&mut conn, |c| diesel::update(
+        sync_configs::table.filter(sync_configs::id.eq(&config))
+    )
+    .set(sync_configs::spec.eq(&spec))
+    .execute(c)
+    .await)
+    .unwrap();
+    drop(conn);
+
+    let preview = app
+        .gql(
+            &app.admin_key,
+            "query($id: ID!) { previewSyncMapping(configId: $id, sampleRecords: [{ a: 1 }]) { output } }",
+            json!({ "id": config }),
+        )
+        .await;
+    assert_eq!(refused_at(&preview), "mappings[0].target");
+    let run = app
+        .gql(
+            &app.admin_key,
+            "mutation($id: ID!) { runSync(configId: $id) { id } }",
+            json!({ "id": config }),
+        )
+        .await;
+    assert_eq!(refused_at(&run), "mappings[0].target");
+    let push = app
+        .gql(
+            &app.admin_key,
+            "mutation($id: ID!) { pushRecords(records: [{ a: 1 }], syncConfigIds: [$id]) { written error { code message } } }",
+            json!({ "id": config }),
+        )
+        .await;
+    let outcome = &push.data()["pushRecords"][0];
+    assert_eq!(outcome["written"], 0);
+    assert_eq!(outcome["error"]["code"], "VALIDATION_FAILED", "{outcome}");
+    assert!(
+        outcome["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 256 characters")
     );
     still_up(&app).await;
     app.stop().await;

@@ -14,6 +14,7 @@ mod integrations;
 mod jwt;
 mod key_dominance;
 mod key_lifecycle;
+mod mapping_props;
 mod migrations;
 mod projects;
 mod providers;
