@@ -69,7 +69,8 @@ pub struct Prepared {
 pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     config.validate().map_err(anyhow::Error::msg)?;
     let (keyring, key_file_created) = load_keyring(&config)?;
-    let pool = DbPool::connect(&config.database(), config.db_pool_size).map_err(describe)?;
+    let pool = DbPool::connect(&config.database(), config.db_pool_size, config.db_timeout())
+        .map_err(describe)?;
     let applied = pool.migrate().await.map_err(describe)?;
     if applied > 0 {
         tracing::info!(applied, backend = pool.backend_name(), "database migrated");
@@ -277,10 +278,14 @@ fn is_websocket(ctx: &guard::GuardContext<'_>) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
+/// Ready when the database answers within a second (a down, frozen or locked one is not).
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.pool.ping().await {
-        Ok(()) => HttpResponse::Ok().body("ready"),
-        Err(_) => HttpResponse::ServiceUnavailable().body("database unavailable"),
+    let ping = tokio::time::timeout(Duration::from_secs(1), state.pool.ping()).await;
+    match ping {
+        Ok(Ok(())) => HttpResponse::Ok().body("ready"),
+        _ => HttpResponse::ServiceUnavailable()
+            .insert_header(("retry-after", "1"))
+            .body("database unavailable"),
     }
 }
 

@@ -29,6 +29,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Database pool size.
     pub db_pool_size: usize,
+    /// Longest wait on the database: pool checkout, connecting, SQLite's busy wait and
+    /// PostgreSQL's statement timeout. Past it the request is answered UNAVAILABLE (503).
+    pub db_timeout_ms: u64,
     /// HTTP worker threads (0 = one per core).
     pub workers: usize,
     /// Serve GraphiQL on GET /graphql for browsers.
@@ -156,6 +159,7 @@ impl Default for Config {
             key_file: None,
             max_body_bytes: 1024 * 1024,
             db_pool_size: 10,
+            db_timeout_ms: 5000,
             workers: 0,
             graphiql: true,
             log_format: "text".into(),
@@ -260,6 +264,10 @@ impl Config {
         Ok(config)
     }
 
+    pub fn db_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.db_timeout_ms)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         DatabaseUrl::parse(&self.database_url)?;
         self.bind_addr()?;
@@ -268,6 +276,9 @@ impl Config {
         }
         if self.db_pool_size == 0 {
             return Err("HUB_DB_POOL_SIZE must be at least 1".into());
+        }
+        if !(100..=600_000).contains(&self.db_timeout_ms) {
+            return Err("HUB_DB_TIMEOUT_MS must be 100 to 600000".into());
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(format!(

@@ -46,6 +46,9 @@ pub enum AppError {
 
 pub type AppResult<T> = Result<T, AppError>;
 
+/// What `Retry-After` says when a dependency is down.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
+
 impl AppError {
     #[track_caller]
     pub fn internal(error: impl Into<anyhow::Error>) -> Self {
@@ -81,7 +84,8 @@ impl AppError {
             Self::UpstreamError(_) => "UPSTREAM_ERROR",
             Self::UpstreamBlocked(_) => "UPSTREAM_BLOCKED",
             Self::IntegrationDisabled(_) => "INTEGRATION_DISABLED",
-            Self::Unavailable(_) | Self::Internal { .. } => "INTERNAL",
+            Self::Unavailable(_) => "UNAVAILABLE",
+            Self::Internal { .. } => "INTERNAL",
         }
     }
 
@@ -126,6 +130,15 @@ impl AppError {
         }
     }
 
+    /// Seconds a client should wait before trying again, where that is known.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            Self::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_SECS),
+            _ => None,
+        }
+    }
+
     /// Logs what the client will not see.
     pub fn log(&self) {
         match self {
@@ -147,8 +160,12 @@ impl AppError {
             }
             _ => Vec::new(),
         };
+        let retry_after = self.retry_after_secs();
         async_graphql::Error::new(self.message()).extend_with(|_, ext| {
             ext.set("code", code);
+            if let Some(secs) = retry_after {
+                ext.set("retryAfter", secs);
+            }
             if !problems.is_empty() {
                 let list: Vec<async_graphql::Value> = problems
                     .iter()
@@ -171,8 +188,8 @@ impl AppError {
     pub fn into_response_body(self) -> serde_json::Value {
         self.log();
         let mut extensions = serde_json::json!({ "code": self.code() });
-        if let Self::RateLimited { retry_after_secs } = &self {
-            extensions["retryAfter"] = (*retry_after_secs).into();
+        if let Some(retry_after_secs) = self.retry_after_secs() {
+            extensions["retryAfter"] = retry_after_secs.into();
         }
         serde_json::json!({ "errors": [{ "message": self.message(), "extensions": extensions }] })
     }
@@ -198,9 +215,37 @@ impl From<diesel::result::Error> for AppError {
             Error::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
                 AppError::NotFound("a referenced object does not exist".into())
             }
+            // The database is down, gone away, locked or too slow: not a bug, an outage.
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                info,
+            ) => AppError::Unavailable(format!("database connection lost: {}", info.message())),
+            Error::DatabaseError(_, info) if is_outage(info.message()) => {
+                AppError::Unavailable(format!("database unavailable: {}", info.message()))
+            }
             other => AppError::internal(other),
         }
     }
+}
+
+/// Database messages that mean "not now" rather than "wrong": SQLite's busy or locked
+/// database, PostgreSQL's statement or lock timeout, a connection the server ended.
+fn is_outage(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    [
+        "database is locked",
+        "database table is locked",
+        "database is busy",
+        "canceling statement due to statement timeout",
+        "canceling statement due to lock timeout",
+        "terminating connection",
+        "connection closed",
+        "the database system is",
+        "disk i/o error",
+        "database or disk is full",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }
 
 impl From<serde_json::Error> for AppError {
@@ -239,7 +284,7 @@ mod tests {
                 AppError::QueryTooComplex(String::new()),
                 "QUERY_TOO_COMPLEX",
             ),
-            (AppError::Unavailable(String::new()), "INTERNAL"),
+            (AppError::Unavailable(String::new()), "UNAVAILABLE"),
             (AppError::internal(anyhow::anyhow!("x")), "INTERNAL"),
         ];
         for (err, code) in cases {

@@ -152,8 +152,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve(config).await,
         Command::Migrate => {
-            let pool =
-                DbPool::connect(&config.database(), 1).map_err(|e| anyhow::anyhow!(e.message()))?;
+            let pool = DbPool::connect(&config.database(), 1, config.db_timeout())
+                .map_err(|e| anyhow::anyhow!(e.message()))?;
             let applied = pool
                 .migrate()
                 .await

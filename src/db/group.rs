@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use diesel_async::pooled_connection::deadpool::Pool;
 
-use super::{DbPool, SQLITE_PRAGMAS};
+use super::{DbPool, sqlite_pragmas};
 use crate::error::{AppError, AppResult};
 
 /// A row type that can be inserted many at a time, in one transaction.
@@ -149,10 +149,13 @@ impl<T: GroupInsert> GroupWriter<T> {
     pub fn spawn(pool: &DbPool, max_batch: usize) -> AppResult<Self> {
         let (sender, receiver) = mpsc::channel::<Job<T>>(max_batch * 4);
         match pool {
-            DbPool::Sqlite(_, path) => {
+            DbPool::Sqlite(_, path, timeout) => {
                 let mut conn = diesel::SqliteConnection::establish(path)
                     .map_err(|err| AppError::Unavailable(format!("database unavailable: {err}")))?;
-                diesel::connection::SimpleConnection::batch_execute(&mut conn, SQLITE_PRAGMAS)?;
+                diesel::connection::SimpleConnection::batch_execute(
+                    &mut conn,
+                    &sqlite_pragmas(*timeout),
+                )?;
                 let runtime = tokio::runtime::Handle::try_current().map_err(AppError::internal)?;
                 std::thread::Builder::new()
                     .name("journal-writer".into())

@@ -5,6 +5,8 @@ pub mod group;
 pub mod journal;
 pub mod schema;
 
+use std::time::Duration;
+
 use diesel::ConnectionError;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
@@ -23,15 +25,22 @@ pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migration
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
 /// Pragmas every SQLite connection needs: concurrent readers next to one writer, waiting
-/// instead of failing on a busy database, and enforced foreign keys.
-const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
-     PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;";
+/// (up to the database timeout) instead of failing on a busy database, and enforced foreign
+/// keys.
+pub(crate) fn sqlite_pragmas(timeout: Duration) -> String {
+    format!(
+        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {}; \
+         PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+        timeout.as_millis()
+    )
+}
 
 #[derive(Clone)]
 pub enum DbPool {
     Postgres(Pool<AsyncPgConnection>),
-    /// The pool, and the file it opens (for connections of their own, like the journal's).
-    Sqlite(Pool<SqliteConnection>, std::sync::Arc<str>),
+    /// The pool, the file it opens and the wait bound (for connections of their own, like
+    /// the journal's).
+    Sqlite(Pool<SqliteConnection>, std::sync::Arc<str>, Duration),
 }
 
 /// A connection checked out of the pool; store functions take `&mut DbConn`.
@@ -136,12 +145,40 @@ macro_rules! with_conn {
 }
 
 impl DbPool {
-    pub fn connect(url: &DatabaseUrl, max_size: usize) -> Result<Self, AppError> {
+    /// A pool whose every wait is bounded by `timeout`: checkout, connecting, recycling, and
+    /// on the server PostgreSQL's `statement_timeout` or SQLite's busy wait.
+    pub fn connect(
+        url: &DatabaseUrl,
+        max_size: usize,
+        timeout: Duration,
+    ) -> Result<Self, AppError> {
         match url {
             DatabaseUrl::Postgres(url) => {
-                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url.as_str());
+                let mut config = ManagerConfig::<AsyncPgConnection>::default();
+                config.custom_setup = Box::new(move |url| {
+                    let url = url.to_string();
+                    async move {
+                        let mut conn = AsyncPgConnection::establish(&url).await?;
+                        conn.batch_execute(&format!(
+                            "SET statement_timeout = {}; SET lock_timeout = {0}",
+                            timeout.as_millis()
+                        ))
+                        .await
+                        .map_err(ConnectionError::CouldntSetupConfiguration)?;
+                        Ok(conn)
+                    }
+                    .boxed()
+                });
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+                    url.as_str(),
+                    config,
+                );
                 let pool = Pool::builder(manager)
                     .max_size(max_size)
+                    .wait_timeout(Some(timeout))
+                    .create_timeout(Some(timeout))
+                    .recycle_timeout(Some(timeout))
+                    .runtime(deadpool::Runtime::Tokio1)
                     .build()
                     .map_err(AppError::internal)?;
                 Ok(Self::Postgres(pool))
@@ -153,11 +190,13 @@ impl DbPool {
                     ))
                 })?;
                 let mut config = ManagerConfig::<SqliteConnection>::default();
-                config.custom_setup = Box::new(|path| {
+                let pragmas = sqlite_pragmas(timeout);
+                config.custom_setup = Box::new(move |path| {
                     let path = path.to_string();
+                    let pragmas = pragmas.clone();
                     async move {
                         let mut conn = SqliteConnection::establish(&path).await?;
-                        conn.batch_execute(SQLITE_PRAGMAS)
+                        conn.batch_execute(&pragmas)
                             .await
                             .map_err(ConnectionError::CouldntSetupConfiguration)?;
                         Ok(conn)
@@ -170,9 +209,13 @@ impl DbPool {
                 );
                 let pool = Pool::builder(manager)
                     .max_size(max_size)
+                    .wait_timeout(Some(timeout))
+                    .create_timeout(Some(timeout))
+                    .recycle_timeout(Some(timeout))
+                    .runtime(deadpool::Runtime::Tokio1)
                     .build()
                     .map_err(AppError::internal)?;
-                Ok(Self::Sqlite(pool, path.as_str().into()))
+                Ok(Self::Sqlite(pool, path.as_str().into(), timeout))
             }
         }
     }
@@ -187,7 +230,7 @@ impl DbPool {
     pub async fn get(&self) -> Result<DbConn, AppError> {
         match self {
             Self::Postgres(pool) => pool.get().await.map(DbConn::Postgres),
-            Self::Sqlite(pool, _) => pool.get().await.map(DbConn::Sqlite),
+            Self::Sqlite(pool, ..) => pool.get().await.map(DbConn::Sqlite),
         }
         .map_err(|err| AppError::Unavailable(format!("database unavailable: {err}")))
     }

@@ -16,7 +16,7 @@ use super::HubSchema;
 use crate::app::AppState;
 use crate::audit::AuditTargets;
 use crate::auth::{Principal, authenticate_from};
-use crate::error::AppError;
+use crate::error::{AppError, UNAVAILABLE_RETRY_AFTER_SECS};
 use crate::ratelimit::{Decision, Subject};
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -66,6 +66,9 @@ fn error_response(err: AppError, format: Format) -> HttpResponse {
     let mut response = HttpResponse::build(status);
     if status == StatusCode::UNAUTHORIZED {
         response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+    }
+    if let Some(secs) = err.retry_after_secs() {
+        response.insert_header((header::RETRY_AFTER, secs.to_string()));
     }
     response
         .content_type(format.content_type())
@@ -321,7 +324,11 @@ async fn execute(
                 && !single.errors.is_empty()
                 && single.errors.iter().all(|e| e.path.is_empty());
             let headers = single.http_headers.clone();
-            if !request_error {
+            if single.errors.iter().any(is_outage) {
+                // A dependency (the database) is down or timed out: the request may be
+                // retried as it is (`Retry-After` is added below).
+                (StatusCode::SERVICE_UNAVAILABLE, to_json(&single), headers)
+            } else if !request_error {
                 (StatusCode::OK, to_json(&single), headers)
             } else {
                 let mut body = serde_json::to_value(&single).unwrap_or_default();
@@ -343,7 +350,21 @@ async fn execute(
     for (name, value) in headers.iter() {
         builder.append_header((name.as_str(), value.as_bytes()));
     }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        builder.insert_header((
+            header::RETRY_AFTER,
+            UNAVAILABLE_RETRY_AFTER_SECS.to_string(),
+        ));
+    }
     builder.content_type(format.content_type()).body(body)
+}
+
+fn is_outage(error: &async_graphql::ServerError) -> bool {
+    error
+        .extensions
+        .as_ref()
+        .and_then(|e| e.get("code"))
+        .is_some_and(|code| *code == async_graphql::Value::from("UNAVAILABLE"))
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> String {

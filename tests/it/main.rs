@@ -16,6 +16,7 @@ mod key_dominance;
 mod key_lifecycle;
 mod mapping_props;
 mod migrations;
+mod outages;
 mod projects;
 mod providers;
 mod query_limits;

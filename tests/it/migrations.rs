@@ -3,9 +3,13 @@ use integration_hub::db::{DatabaseUrl, DbPool, describe_tables};
 use crate::support::{Backend, TestDb};
 
 async fn pool_for(db: &TestDb) -> DbPool {
-    DbPool::connect(&DatabaseUrl::parse(&db.url).unwrap(), 2)
-        .map_err(|e| e.message())
-        .unwrap()
+    DbPool::connect(
+        &DatabaseUrl::parse(&db.url).unwrap(),
+        2,
+        std::time::Duration::from_secs(5),
+    )
+    .map_err(|e| e.message())
+    .unwrap()
 }
 
 /// Both migration sets produce the same tables and columns.

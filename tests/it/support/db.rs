@@ -68,6 +68,11 @@ impl TestDb {
         }
     }
 
+    /// The PostgreSQL database's name (None on SQLite).
+    pub fn pg_name(&self) -> Option<&str> {
+        self.pg_name.as_deref()
+    }
+
     /// The SQLite database file (and its WAL), for tests that read the raw bytes.
     pub fn sqlite_files(&self) -> Vec<std::path::PathBuf> {
         ["hub.db", "hub.db-wal"]

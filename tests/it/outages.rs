@@ -1,0 +1,129 @@
+//! A database that is down, locked or too slow is an outage, not a bug: requests are answered
+//! within `HUB_DB_TIMEOUT_MS` with `UNAVAILABLE` (HTTP 503, `Retry-After`), `/readyz` within a
+//! second, and the hub recovers on its own once the database is back.
+
+use std::time::{Duration, Instant};
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use serde_json::json;
+
+use crate::on_both_backends;
+use crate::support::db::postgres_admin_url;
+use crate::support::{Answer, Backend, TestApp};
+
+on_both_backends!(a_locked_or_stopped_database_is_answered_unavailable);
+
+const TIMEOUT_MS: u64 = 400;
+
+async fn create_project(app: &TestApp, name: &str) -> (Answer, Duration) {
+    let started = Instant::now();
+    let answer = app
+        .gql(
+            &app.admin_key,
+            "mutation($n: String!) { createProject(input: { name: $n }) { id } }",
+            json!({ "n": name }),
+        )
+        .await;
+    (answer, started.elapsed())
+}
+
+fn assert_unavailable(answer: &Answer, took: Duration, what: &str) {
+    assert_eq!(answer.status, 503, "{what}: {}", answer.body);
+    assert_eq!(answer.code(), "UNAVAILABLE", "{what}");
+    assert_eq!(answer.header("retry-after"), Some("1"), "{what}");
+    assert_eq!(
+        answer.message(),
+        "service temporarily unavailable",
+        "no internals"
+    );
+    // Answered once the database wait ran out, not after whatever the outage lasts (the
+    // bound is loose: it tells a bounded wait from a hang on a shared, noisy machine).
+    assert!(
+        took < Duration::from_millis(TIMEOUT_MS * 10),
+        "{what} took {took:?}"
+    );
+}
+
+async fn readyz(app: &TestApp) -> (u16, Duration) {
+    let started = Instant::now();
+    let status = app
+        .client
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16();
+    (status, started.elapsed())
+}
+
+async fn a_locked_or_stopped_database_is_answered_unavailable(backend: Backend) {
+    let app = TestApp::start_configured(backend, |config| config.db_timeout_ms = TIMEOUT_MS).await;
+    create_project(&app, "before").await.0.data();
+    match backend {
+        Backend::Sqlite => {
+            // Another process holds SQLite's write lock.
+            let path = app.db.url.strip_prefix("sqlite://").unwrap().to_string();
+            let mut holder =
+                <diesel::SqliteConnection as diesel::Connection>::establish(&path).unwrap();
+            diesel::connection::SimpleConnection::batch_execute(&mut holder, "BEGIN EXCLUSIVE")
+                .unwrap();
+            let (answer, took) = create_project(&app, "while locked").await;
+            assert_unavailable(&answer, took, "write behind a held lock");
+            diesel::connection::SimpleConnection::batch_execute(&mut holder, "ROLLBACK").unwrap();
+        }
+        Backend::Postgres => {
+            // Another session holds a lock on the table the mutation writes.
+            let mut holder = AsyncPgConnection::establish(&app.db.url).await.unwrap();
+            holder
+                .batch_execute("BEGIN; LOCK TABLE projects IN ACCESS EXCLUSIVE MODE")
+                .await
+                .unwrap();
+            let (answer, took) = create_project(&app, "while locked").await;
+            assert_unavailable(&answer, took, "write behind a held lock");
+            holder.batch_execute("ROLLBACK").await.unwrap();
+
+            // The database stops taking connections and drops the ones it has.
+            let name = app.db.pg_name().unwrap().to_string();
+            let mut admin = AsyncPgConnection::establish(&postgres_admin_url())
+                .await
+                .unwrap();
+            admin
+                .batch_execute(&format!(
+                    "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+                     SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+                ))
+                .await
+                .unwrap();
+            let (answer, took) = create_project(&app, "while stopped").await;
+            assert_unavailable(&answer, took, "database refusing connections");
+            let started = Instant::now();
+            let read = app
+                .gql(&app.admin_key, "{ projects { id } }", json!({}))
+                .await;
+            assert_unavailable(&read, started.elapsed(), "read while stopped");
+            let (status, took) = readyz(&app).await;
+            assert_eq!(status, 503);
+            assert!(took < Duration::from_secs(3), "/readyz took {took:?}");
+            admin
+                .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+                .await
+                .unwrap();
+        }
+    }
+    // Back without a restart.
+    let (status, _) = readyz(&app).await;
+    assert_eq!(status, 200);
+    create_project(&app, "after").await.0.data();
+    let projects = app
+        .gql(&app.admin_key, "{ projects { name } }", json!({}))
+        .await;
+    let names: Vec<&str> = projects.data()["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["before", "after"], "nothing half-written");
+    app.stop().await;
+}
