@@ -68,13 +68,19 @@ pub struct Prepared {
 
 pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     config.validate().map_err(anyhow::Error::msg)?;
-    let (keyring, key_file_created) = load_keyring(&config)?;
     let pool = DbPool::connect(&config.database(), config.db_pool_size, config.db_timeout())
         .map_err(describe)?;
     let applied = pool.migrate().await.map_err(describe)?;
     if applied > 0 {
         tracing::info!(applied, backend = pool.backend_name(), "database migrated");
     }
+    let sealed = {
+        let mut conn = pool.get().await.map_err(describe)?;
+        crate::integrations::store::sealed_samples(&mut conn)
+            .await
+            .map_err(describe)?
+    };
+    let (keyring, key_file_created) = load_keyring(&config, &sealed)?;
     {
         let mut conn = pool.get().await.map_err(describe)?;
         let interrupted = crate::sync::store::interrupt_unfinished(&mut conn, crate::db::now())
@@ -150,13 +156,57 @@ fn describe(err: crate::error::AppError) -> anyhow::Error {
 }
 
 /// Keys from `HUB_ENCRYPTION_KEYS`, else the key file (created with a fresh key if missing).
-pub fn load_keyring(config: &Config) -> anyhow::Result<(Keyring, Option<std::path::PathBuf>)> {
-    if let Some(spec) = &config.encryption_keys {
-        return Ok((Keyring::parse(spec).map_err(anyhow::Error::msg)?, None));
+/// The encryption keys: from `HUB_ENCRYPTION_KEYS`, else the key file. Every key that
+/// credentials in the store are sealed under must be there and open them (one sealed value
+/// per key, `sealed` as (key id, integration id, sealed text), is opened to check), or the
+/// start stops naming the key: a missing or replaced key is never silently accepted. A new
+/// key file is made only for a store that holds no sealed values.
+pub fn load_keyring(
+    config: &Config,
+    sealed: &[(String, String, String)],
+) -> anyhow::Result<(Keyring, Option<std::path::PathBuf>)> {
+    let (keyring, source) = match &config.encryption_keys {
+        Some(spec) => (
+            Keyring::parse(spec).map_err(anyhow::Error::msg)?,
+            "HUB_ENCRYPTION_KEYS".to_string(),
+        ),
+        None => {
+            let path = config.key_file_path();
+            match Keyring::load_file(&path).map_err(anyhow::Error::msg)? {
+                Some(keyring) => (keyring, format!("the key file {}", path.display())),
+                None if sealed.is_empty() => {
+                    let keyring = Keyring::create_file(&path).map_err(anyhow::Error::msg)?;
+                    return Ok((keyring, Some(path)));
+                }
+                None => {
+                    let ids: Vec<String> = sealed.iter().map(|s| format!("`{}`", s.0)).collect();
+                    anyhow::bail!(
+                        "the key file {} is missing, but credentials in the database are sealed \
+                         under key {}; a new key would not open them. Restore the key file from \
+                         a backup (or set HUB_ENCRYPTION_KEYS=<id>:<base64 key>) and start again",
+                        path.display(),
+                        ids.join(", ")
+                    )
+                }
+            }
+        }
+    };
+    for (key_id, integration_id, text) in sealed {
+        if !keyring.has(key_id) {
+            anyhow::bail!(
+                "credentials in the database are sealed under key `{key_id}`, which {source} \
+                 does not hold; restore that key (from a backup of the key file, or as \
+                 `{key_id}:<base64 key>` in HUB_ENCRYPTION_KEYS) and start again"
+            );
+        }
+        if keyring.open(key_id, text, integration_id).is_err() {
+            anyhow::bail!(
+                "key `{key_id}` in {source} does not open the credentials sealed under it (was \
+                 the key replaced?); restore the original key and start again"
+            );
+        }
     }
-    let path = config.key_file_path();
-    let (keyring, created) = Keyring::load_or_create_file(&path).map_err(anyhow::Error::msg)?;
-    Ok((keyring, created.then_some(path)))
+    Ok((keyring, None))
 }
 
 /// A server bound and running in the background.

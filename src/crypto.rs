@@ -70,19 +70,29 @@ impl Keyring {
         format!("{id}:{}", B64.encode(key))
     }
 
-    /// Reads the key file, or creates it (mode 0600) with a fresh key when it does not exist.
-    pub fn load_or_create_file(path: &Path) -> Result<(Self, bool), String> {
-        if path.exists() {
-            let spec = std::fs::read_to_string(path)
-                .map_err(|err| format!("cannot read key file {}: {err}", path.display()))?;
-            let keyring =
-                Self::parse(&spec).map_err(|err| format!("key file {}: {err}", path.display()))?;
-            return Ok((keyring, false));
+    /// Reads the key file; None when it does not exist.
+    pub fn load_file(path: &Path) -> Result<Option<Self>, String> {
+        if !path.exists() {
+            return Ok(None);
         }
+        let spec = std::fs::read_to_string(path)
+            .map_err(|err| format!("cannot read key file {}: {err}", path.display()))?;
+        Self::parse(&spec)
+            .map(Some)
+            .map_err(|err| format!("key file {}: {err}", path.display()))
+    }
+
+    /// Creates the key file (mode 0600) with a fresh key; fails if it exists.
+    pub fn create_file(path: &Path) -> Result<Self, String> {
         let spec = Self::generate_spec("k1");
         write_private_file(path, &format!("{spec}\n"))
             .map_err(|err| format!("cannot create key file {}: {err}", path.display()))?;
-        Ok((Self::parse(&spec)?, true))
+        Self::parse(&spec)
+    }
+
+    /// True when this keyring holds the key `id`.
+    pub fn has(&self, id: &str) -> bool {
+        self.keys.contains_key(id)
     }
 
     pub fn active_key_id(&self) -> &str {

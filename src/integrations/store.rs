@@ -187,3 +187,28 @@ pub async fn projects_of(
         .await)?;
     Ok(pairs.into_iter().collect())
 }
+
+/// One sealed value per key id the store uses, across all teams: (key id, integration id,
+/// sealed text). What the start checks its keys against.
+pub async fn sealed_samples(conn: &mut DbConn) -> AppResult<Vec<(String, String, String)>> {
+    let key_ids: Vec<Option<String>> = with_conn!(conn, |c| integrations::table
+        .filter(integrations::credentials_sealed.is_not_null())
+        .select(integrations::credentials_key_id)
+        .distinct()
+        .load(c)
+        .await)?;
+    let mut samples = Vec::new();
+    for key_id in key_ids.into_iter().flatten() {
+        let sample: Option<(String, Option<String>)> = with_conn!(conn, |c| integrations::table
+            .filter(integrations::credentials_key_id.eq(&key_id))
+            .filter(integrations::credentials_sealed.is_not_null())
+            .select((integrations::id, integrations::credentials_sealed))
+            .first(c)
+            .await
+            .optional())?;
+        if let Some((id, Some(sealed))) = sample {
+            samples.push((key_id, id, sealed));
+        }
+    }
+    Ok(samples)
+}

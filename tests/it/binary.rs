@@ -292,4 +292,41 @@ async fn binary_first_start_restart_and_cli(backend: Backend) {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown scopes: nope"));
 
     stop(second).await;
+
+    // A missing key file stops the start, naming the key; no new key is made in its place
+    // (it would not open the sealed credentials). A replaced key is refused too.
+    let backup = key_file.with_extension("bak");
+    std::fs::rename(&key_file, &backup).unwrap();
+    let refused = |what: &'static str| {
+        let mut cmd = command(&db, &[]);
+        async move {
+            let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+                .await
+                .expect("a refused start exits")
+                .unwrap();
+            assert!(!out.status.success(), "{what}: the start must fail");
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        }
+    };
+    let stderr = refused("missing key file").await;
+    assert!(
+        stderr.contains("is missing") && stderr.contains("`k1`") && stderr.contains("Restore"),
+        "{stderr}"
+    );
+    assert!(
+        !key_file.exists(),
+        "no key file made in place of the missing one"
+    );
+    std::fs::write(
+        &key_file,
+        integration_hub::crypto::Keyring::generate_spec("k1"),
+    )
+    .unwrap();
+    let stderr = refused("replaced key").await;
+    assert!(stderr.contains("does not open"), "{stderr}");
+    std::fs::rename(&backup, &key_file).unwrap();
+    let restored = start(&db).await;
+    let back = gql(&restored.addr, &admin, "{ projects { name } }", json!({})).await;
+    assert_eq!(back["data"]["projects"][0]["name"], "P");
+    stop(restored).await;
 }
