@@ -52,6 +52,8 @@ pub enum OutboundError {
     TooLarge(usize),
     /// The upstream redirected to another origin; not followed (credentials stay home).
     CrossOrigin(String),
+    /// The request could not be built (nothing was sent).
+    Invalid(String),
     Transport(String),
 }
 
@@ -66,6 +68,7 @@ impl OutboundError {
                 )
             }
             Self::TooLarge(limit) => format!("the upstream response is larger than {limit} bytes"),
+            Self::Invalid(reason) => format!("the request could not be sent: {reason}"),
             Self::CrossOrigin(origin) => format!(
                 "the upstream redirected to another origin ({origin}); redirects are followed \
                  only within the integration's origin, so its credentials never leave it"
@@ -237,7 +240,8 @@ impl Outbound {
         self.guard
             .check_url(&request.url)
             .map_err(|b| OutboundError::Blocked(b.0))?;
-        self.breakers
+        let admission = self
+            .breakers
             .admit(key)
             .map_err(|retry_in_secs| OutboundError::CircuitOpen { retry_in_secs })?;
         let retries = if is_idempotent(&request.method) {
@@ -252,6 +256,7 @@ impl Outbound {
             .with_jitter()
             .build();
         let mut attempts = 0;
+        let mut sent = false;
         let limiter_key = key.to_string();
         let outcome = loop {
             attempts += 1;
@@ -259,6 +264,7 @@ impl Outbound {
             if tokio::time::timeout(self.timeout, limit).await.is_err() {
                 break Err(OutboundError::Timeout);
             }
+            sent = true;
             let result = self.attempt(&request).await;
             let retry_delay = match &result {
                 Ok(response) if is_retryable(response.status) => {
@@ -281,10 +287,12 @@ impl Outbound {
                 _ => break result,
             }
         };
-        let success = matches!(&outcome, Ok(r) if !r.status.is_server_error());
-        if !matches!(outcome, Err(OutboundError::Blocked(_))) {
-            self.breakers.record(key, success);
-        }
+        admission.finish(match &outcome {
+            _ if !sent => breaker::Outcome::NotSent,
+            Ok(r) if !r.status.is_server_error() => breaker::Outcome::Success,
+            Err(OutboundError::Blocked(_) | OutboundError::Invalid(_)) => breaker::Outcome::NotSent,
+            _ => breaker::Outcome::Failure,
+        });
         outcome.map(|mut response| {
             response.attempts = attempts;
             response
@@ -334,6 +342,9 @@ impl Outbound {
         }
         if err.is_timeout() {
             return OutboundError::Timeout;
+        }
+        if err.is_builder() {
+            return OutboundError::Invalid(err.without_url().to_string());
         }
         let mut reason = err.to_string();
         if let Some(url) = err.url() {

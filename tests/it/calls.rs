@@ -494,6 +494,7 @@ async fn retries_timeouts_and_the_circuit(backend: Backend) {
         }
         "/slow" => Reply::text(200, "late").after(Duration::from_millis(1500)),
         "/down" => Reply::text(500, "down"),
+        "/blocked" => Reply::text(302, "").with_header("location", "http://127.0.0.2:9/inside"),
         _ => Reply::json(200, &json!({ "ok": true })),
     })
     .await;
@@ -577,8 +578,18 @@ async fn retries_timeouts_and_the_circuit(backend: Backend) {
         )
         .await;
     assert_eq!(health.data()["integrationHealth"]["circuit"], "OPEN");
-    // After the cooldown one trial goes through; its success closes the circuit.
+    // After the cooldown one trial goes through. A failed trial opens the circuit again.
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    let trial = app.gql(&app.admin_key, EXECUTE, call2("/down")).await;
+    assert_eq!(trial.data()["executeRequest"]["status"], 500);
+    let open = app.gql(&app.admin_key, EXECUTE, call2("/ok")).await;
+    assert!(open.message().contains("circuit open"), "{}", open.body);
+    // A trial the SSRF guard stops (a redirect to a blocked address) says nothing about the
+    // upstream: the circuit stays half-open and the next call is the trial.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let blocked = app.gql(&app.admin_key, EXECUTE, call2("/blocked")).await;
+    assert_eq!(blocked.code(), "UPSTREAM_BLOCKED");
+    // A successful trial closes the circuit.
     app.gql(&app.admin_key, EXECUTE, call2("/ok")).await.data();
     app.gql(&app.admin_key, EXECUTE, call2("/ok")).await.data();
     let health = app
