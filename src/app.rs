@@ -50,6 +50,8 @@ pub struct AppState {
     pub sync: Arc<SyncRegistry>,
     /// Subscriptions running on this replica, shared by subscribers who ask the same.
     pub fanout: Arc<Fanout>,
+    /// Set when the server starts to stop: every WebSocket closes at once with 1001.
+    pub going_away: tokio::sync::watch::Sender<bool>,
 }
 
 /// What the first start of an empty database created: its team and admin key (shown once).
@@ -137,6 +139,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             events: EventBus::new(config.event_buffer),
             sync: Arc::default(),
             fanout: Arc::default(),
+            going_away: tokio::sync::watch::Sender::new(false),
             journal: Journal::spawn(&pool).map_err(describe)?,
             config,
             pool,
@@ -220,10 +223,36 @@ pub struct RunningServer {
     scheduler: tokio::task::JoinHandle<()>,
 }
 
+/// SIGTERM or SIGINT: WebSockets close at once (1001, going away), then the graceful stop
+/// (no new connections; in-flight requests finish within the shutdown timeout).
+fn spawn_signal_handler(state: AppState, handle: ServerHandle) {
+    tokio::spawn(async move {
+        let terminate = async {
+            #[cfg(unix)]
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+            #[cfg(not(unix))]
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            _ = terminate => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("stopping: closing WebSockets, finishing in-flight requests");
+        state.going_away.send_replace(true);
+        handle.stop(true).await;
+    });
+}
+
 impl RunningServer {
-    /// Graceful stop: in-flight requests finish (up to the shutdown timeout), then pending
-    /// usage counts are written.
+    /// Graceful stop: WebSockets are closed (1001), in-flight requests finish (up to the
+    /// shutdown timeout), then pending usage counts are written.
     pub async fn stop(mut self) {
+        self.state.going_away.send_replace(true);
         self.handle.stop(true).await;
         let _ = (&mut self.task).await;
         self.finish().await;
@@ -372,6 +401,8 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
     })
     .workers(workers)
     .shutdown_timeout(shutdown)
+    // Signals are ours (below): WebSockets are told to go away before the graceful stop.
+    .disable_signals()
     .bind(addr)
     .map_err(|err| anyhow::anyhow!("cannot listen on {addr}: {err}"))?;
     let addr = *server
@@ -381,6 +412,7 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
     let server = server.run();
     let handle = server.handle();
     let task = tokio::spawn(server);
+    spawn_signal_handler(state.clone(), handle.clone());
     let maintenance = spawn_maintenance(state.clone());
     let monitor = crate::health::monitor::spawn(state.clone());
     let scheduler = spawn_scheduler(state.clone());

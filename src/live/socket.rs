@@ -298,6 +298,7 @@ impl Connection {
         let every = Duration::from_secs(self.state.config.ws_keepalive_secs.max(1));
         let mut keepalive = tokio::time::interval_at(Instant::now() + every, every);
         let init_deadline = Instant::now() + INIT_TIMEOUT;
+        let mut going_away = self.state.going_away.subscribe();
         loop {
             // Before `connection_ack`: the init deadline; after: the credential's expiry.
             let deadline = match &self.principal {
@@ -318,6 +319,9 @@ impl Connection {
                 },
                 Some(message) = control.recv() => self.on_control(message).await,
                 _ = keepalive.tick() => self.keep_alive(every).await,
+                _ = going_away.wait_for(|stopping| *stopping) => {
+                    self.close(1001, "the server is shutting down").await
+                }
                 _ = sleep_until(deadline) => match self.principal {
                     None => self.close(4408, "connection initialisation timeout").await,
                     Some(_) => self.close(4403, "the credential expired").await,

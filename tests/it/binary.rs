@@ -87,6 +87,37 @@ async fn stop(mut running: Running) -> String {
     logs
 }
 
+/// A graphql-transport-ws connection, initialised with `key` and running a subscription.
+async fn open_socket(
+    addr: &str,
+    key: &str,
+    project: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}/graphql")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let init = json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {key}") } });
+    socket.send(Message::text(init.to_string())).await.unwrap();
+    let ack = socket.next().await.unwrap().unwrap();
+    assert!(ack.to_text().unwrap().contains("connection_ack"), "{ack:?}");
+    let subscribe = json!({ "id": "1", "type": "subscribe",
+        "payload": { "query": "subscription($p: ID!) { integrationEvents(projectId: $p) { __typename } }",
+                     "variables": { "p": project } } });
+    socket
+        .send(Message::text(subscribe.to_string()))
+        .await
+        .unwrap();
+    socket
+}
+
 async fn gql(addr: &str, key: &str, query: &str, variables: Value) -> Value {
     reqwest::Client::new()
         .post(format!("http://{addr}/graphql"))
@@ -187,7 +218,27 @@ async fn binary_first_start_restart_and_cli(backend: Backend) {
         }
         assert_eq!(checked, 3, "the database runs in WAL mode");
     }
+    // SIGTERM with a WebSocket open: the socket is closed at once with 1001 (going away)
+    // and the process exits well before the 30 s grace period.
+    let mut socket = open_socket(&first.addr, &admin, &project).await;
+    let stopping = std::time::Instant::now();
+    let closed = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        while let Some(Ok(message)) = socket.next().await {
+            if let Message::Close(frame) = message {
+                return frame.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    });
     let logs = stop(first).await;
+    assert_eq!(closed.await.unwrap(), Some(1001), "close frame: going away");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(15),
+        "an open WebSocket held the stop for {:?}",
+        stopping.elapsed()
+    );
     assert!(logs.contains("request"), "request logs are written: {logs}");
     for s in [secret, admin.as_str(), ci_key.as_str()] {
         assert!(!logs.contains(s), "logs contain a secret");
