@@ -56,6 +56,7 @@ pub struct AppState {
 
 /// What the first start of an empty database created: its team and admin key (shown once).
 pub struct FirstStart {
+    pub team_id: String,
     pub team_name: String,
     pub admin_key: String,
 }
@@ -103,6 +104,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
                 .map_err(describe)?;
             tracing::info!(team_id = %team.id, "first start: created team `default` and its admin key");
             Some(FirstStart {
+                team_id: team.id,
                 team_name: team.name,
                 admin_key,
             })

@@ -15,6 +15,7 @@ pub mod health;
 pub mod http;
 pub mod integrations;
 pub mod live;
+pub mod logging;
 pub mod logs;
 pub mod projects;
 pub mod providers;

@@ -86,31 +86,39 @@ async fn main() -> ExitCode {
     let config = match Config::load() {
         Ok(config) => config,
         Err(err) => {
-            eprintln!("integration-hub: {err}");
+            integration_hub::logging::say_err(&format!("integration-hub: {err}"));
             return ExitCode::from(2);
         }
     };
-    init_tracing(&config);
+    let _logs = init_tracing(&config);
     match run(cli.command.unwrap_or(Command::Serve), config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("integration-hub: {err:#}");
+            integration_hub::logging::say_err(&format!("integration-hub: {err:#}"));
             ExitCode::FAILURE
         }
     }
 }
 
-fn init_tracing(config: &Config) {
+/// Log lines go to stderr through a lossy, non-blocking writer: a slow, closed or full
+/// output never blocks or fails a request, and a line that cannot be written is counted
+/// ([`integration_hub::logging::dropped_lines`]) and dropped, never reported with a panic.
+fn init_tracing(config: &Config) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .finish(integration_hub::logging::Stderr);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .log_internal_errors(false)
+        .with_writer(writer);
     if config.log_format == "json" {
         builder.json().init();
     } else {
         builder.init();
     }
+    guard
 }
 
 fn export_schema(output: Option<&std::path::Path>, check: bool) -> ExitCode {
@@ -120,15 +128,18 @@ fn export_schema(output: Option<&std::path::Path>, check: bool) -> ExitCode {
         return match std::fs::read_to_string(path) {
             Ok(existing) if existing == sdl => ExitCode::SUCCESS,
             Ok(_) => {
-                eprintln!(
+                integration_hub::logging::say_err(&format!(
                     "{} is out of date: run `integration-hub export-schema --output {}`",
                     path.display(),
                     path.display()
-                );
+                ));
                 ExitCode::FAILURE
             }
             Err(err) => {
-                eprintln!("cannot read {}: {err}", path.display());
+                integration_hub::logging::say_err(&format!(
+                    "cannot read {}: {err}",
+                    path.display()
+                ));
                 ExitCode::FAILURE
             }
         };
@@ -137,7 +148,10 @@ fn export_schema(output: Option<&std::path::Path>, check: bool) -> ExitCode {
         Some(path) => match std::fs::write(path, &sdl) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                eprintln!("cannot write {}: {err}", path.display());
+                integration_hub::logging::say_err(&format!(
+                    "cannot write {}: {err}",
+                    path.display()
+                ));
                 ExitCode::FAILURE
             }
         },
@@ -158,14 +172,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 .migrate()
                 .await
                 .map_err(|e| anyhow::anyhow!(e.message()))?;
-            println!("applied {applied} migration(s)");
+            integration_hub::logging::say(&format!("applied {applied} migration(s)\n"));
             Ok(())
         }
         Command::Team {
             command: TeamCommand::Create { name },
         } => {
             let prepared = app::prepare(config).await?;
-            print_first_start(&prepared);
+            show_first_start(&prepared).await?;
             let mut conn = prepared
                 .state
                 .pool
@@ -175,9 +189,18 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let (team, key) = integration_hub::teams::create_with_admin_key(&mut conn, &name)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.message()))?;
-            println!("team:      {} ({})", team.name, team.id);
-            println!("admin key: {key}");
-            println!("This key is shown once; store it now.");
+            let text = format!(
+                "team:      {} ({})\nadmin key: {key}\nThis key is shown once; store it now.\n",
+                team.name, team.id
+            );
+            if let Err(err) = show(&text) {
+                integration_hub::teams::delete_with_keys(&mut conn, &team.id)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e.message()))?;
+                anyhow::bail!(
+                    "the admin key could not be shown ({err}); the team was removed again"
+                );
+            }
             Ok(())
         }
         Command::ApiKey {
@@ -192,7 +215,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let scopes = ScopeSet::parse(&scopes)
                 .map_err(|unknown| anyhow::anyhow!("unknown scopes: {}", unknown.join(", ")))?;
             let prepared = app::prepare(config).await?;
-            print_first_start(&prepared);
+            show_first_start(&prepared).await?;
             let mut conn = prepared
                 .state
                 .pool
@@ -215,9 +238,21 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             )
             .await
             .map_err(|e| anyhow::anyhow!(e.message()))?;
-            println!("api key id: {}", row.id);
-            println!("api key:    {key}");
-            println!("This key is shown once; store it now.");
+            let text = format!(
+                "api key id: {}\napi key:    {key}\nThis key is shown once; store it now.\n",
+                row.id
+            );
+            if let Err(err) = show(&text) {
+                integration_hub::api_keys::store::revoke(
+                    &mut conn,
+                    &row.team_id,
+                    &row.id,
+                    integration_hub::db::now(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!(e.message()))?;
+                anyhow::bail!("the key could not be shown ({err}); it was revoked again");
+            }
             Ok(())
         }
         Command::ResealCredentials => {
@@ -235,43 +270,72 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             )
             .await
             .map_err(|e| anyhow::anyhow!(e.message()))?;
-            println!(
-                "re-sealed {count} credential set(s) under key `{}`",
+            integration_hub::logging::say(&format!(
+                "re-sealed {count} credential set(s) under key `{}`\n",
                 prepared.state.keyring.active_key_id()
-            );
+            ));
             Ok(())
         }
         Command::ExportSchema { .. } => unreachable!("handled before configuration is loaded"),
     }
 }
 
-fn print_first_start(prepared: &app::Prepared) {
+/// Shows what the first start made. The admin key exists only once it has been shown: when
+/// it cannot be written out (stdout closed or on a full disk), the start fails and the team
+/// and key just made are removed, so the next start makes and shows a new one.
+/// Writes a secret that is shown once to standard output; the caller undoes what it made
+/// when this fails.
+fn show(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()
+}
+
+async fn show_first_start(prepared: &app::Prepared) -> anyhow::Result<()> {
+    let mut text = String::new();
     if let Some(path) = &prepared.key_file_created {
-        println!(
-            "Created encryption key file {} (mode 0600). Back it up: without it sealed credentials cannot be read.",
+        text.push_str(&format!(
+            "Created encryption key file {} (mode 0600). Back it up: without it sealed credentials cannot be read.\n",
             path.display()
+        ));
+    }
+    let Some(first) = &prepared.first_start else {
+        if !text.is_empty() {
+            integration_hub::logging::say(&text);
+        }
+        return Ok(());
+    };
+    text.push_str(&format!(
+        "First start: created team `{}` with an admin API key:\n\n    {}\n\nThis key is shown once; store it now.\n",
+        first.team_name, first.admin_key
+    ));
+    if let Err(err) = show(&text) {
+        let mut conn = prepared
+            .state
+            .pool
+            .get()
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message()))?;
+        integration_hub::teams::delete_with_keys(&mut conn, &first.team_id)
+            .await
+            .map_err(|e| anyhow::anyhow!(e.message()))?;
+        anyhow::bail!(
+            "the first admin key could not be shown ({err}); it was removed again. Start with a \
+             working standard output to get one"
         );
     }
-    if let Some(first) = &prepared.first_start {
-        println!(
-            "First start: created team `{}` with an admin API key:",
-            first.team_name
-        );
-        println!();
-        println!("    {}", first.admin_key);
-        println!();
-        println!("This key is shown once; store it now.");
-    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let prepared = app::prepare(config).await?;
-    print_first_start(&prepared);
+    show_first_start(&prepared).await?;
     let server = app::start(prepared.state)?;
-    println!(
-        "integration-hub listening on http://{}/graphql",
+    integration_hub::logging::say(&format!(
+        "integration-hub listening on http://{}/graphql\n",
         server.addr
-    );
+    ));
     tracing::info!(addr = %server.addr, "serving");
     server.wait().await?;
     tracing::info!("stopped");

@@ -46,7 +46,7 @@ pub struct Breakers {
 /// unfinished, it ends as [`Outcome::NotSent`].
 pub struct Admission<'a> {
     breakers: &'a Breakers,
-    key: String,
+    key: &'a str,
     trial: bool,
     finished: bool,
 }
@@ -54,15 +54,14 @@ pub struct Admission<'a> {
 impl Admission<'_> {
     pub fn finish(mut self, outcome: Outcome) {
         self.finished = true;
-        self.breakers.record(&self.key, self.trial, outcome);
+        self.breakers.record(self.key, self.trial, outcome);
     }
 }
 
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            self.breakers
-                .record(&self.key, self.trial, Outcome::NotSent);
+            self.breakers.record(self.key, self.trial, Outcome::NotSent);
         }
     }
 }
@@ -77,11 +76,11 @@ impl Breakers {
     }
 
     /// May a call go out now? Err carries the seconds until the next trial.
-    pub fn admit(&self, key: &str) -> Result<Admission<'_>, u64> {
+    pub fn admit<'a>(&'a self, key: &'a str) -> Result<Admission<'a>, u64> {
         let mut circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
         let admission = |trial| Admission {
             breakers: self,
-            key: key.to_string(),
+            key,
             trial,
             finished: false,
         };

@@ -91,3 +91,23 @@ pub async fn create_with_admin_key(conn: &mut DbConn, name: &str) -> AppResult<(
     };
     Ok((team, key))
 }
+
+/// Removes a team that has nothing but its keys (a first start whose admin key could not be
+/// shown). One transaction.
+pub async fn delete_with_keys(conn: &mut DbConn, team_id: &str) -> AppResult<()> {
+    let team_id = team_id.to_string();
+    with_conn!(conn, |c| {
+        let team_id = team_id.clone();
+        c.transaction(async move |c| {
+            diesel::delete(api_keys::table.filter(api_keys::team_id.eq(&team_id)))
+                .execute(c)
+                .await?;
+            diesel::delete(teams::table.filter(teams::id.eq(&team_id)))
+                .execute(c)
+                .await?;
+            Ok::<_, diesel::result::Error>(())
+        })
+        .await
+    })?;
+    Ok(())
+}

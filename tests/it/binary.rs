@@ -11,7 +11,10 @@ use tokio::process::{Child, Command};
 use crate::on_both_backends;
 use crate::support::{Backend, TestDb};
 
-on_both_backends!(binary_first_start_restart_and_cli);
+on_both_backends!(
+    binary_first_start_restart_and_cli,
+    output_that_cannot_be_written_never_stops_the_server
+);
 
 struct Running {
     child: Child,
@@ -380,4 +383,87 @@ async fn binary_first_start_restart_and_cli(backend: Backend) {
     let back = gql(&restored.addr, &admin, "{ projects { name } }", json!({})).await;
     assert_eq!(back["data"]["projects"][0]["name"], "P");
     stop(restored).await;
+}
+
+/// A command whose standard output and error both go to /dev/full (every write fails).
+fn to_full_disk(db: &TestDb, args: &[&str]) -> Command {
+    let mut cmd = command(db, args);
+    let full = || {
+        Stdio::from(
+            std::fs::File::options()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+    };
+    cmd.stdout(full()).stderr(full());
+    cmd
+}
+
+/// Logs and messages that cannot be written never stop the server: a first start that cannot
+/// show its admin key fails and leaves no key behind, and a server whose output is on a full
+/// disk (with debug logging) still answers every request and stops cleanly.
+async fn output_that_cannot_be_written_never_stops_the_server(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    // (`output()` would capture the streams again: spawn and wait instead.)
+    let mut child = to_full_disk(&db, &[]).spawn().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("a start that cannot show its admin key exits")
+        .unwrap();
+    assert!(
+        !status.success(),
+        "the key could not be shown: the start fails"
+    );
+
+    // Nothing unusable was left: the next start is a first start again and shows a key.
+    let first = start(&db).await;
+    let admin = admin_key_in(&first.stdout).expect("a new admin key is made and shown");
+    stop(first).await;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = to_full_disk(&db, &[])
+        .env("HUB_BIND", &addr)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if let Ok(response) = client.get(format!("http://{addr}/healthz")).send().await {
+            up = response.status().is_success();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the server answers with its output on a full disk");
+    for i in 0..20 {
+        let created = gql(
+            &addr,
+            &admin,
+            "mutation($n: String!) { createProject(input: { name: $n }) { id } }",
+            json!({ "n": format!("p{i}") }),
+        )
+        .await;
+        assert!(
+            created["data"]["createProject"]["id"].is_string(),
+            "{created}"
+        );
+    }
+    let projects = gql(&addr, &admin, "{ projects { id } }", json!({})).await;
+    assert_eq!(projects["data"]["projects"].as_array().unwrap().len(), 20);
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("stops")
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
 }
