@@ -142,7 +142,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             sync: Arc::default(),
             fanout: Arc::default(),
             going_away: tokio::sync::watch::Sender::new(false),
-            journal: Journal::spawn(&pool).map_err(describe)?,
+            journal: Journal::spawn(&pool, &config).map_err(describe)?,
             config,
             pool,
             keyring,

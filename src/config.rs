@@ -32,6 +32,12 @@ pub struct Config {
     /// Longest wait on the database: pool checkout, connecting, SQLite's busy wait and
     /// PostgreSQL's statement timeout. Past it the request is answered UNAVAILABLE (503).
     pub db_timeout_ms: u64,
+    /// Journal rows (request logs, call audit rows) that may wait for the database; once
+    /// that many wait, calls are refused with UNAVAILABLE before they are made.
+    pub journal_max_pending: usize,
+    /// `queued` (calls answer before their log row is committed; a crash loses what is
+    /// queued) or `committed` (calls answer after it is committed).
+    pub journal_durability: String,
     /// HTTP worker threads (0 = one per core).
     pub workers: usize,
     /// Serve GraphiQL on GET /graphql for browsers.
@@ -160,6 +166,8 @@ impl Default for Config {
             max_body_bytes: 1024 * 1024,
             db_pool_size: 10,
             db_timeout_ms: 5000,
+            journal_max_pending: 10_000,
+            journal_durability: "queued".into(),
             workers: 0,
             graphiql: true,
             log_format: "text".into(),
@@ -279,6 +287,15 @@ impl Config {
         }
         if !(100..=600_000).contains(&self.db_timeout_ms) {
             return Err("HUB_DB_TIMEOUT_MS must be 100 to 600000".into());
+        }
+        if self.journal_max_pending == 0 {
+            return Err("HUB_JOURNAL_MAX_PENDING must be at least 1".into());
+        }
+        if !matches!(self.journal_durability.as_str(), "queued" | "committed") {
+            return Err(format!(
+                "HUB_JOURNAL_DURABILITY must be `queued` or `committed` (got `{}`)",
+                self.journal_durability
+            ));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(format!(

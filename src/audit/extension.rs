@@ -71,9 +71,15 @@ impl Extension for AuditLog {
             error_code,
             created_at: now(),
         };
-        if CALLS.contains(&row.action.as_str()) {
-            state.journal.queue_audit(row).await;
-        } else if let Err(err) = state.journal.audit(row).await {
+        let journaled = if CALLS.contains(&row.action.as_str()) {
+            state
+                .journal
+                .call_row(crate::db::journal::JournalRow::Audit(row))
+                .await
+        } else {
+            state.journal.audit(row).await
+        };
+        if let Err(err) = journaled {
             tracing::error!(code = err.code(), "audit event not recorded");
         }
         result

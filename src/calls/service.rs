@@ -200,7 +200,9 @@ async fn send_logged(
     prepared: &Prepared,
     actor: &str,
     request: OutboundRequest,
-) -> (String, i64, Result<OutboundResponse, OutboundError>) {
+) -> AppResult<(String, i64, Result<OutboundResponse, OutboundError>)> {
+    // Refused before it is made when its log could not be kept.
+    state.journal.check_room()?;
     let correlation_id = uuid::Uuid::new_v4().to_string();
     let mut request = request;
     if let Ok(value) = HeaderValue::from_str(&correlation_id) {
@@ -241,8 +243,8 @@ async fn send_logged(
             correlation_id: correlation_id.clone(),
         },
     )
-    .await;
-    (correlation_id, duration_ms, outcome)
+    .await?;
+    Ok((correlation_id, duration_ms, outcome))
 }
 
 /// ALM: signs in and returns the session cookies for the calls that follow.
@@ -270,7 +272,7 @@ async fn alm_session(state: &AppState, prepared: &Prepared, actor: &str) -> AppR
         headers,
         body: Some(body.into_bytes()),
     };
-    let (_, _, outcome) = send_logged(state, prepared, actor, request).await;
+    let (_, _, outcome) = send_logged(state, prepared, actor, request).await?;
     let response = outcome?;
     if !response.status.is_success() {
         return Err(AppError::UpstreamError(format!(
@@ -400,7 +402,8 @@ pub async fn execute_prepared(
         headers,
         body,
     };
-    let (correlation_id, duration_ms, outcome) = send_logged(state, prepared, actor, request).await;
+    let (correlation_id, duration_ms, outcome) =
+        send_logged(state, prepared, actor, request).await?;
     Ok(result_of(
         outcome?,
         duration_ms,
@@ -504,7 +507,7 @@ pub async fn check(
         headers,
         body,
     };
-    let (_, duration_ms, outcome) = send_logged(state, &prepared, actor, request).await;
+    let (_, duration_ms, outcome) = send_logged(state, &prepared, actor, request).await?;
     let response = match outcome {
         Ok(response) => response,
         Err(err) => {

@@ -11,6 +11,7 @@
 //! connection per batch.
 
 use std::future::Future;
+use std::time::Duration;
 
 use diesel::{Connection, QueryResult};
 use diesel_async::AsyncPgConnection;
@@ -37,12 +38,45 @@ type Job<T> = (Option<T>, Option<oneshot::Sender<Outcome>>);
 
 pub struct GroupWriter<T> {
     sender: mpsc::Sender<Job<T>>,
+    /// How long a waiter waits for its row (or a flush) before it is told UNAVAILABLE; the
+    /// row itself stays queued and is stored once the database is back.
+    wait: Duration,
 }
 
 impl<T> Clone for GroupWriter<T> {
     fn clone(&self) -> Self {
         Self {
             sender: self.sender.clone(),
+            wait: self.wait,
+        }
+    }
+}
+
+/// The stable code of a write that failed because the database is down, locked or slow.
+const OUTAGE: &str = "UNAVAILABLE";
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Writes `rows`, and while the database is out (the write fails with UNAVAILABLE) tries
+/// again with exponential backoff until it is back: rows are never dropped for an outage.
+/// Any other failure is returned at once.
+async fn write_through_outages<T: Clone>(
+    rows: Vec<T>,
+    write: &mut impl AsyncFnMut(Vec<T>) -> Outcome,
+) -> Outcome {
+    let mut delay = RETRY_FIRST;
+    loop {
+        match write(rows.clone()).await {
+            Err(code) if code == OUTAGE => {
+                tracing::warn!(
+                    rows = rows.len(),
+                    retry_in_ms = delay.as_millis() as u64,
+                    "journal: database unavailable; keeping the rows and retrying"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RETRY_MAX);
+            }
+            other => return other,
         }
     }
 }
@@ -68,17 +102,24 @@ fn rows_of<T: Clone>(jobs: &[Job<T>]) -> Vec<T> {
     jobs.iter().filter_map(|(row, _)| row.clone()).collect()
 }
 
-/// Writes one batch in one transaction and tells its waiters how it went. A failed batch of
-/// several rows is written again one row at a time: one bad row (say, of an integration deleted
-/// meanwhile) must not cost the others theirs. A flush (a job without a row) always succeeds:
-/// it asks only that everything before it was tried, and a reader must not fail because
-/// somebody else's row did.
+/// Writes one batch in one transaction and tells its waiters how it went. While the database
+/// is out the batch is retried until it is back (see [`write_through_outages`]). A batch that
+/// fails otherwise is written again one row at a time: one bad row (say, of an integration
+/// deleted meanwhile) must not cost the others theirs, and is logged with its failure. A
+/// flush (a job without a row) always succeeds: it asks only that everything before it was
+/// tried, and a reader must not fail because somebody else's row did.
 async fn commit<T: Clone>(jobs: Vec<Job<T>>, write: &mut impl AsyncFnMut(Vec<T>) -> Outcome) {
-    let outcome = write(rows_of(&jobs)).await;
+    let outcome = write_through_outages(rows_of(&jobs), write).await;
     let rows = jobs.iter().filter(|(row, _)| row.is_some()).count();
     if outcome.is_err() && rows > 1 {
         for (row, waiter) in jobs {
-            let outcome = write(row.into_iter().collect()).await;
+            let outcome = write_through_outages(row.into_iter().collect(), write).await;
+            if let Err(code) = &outcome {
+                tracing::error!(
+                    code,
+                    "journal: a row was refused by the database and dropped"
+                );
+            }
             if let Some(waiter) = waiter {
                 let _ = waiter.send(outcome);
             }
@@ -145,23 +186,43 @@ async fn write_postgres<T: GroupInsert>(pool: &Pool<AsyncPgConnection>, rows: Ve
 
 impl<T: GroupInsert> GroupWriter<T> {
     /// Starts the writer (a thread with its own connection on SQLite, a task on PostgreSQL);
-    /// it ends when every handle is dropped.
-    pub fn spawn(pool: &DbPool, max_batch: usize) -> AppResult<Self> {
-        let (sender, receiver) = mpsc::channel::<Job<T>>(max_batch * 4);
+    /// it ends when every handle is dropped. At most `max_pending` rows wait to be written;
+    /// `wait` bounds how long a caller waits for its row or a flush.
+    pub fn spawn(
+        pool: &DbPool,
+        max_batch: usize,
+        max_pending: usize,
+        wait: Duration,
+    ) -> AppResult<Self> {
+        let (sender, receiver) = mpsc::channel::<Job<T>>(max_pending.max(1));
         match pool {
             DbPool::Sqlite(_, path, timeout) => {
-                let mut conn = diesel::SqliteConnection::establish(path)
-                    .map_err(|err| AppError::Unavailable(format!("database unavailable: {err}")))?;
-                diesel::connection::SimpleConnection::batch_execute(
-                    &mut conn,
-                    &sqlite_pragmas(*timeout),
-                )?;
+                let open = {
+                    let (path, pragmas) = (path.clone(), sqlite_pragmas(*timeout));
+                    move || -> AppResult<diesel::SqliteConnection> {
+                        let mut conn =
+                            diesel::SqliteConnection::establish(&path).map_err(|err| {
+                                AppError::Unavailable(format!("database unavailable: {err}"))
+                            })?;
+                        diesel::connection::SimpleConnection::batch_execute(&mut conn, &pragmas)?;
+                        Ok(conn)
+                    }
+                };
+                let mut conn = open()?;
                 let runtime = tokio::runtime::Handle::try_current().map_err(AppError::internal)?;
                 std::thread::Builder::new()
                     .name("journal-writer".into())
                     .spawn(move || {
                         runtime.block_on(drain(receiver, max_batch, async |rows| {
-                            write_sqlite(&mut conn, rows)
+                            let outcome = write_sqlite(&mut conn, rows);
+                            if outcome.as_ref().is_err_and(|code| code == OUTAGE) {
+                                // A connection that went through a full disk or an I/O error
+                                // may stay broken: write the retry on a fresh one.
+                                if let Ok(fresh) = open() {
+                                    conn = fresh;
+                                }
+                            }
+                            outcome
                         }))
                     })
                     .map_err(AppError::internal)?;
@@ -173,21 +234,35 @@ impl<T: GroupInsert> GroupWriter<T> {
                 }));
             }
         }
-        Ok(Self { sender })
+        Ok(Self { sender, wait })
+    }
+
+    /// True while fewer than `max_pending` rows wait to be written.
+    pub fn has_room(&self) -> bool {
+        self.sender.capacity() > 0
+    }
+
+    /// Rows (and flushes) waiting to be written.
+    pub fn pending(&self) -> usize {
+        self.sender.max_capacity() - self.sender.capacity()
     }
 
     async fn send(&self, row: Option<T>) -> AppResult<()> {
-        let (done, wait) = oneshot::channel();
-        self.sender
-            .send((row, Some(done)))
+        let (done, outcome) = oneshot::channel();
+        let unavailable =
+            || AppError::Unavailable("the database has not taken the journal's writes".into());
+        let sent = tokio::time::timeout(self.wait, self.sender.send((row, Some(done))))
             .await
-            .map_err(|_| AppError::internal(anyhow::anyhow!("writer stopped")))?;
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(code)) => Err(AppError::internal(anyhow::anyhow!(
+            .map_err(|_| unavailable())?;
+        sent.map_err(|_| AppError::internal(anyhow::anyhow!("writer stopped")))?;
+        match tokio::time::timeout(self.wait, outcome).await {
+            Err(_) => Err(unavailable()),
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(code))) if code == OUTAGE => Err(unavailable()),
+            Ok(Ok(Err(code))) => Err(AppError::internal(anyhow::anyhow!(
                 "group write failed ({code})"
             ))),
-            Err(_) => Err(AppError::internal(anyhow::anyhow!("writer stopped"))),
+            Ok(Err(_)) => Err(AppError::internal(anyhow::anyhow!("writer stopped"))),
         }
     }
 
@@ -196,11 +271,15 @@ impl<T: GroupInsert> GroupWriter<T> {
         self.send(Some(row)).await
     }
 
-    /// Queues `row` without waiting for it (waiting only while the queue is full). A failure
-    /// is logged by the writer.
-    pub async fn queue(&self, row: T) {
-        if self.sender.send((Some(row), None)).await.is_err() {
-            tracing::error!("row not queued: the writer stopped");
+    /// Queues `row` without waiting for it to be written (waiting only while the queue is
+    /// full, as long as a waiter would). A failure is logged by the writer.
+    pub async fn queue(&self, row: T) -> AppResult<()> {
+        match tokio::time::timeout(self.wait, self.sender.send((Some(row), None))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(AppError::internal(anyhow::anyhow!("writer stopped"))),
+            Err(_) => Err(AppError::Unavailable(
+                "the journal is full: the database has not taken its writes".into(),
+            )),
         }
     }
 
@@ -213,6 +292,32 @@ impl<T: GroupInsert> GroupWriter<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_outage_keeps_the_batch_until_the_database_is_back() {
+        let mut attempts = 0;
+        let mut write = async |rows: Vec<u8>| {
+            attempts += 1;
+            assert_eq!(rows, [1, 2], "the whole batch each time");
+            if attempts <= 3 {
+                Err(OUTAGE.to_string())
+            } else {
+                Ok(())
+            }
+        };
+        let (jobs, outcomes): (Vec<Job<u8>>, Vec<_>) = [Some(1), Some(2), None]
+            .into_iter()
+            .map(|row| {
+                let (done, outcome) = oneshot::channel();
+                ((row, Some(done)), outcome)
+            })
+            .unzip();
+        commit(jobs, &mut write).await;
+        for outcome in outcomes {
+            assert_eq!(outcome.await.unwrap(), Ok(()));
+        }
+        assert_eq!(attempts, 4, "three outages, then stored");
+    }
 
     #[tokio::test]
     async fn a_bad_row_fails_alone_and_a_flush_beside_it_succeeds() {

@@ -9,7 +9,7 @@ use diesel_async::AsyncPgConnection;
 use super::group::{GroupInsert, GroupWriter};
 use super::schema::{audit_events, request_logs};
 use crate::audit::AuditEventRow;
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::logs::RequestLogRow;
 
 #[derive(Clone)]
@@ -73,38 +73,70 @@ impl GroupInsert for JournalRow {
 /// committed; calls through an integration (their request logs, and the audit rows of the
 /// mutations that only make calls: `CALLS` in `audit::extension`) are only queued, and every
 /// read of these tables [`Journal::flush`]es first, so a client that reads after a call sees it.
+///
+/// With `HUB_JOURNAL_DURABILITY=committed` calls wait for their rows too (nothing a call
+/// answered can be lost to a crash). While the database is out rows wait (at most
+/// `HUB_JOURNAL_MAX_PENDING`); once that many wait, calls are refused before they are made.
 #[derive(Clone)]
-pub struct Journal(GroupWriter<JournalRow>);
+pub struct Journal {
+    writer: GroupWriter<JournalRow>,
+    committed: bool,
+}
 
 impl Journal {
-    pub fn spawn(pool: &super::DbPool) -> AppResult<Self> {
-        GroupWriter::spawn(pool, 512).map(Self)
+    pub fn spawn(pool: &super::DbPool, config: &crate::config::Config) -> AppResult<Self> {
+        Ok(Self {
+            writer: GroupWriter::spawn(pool, 512, config.journal_max_pending, config.db_timeout())?,
+            committed: config.journal_durability == "committed",
+        })
+    }
+
+    /// UNAVAILABLE when the rows waiting for the database have reached their bound: a call
+    /// is refused before it is made rather than losing its log.
+    pub fn check_room(&self) -> AppResult<()> {
+        if self.writer.has_room() {
+            Ok(())
+        } else {
+            Err(AppError::Unavailable(
+                "the journal is full: the database has not taken its writes".into(),
+            ))
+        }
+    }
+
+    /// Rows waiting to be written.
+    pub fn pending(&self) -> usize {
+        self.writer.pending()
+    }
+
+    /// A call's row (request log, or the audit row of a mutation that only makes calls):
+    /// queued (stored within milliseconds, before anything queued after it, and at shutdown
+    /// by [`Journal::flush`]), or with `committed` durability stored before this returns.
+    pub async fn call_row(&self, row: JournalRow) -> AppResult<()> {
+        if self.committed {
+            self.writer.write(row).await
+        } else {
+            self.writer.queue(row).await
+        }
     }
 
     /// Stores a request log; returns once it is committed.
     pub async fn request_log(&self, row: RequestLogRow) -> AppResult<()> {
-        self.0.write(JournalRow::RequestLog(row)).await
+        self.writer.write(JournalRow::RequestLog(row)).await
     }
 
-    /// Queues a request log without waiting: it is stored with the next batch (at shutdown by
-    /// [`Journal::flush`]), before anything queued after it.
-    pub async fn queue_request_log(&self, row: RequestLogRow) {
-        self.0.queue(JournalRow::RequestLog(row)).await
+    /// Queues a request log without waiting for it to be stored.
+    pub async fn queue_request_log(&self, row: RequestLogRow) -> AppResult<()> {
+        self.writer.queue(JournalRow::RequestLog(row)).await
     }
 
     /// Returns once everything queued before is stored. Readers of request logs and audit
     /// events call it first.
     pub async fn flush(&self) -> AppResult<()> {
-        self.0.flush().await
+        self.writer.flush().await
     }
 
     /// Stores an audit row; returns once it is committed.
     pub async fn audit(&self, row: AuditEventRow) -> AppResult<()> {
-        self.0.write(JournalRow::Audit(row)).await
-    }
-
-    /// Queues an audit row without waiting, like a request log.
-    pub async fn queue_audit(&self, row: AuditEventRow) {
-        self.0.queue(JournalRow::Audit(row)).await
+        self.writer.write(JournalRow::Audit(row)).await
     }
 }

@@ -144,10 +144,14 @@ pub struct CallRecord {
     pub correlation_id: String,
 }
 
-/// Queues the log row (readers of logs flush the journal first, so the caller's next read sees
-/// it) and publishes it on the bus. A failed write is logged, never fatal to the call it
-/// describes.
-pub async fn record(state: &AppState, integration: &IntegrationRow, call: CallRecord) {
+/// Journals the log row (readers of logs flush the journal first, so the caller's next read
+/// sees it) and publishes it on the bus. Fails only when the row cannot be kept: the journal
+/// is full, or (with `committed` durability) the database did not store it in time.
+pub async fn record(
+    state: &AppState,
+    integration: &IntegrationRow,
+    call: CallRecord,
+) -> crate::error::AppResult<()> {
     let row = RequestLogRow {
         id: new_id(),
         team_id: integration.team_id.clone(),
@@ -167,7 +171,10 @@ pub async fn record(state: &AppState, integration: &IntegrationRow, call: CallRe
         correlation_id: call.correlation_id,
         created_at: now(),
     };
-    state.journal.queue_request_log(row.clone()).await;
+    let journaled = state
+        .journal
+        .call_row(crate::db::journal::JournalRow::RequestLog(row.clone()))
+        .await;
     let row = Arc::new(row);
     state.events.publish(Event {
         kind: EventKind::IntegrationRequest,
@@ -179,6 +186,7 @@ pub async fn record(state: &AppState, integration: &IntegrationRow, call: CallRe
         at: row.created_at,
         request_log: Some(row),
     });
+    journaled
 }
 
 #[cfg(test)]

@@ -7,11 +7,16 @@ use std::time::{Duration, Instant};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use serde_json::json;
 
+use crate::calls::{EXECUTE, register};
 use crate::on_both_backends;
 use crate::support::db::postgres_admin_url;
+use crate::support::receiver::{Receiver, Reply};
 use crate::support::{Answer, Backend, TestApp};
 
-on_both_backends!(a_locked_or_stopped_database_is_answered_unavailable);
+on_both_backends!(
+    a_locked_or_stopped_database_is_answered_unavailable,
+    answered_calls_keep_their_logs_through_an_outage
+);
 
 const TIMEOUT_MS: u64 = 400;
 
@@ -125,5 +130,114 @@ async fn a_locked_or_stopped_database_is_answered_unavailable(backend: Backend) 
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["before", "after"], "nothing half-written");
+    app.stop().await;
+}
+
+/// An outage while calls go on: calls keep being answered, their logs wait in the journal
+/// (none is dropped), and once `HUB_JOURNAL_MAX_PENDING` rows wait, calls are refused with
+/// UNAVAILABLE before they reach the upstream. When the database is back every answered
+/// call's log is stored.
+async fn answered_calls_keep_their_logs_through_an_outage(backend: Backend) {
+    let upstream = Receiver::start(|_| Reply::json(200, &json!({ "ok": true }))).await;
+    let app = TestApp::start_configured(backend, |config| {
+        config.db_timeout_ms = TIMEOUT_MS;
+        config.journal_max_pending = 8;
+        config.integration_cache_secs = 60;
+    })
+    .await;
+    let project = app.create_project(&app.admin_key, "P").await;
+    let id = register(
+        &app,
+        &project,
+        "github",
+        "gh",
+        json!({ "baseUrl": upstream.url }),
+        json!({ "token": "t0k3n" }),
+    )
+    .await;
+    let call = json!({ "id": id, "input": { "method": "GET", "path": "/repos" } });
+    app.gql(&app.admin_key, EXECUTE, call.clone()).await.data();
+
+    // The outage: SQLite's write lock held elsewhere; PostgreSQL refusing connections.
+    let sqlite_holder = match backend {
+        Backend::Sqlite => {
+            let path = app.db.url.strip_prefix("sqlite://").unwrap().to_string();
+            let mut holder =
+                <diesel::SqliteConnection as diesel::Connection>::establish(&path).unwrap();
+            diesel::connection::SimpleConnection::batch_execute(&mut holder, "BEGIN EXCLUSIVE")
+                .unwrap();
+            Some(holder)
+        }
+        Backend::Postgres => {
+            let name = app.db.pg_name().unwrap().to_string();
+            let mut admin = AsyncPgConnection::establish(&postgres_admin_url())
+                .await
+                .unwrap();
+            admin
+                .batch_execute(&format!(
+                    "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+                     SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+                ))
+                .await
+                .unwrap();
+            None
+        }
+    };
+    let (mut answered, mut refused) = (0, 0);
+    for _ in 0..20 {
+        let reached = upstream.count();
+        let answer = app.gql(&app.admin_key, EXECUTE, call.clone()).await;
+        if answer.body.get("errors").is_none() {
+            answered += 1;
+        } else {
+            assert_eq!(answer.code(), "UNAVAILABLE", "{}", answer.body);
+            assert_eq!(upstream.count(), reached, "a refused call is not made");
+            refused += 1;
+        }
+    }
+    assert!(answered >= 2, "calls go on during the outage ({answered})");
+    assert!(
+        refused >= 1,
+        "the journal's bound refuses calls ({answered} answered)"
+    );
+    assert_eq!(upstream.count(), 1 + answered);
+
+    // The database is back: every answered call's log is stored.
+    match sqlite_holder {
+        Some(mut holder) => {
+            diesel::connection::SimpleConnection::batch_execute(&mut holder, "ROLLBACK").unwrap()
+        }
+        None => {
+            let name = app.db.pg_name().unwrap().to_string();
+            let mut admin = AsyncPgConnection::establish(&postgres_admin_url())
+                .await
+                .unwrap();
+            admin
+                .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+                .await
+                .unwrap();
+        }
+    }
+    let mut stored = 0;
+    for _ in 0..100 {
+        let logs = app
+            .gql(
+                &app.admin_key,
+                "query($id: ID!) { integrationLogs(integrationId: $id, first: 100) { edges { cursor } } }",
+                json!({ "id": id }),
+            )
+            .await;
+        if logs.body.get("errors").is_none() {
+            stored = logs.data()["integrationLogs"]["edges"]
+                .as_array()
+                .unwrap()
+                .len();
+            if stored == 1 + answered {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored, 1 + answered, "every answered call's log is stored");
     app.stop().await;
 }

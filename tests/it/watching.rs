@@ -293,7 +293,8 @@ async fn a_bad_row_costs_only_itself(backend: Backend) {
         app.state
             .journal
             .queue_request_log(row(&integration, format!("/q/{i}")))
-            .await;
+            .await
+            .unwrap();
     }
     app.state.journal.flush().await.unwrap();
     let logs = app
