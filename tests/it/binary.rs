@@ -13,7 +13,8 @@ use crate::support::{Backend, TestDb};
 
 on_both_backends!(
     binary_first_start_restart_and_cli,
-    output_that_cannot_be_written_never_stops_the_server
+    output_that_cannot_be_written_never_stops_the_server,
+    committed_durability_loses_nothing_at_kill_9
 );
 
 struct Running {
@@ -43,7 +44,15 @@ fn command(db: &TestDb, args: &[&str]) -> Command {
 
 /// Starts `integration-hub` (serve) and waits for its "listening on" line.
 async fn start(db: &TestDb) -> Running {
-    let mut child = command(db, &[]).spawn().expect("run the binary");
+    start_with(db, &[]).await
+}
+
+/// Starts it with extra environment variables.
+async fn start_with(db: &TestDb, env: &[(&str, &str)]) -> Running {
+    let mut child = command(db, &[])
+        .envs(env.iter().copied())
+        .spawn()
+        .expect("run the binary");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut stdout = String::new();
     let addr = tokio::time::timeout(Duration::from_secs(60), async {
@@ -466,4 +475,146 @@ async fn output_that_cannot_be_written_never_stops_the_server(backend: Backend) 
         .expect("stops")
         .unwrap();
     assert!(exit.success(), "{exit:?}");
+}
+
+/// With `HUB_JOURNAL_DURABILITY=committed` a call answers only once its log is committed: a
+/// kill -9 in the middle of a burst of calls loses none of the answered calls' logs.
+async fn committed_durability_loses_nothing_at_kill_9(backend: Backend) {
+    use crate::support::receiver::{Receiver, Reply};
+    let upstream = Receiver::start(|_| Reply::json(200, &json!({ "ok": true }))).await;
+    let db = TestDb::new(backend).await;
+    let env = [
+        ("HUB_JOURNAL_DURABILITY", "committed"),
+        ("HUB_OUTBOUND_ALLOW", "127.0.0.1/32"),
+        ("RUST_LOG", "warn"),
+    ];
+    let running = start_with(&db, &env).await;
+    let admin = admin_key_in(&running.stdout).unwrap();
+    let addr = running.addr.clone();
+    let project = gql(
+        &addr,
+        &admin,
+        "mutation { createProject(input: { name: \"P\" }) { id } }",
+        json!({}),
+    )
+    .await;
+    let project = project["data"]["createProject"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let registered = gql(
+        &addr,
+        &admin,
+        "mutation($p: ID!, $u: String!) { registerIntegration(input: { projectId: $p, provider: \"github\", name: \"gh\", config: { baseUrl: $u }, credentials: { token: \"t\" } }) { id } }",
+        json!({ "p": project, "u": upstream.url }),
+    )
+    .await;
+    let integration = registered["data"]["registerIntegration"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // 16 callers call as fast as they can; the process is killed while they do.
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut callers = Vec::new();
+    for _ in 0..16 {
+        let (addr, admin, integration, answered) = (
+            addr.clone(),
+            admin.clone(),
+            integration.clone(),
+            answered.clone(),
+        );
+        callers.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            loop {
+                let response = client
+                    .post(format!("http://{addr}/graphql"))
+                    .header("authorization", format!("Bearer {admin}"))
+                    .json(&json!({ "query": "mutation($i: ID!) { executeRequest(integrationId: $i, input: { method: \"GET\", path: \"/x\" }) { status } }", "variables": { "i": integration } }))
+                    .send()
+                    .await;
+                let Ok(response) = response else { return };
+                let Ok(body) = response.json::<Value>().await else { return };
+                if body["data"]["executeRequest"]["status"] == 200 {
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    // Then the log table stops taking writes (another session holds its lock): calls
+    // answered from here on have rows that wait. The kill comes while they wait.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let before_lock = answered.load(std::sync::atomic::Ordering::SeqCst);
+    let lock = hold_log_table(&db).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let pid = running.child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap();
+    for caller in callers {
+        let _ = caller.await;
+    }
+    drop(lock);
+    let answered = answered.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(before_lock > 10, "the burst made calls ({before_lock})");
+    drop(running);
+
+    // After a restart every answered call has its log.
+    let back = start(&db).await;
+    let mut stored = 0;
+    let mut after = Value::Null;
+    loop {
+        let page = gql(
+            &back.addr,
+            &admin,
+            "query($i: ID!, $a: String) { integrationLogs(integrationId: $i, first: 100, after: $a) { edges { cursor } pageInfo { hasNextPage endCursor } } }",
+            json!({ "i": integration, "a": after }),
+        )
+        .await;
+        let logs = &page["data"]["integrationLogs"];
+        stored += logs["edges"].as_array().unwrap().len();
+        if logs["pageInfo"]["hasNextPage"] != true {
+            break;
+        }
+        after = logs["pageInfo"]["endCursor"].clone();
+    }
+    assert!(
+        stored >= answered,
+        "{answered} calls were answered but only {stored} logs survived the kill"
+    );
+    stop(back).await;
+}
+
+/// Another session holding the request-log table's write lock until dropped.
+enum LogTableLock {
+    Sqlite(#[allow(dead_code)] diesel::SqliteConnection),
+    Postgres(tokio::sync::oneshot::Sender<()>),
+}
+
+async fn hold_log_table(db: &TestDb) -> LogTableLock {
+    match db.backend {
+        Backend::Sqlite => {
+            let path = db.dir.path().join("integration-hub.db");
+            let mut conn =
+                <diesel::SqliteConnection as diesel::Connection>::establish(path.to_str().unwrap())
+                    .unwrap();
+            diesel::connection::SimpleConnection::batch_execute(&mut conn, "BEGIN EXCLUSIVE")
+                .unwrap();
+            LogTableLock::Sqlite(conn)
+        }
+        Backend::Postgres => {
+            use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+            let mut conn = AsyncPgConnection::establish(&db.url).await.unwrap();
+            conn.batch_execute("BEGIN; LOCK TABLE request_logs IN EXCLUSIVE MODE")
+                .await
+                .unwrap();
+            let (release, released) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(async move {
+                let _ = released.await;
+                let _ = conn.batch_execute("ROLLBACK").await;
+            });
+            LogTableLock::Postgres(release)
+        }
+    }
 }
