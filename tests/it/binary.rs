@@ -586,9 +586,11 @@ async fn committed_durability_loses_nothing_at_kill_9(backend: Backend) {
     stop(back).await;
 }
 
-/// Another session holding the request-log table's write lock until dropped.
+/// Another session holding the request-log table's write lock until dropped (the fields are
+/// held for their drop: closing the connection, or telling the PostgreSQL task to let go).
+#[allow(dead_code)]
 enum LogTableLock {
-    Sqlite(#[allow(dead_code)] diesel::SqliteConnection),
+    Sqlite(diesel::SqliteConnection),
     Postgres(tokio::sync::oneshot::Sender<()>),
 }
 
