@@ -283,17 +283,25 @@ impl RunningServer {
     }
 }
 
-/// Background upkeep: usage counts to the database, idle rate-limit state dropped.
+/// Background upkeep: usage counts to the database, sync runs whose lease ran out marked
+/// interrupted, idle rate-limit state dropped.
 fn spawn_maintenance(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick =
             tokio::time::interval(Duration::from_millis(state.config.usage_flush_ms.max(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_shrink = Instant::now();
+        let mut last_lease_check = Instant::now();
         loop {
             tick.tick().await;
             if let Err(err) = state.usage.flush(&state.pool).await {
                 tracing::warn!(code = err.code(), "usage counts not written; will retry");
+            }
+            if last_lease_check.elapsed() >= Duration::from_secs(1) {
+                last_lease_check = Instant::now();
+                if let Err(err) = crate::sync::engine::interrupt_stale_runs(&state).await {
+                    tracing::warn!(code = err.code(), "stale sync runs not checked; will retry");
+                }
             }
             if last_shrink.elapsed() > Duration::from_secs(60) {
                 state.rate_limits.shrink();

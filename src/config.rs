@@ -154,6 +154,9 @@ pub struct Config {
     pub sync_write_concurrency: usize,
     /// Seconds between the scheduler's looks for due syncs (0: no scheduler).
     pub sync_scheduler_secs: u64,
+    /// A running sync run renews its lease every third of this; one whose lease is older is
+    /// marked interrupted (its process stopped, or lost the database that long).
+    pub job_lease_secs: u64,
 }
 
 impl Default for Config {
@@ -222,6 +225,7 @@ impl Default for Config {
             ws_send_buffer: 256,
             sync_write_concurrency: 4,
             sync_scheduler_secs: 5,
+            job_lease_secs: 60,
         }
     }
 }
@@ -287,6 +291,9 @@ impl Config {
         }
         if !(100..=600_000).contains(&self.db_timeout_ms) {
             return Err("HUB_DB_TIMEOUT_MS must be 100 to 600000".into());
+        }
+        if self.job_lease_secs == 0 {
+            return Err("HUB_JOB_LEASE_SECS must be at least 1".into());
         }
         if self.journal_max_pending == 0 {
             return Err("HUB_JOURNAL_MAX_PENDING must be at least 1".into());

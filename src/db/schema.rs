@@ -152,6 +152,7 @@ diesel::table! {
         started_at -> Nullable<Timestamp>,
         finished_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
+        heartbeat_at -> Nullable<Timestamp>,
     }
 }
 

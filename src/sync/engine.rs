@@ -8,6 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use serde_json::{Value, json};
@@ -434,6 +435,7 @@ pub async fn start_run(
         started_at: None,
         finished_at: None,
         created_at: at,
+        heartbeat_at: Some(at),
     };
     store::insert_run(&mut conn, &run).await?;
     store::set_last_run(&mut conn, &config.id, at).await?;
@@ -444,7 +446,14 @@ pub async fn start_run(
     let task_cancel = cancel.clone();
     let task = tokio::spawn(async move {
         let run_id = task_run.id.clone();
+        // The lease is renewed while the run runs; the run's end stops the renewing (between
+        // two renewals: a database call is never cancelled half-way, which SQLite's blocking
+        // wrapper cannot survive on an actix worker).
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let renewing = tokio::spawn(renew_lease(task_state.clone(), run_id.clone(), stopped));
         execute_run(&task_state, config, plan, task_run, &task_cancel).await;
+        let _ = stop.send(());
+        let _ = renewing.await;
         task_state.sync.active.remove(&run_id);
     });
     state.sync.active.insert(
@@ -456,6 +465,76 @@ pub async fn start_run(
         },
     );
     Ok(run)
+}
+
+/// Renews the run's heartbeat three times per `HUB_JOB_LEASE_SECS` until told to stop.
+async fn renew_lease(
+    state: AppState,
+    run_id: String,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let every = Duration::from_millis((state.config.job_lease_secs * 1000 / 3).max(100));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut stop => return,
+        }
+        if let Ok(mut conn) = state.pool.get().await {
+            let _ = store::heartbeat(&mut conn, &run_id, now()).await;
+        }
+    }
+}
+
+/// Runs queued or running whose lease ran out (their process stopped, or lost the database
+/// for longer than the lease) are marked interrupted with the reason, so they no longer
+/// block their config; its schedule goes on. Runs of this replica are never touched.
+pub async fn interrupt_stale_runs(state: &AppState) -> AppResult<usize> {
+    let lease = chrono::Duration::seconds(state.config.job_lease_secs as i64);
+    let running_here: Vec<String> = state.sync.active.iter().map(|r| r.key().clone()).collect();
+    let at = now();
+    let reason = format!(
+        "no heartbeat for {} s: the process running it stopped or lost the database",
+        state.config.job_lease_secs
+    );
+    let count = store::interrupt_stale(
+        &mut state.pool.get().await?,
+        at - lease,
+        &running_here,
+        &reason,
+        at,
+    )
+    .await?;
+    if count > 0 {
+        tracing::warn!(count, "sync runs whose lease ran out marked interrupted");
+    }
+    Ok(count)
+}
+
+/// Stores the run's final state, retrying while the database is out (up to one lease); if it
+/// still cannot, the run stays `running` in the database until its lease runs out and it is
+/// marked interrupted.
+async fn save_final(state: &AppState, run: &SyncRunRow) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(state.config.job_lease_secs);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let saved = match state.pool.get().await {
+            Ok(mut conn) => store::save_run(&mut conn, run).await,
+            Err(err) => Err(err),
+        };
+        match saved {
+            Ok(()) => return,
+            Err(err) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::warn!(code = err.code(), run = %run.id, "sync run result not stored yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(err) => {
+                tracing::error!(code = err.code(), run = %run.id, "sync run result not stored; its lease will mark it interrupted");
+                return;
+            }
+        }
+    }
 }
 
 async fn execute_run(
@@ -516,6 +595,7 @@ async fn execute_run(
     }
     run.finished_at = Some(now());
     progress(state, &mut run, &tally).await;
+    save_final(state, &run).await;
     let kind = if run.status == "failed" {
         EventKind::SyncFailed
     } else {

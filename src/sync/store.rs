@@ -53,6 +53,8 @@ pub struct SyncRunRow {
     pub started_at: Option<NaiveDateTime>,
     pub finished_at: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
+    /// Renewed while the run runs; a stale one means nobody runs it any more.
+    pub heartbeat_at: Option<NaiveDateTime>,
 }
 
 fn conflict_name(name: &str) -> AppError {
@@ -200,6 +202,47 @@ pub async fn has_active_run(conn: &mut DbConn, config_id: &str) -> AppResult<boo
         .get_result(c)
         .await)?;
     Ok(count > 0)
+}
+
+/// Renews a running run's lease.
+pub async fn heartbeat(conn: &mut DbConn, run_id: &str, at: NaiveDateTime) -> AppResult<()> {
+    with_conn!(conn, |c| diesel::update(
+        sync_runs::table.filter(sync_runs::id.eq(run_id))
+    )
+    .set(sync_runs::heartbeat_at.eq(Some(at)))
+    .execute(c)
+    .await)?;
+    Ok(())
+}
+
+/// Runs still queued or running whose lease ran out before `cutoff` (and that this replica is
+/// not running: `running_here`) are marked interrupted with `reason`; returns how many.
+pub async fn interrupt_stale(
+    conn: &mut DbConn,
+    cutoff: NaiveDateTime,
+    running_here: &[String],
+    reason: &str,
+    at: NaiveDateTime,
+) -> AppResult<usize> {
+    Ok(with_conn!(conn, |c| diesel::update(
+        sync_runs::table
+            .filter(sync_runs::status.eq_any(["queued", "running"]))
+            .filter(
+                sync_runs::heartbeat_at
+                    .lt(cutoff)
+                    .or(sync_runs::heartbeat_at
+                        .is_null()
+                        .and(sync_runs::created_at.lt(cutoff)))
+            )
+            .filter(sync_runs::id.ne_all(running_here))
+    )
+    .set((
+        sync_runs::status.eq("interrupted"),
+        sync_runs::finished_at.eq(Some(at)),
+        sync_runs::error.eq(Some(reason)),
+    ))
+    .execute(c)
+    .await)?)
 }
 
 /// Runs left queued or running by a stopped process: marked interrupted.

@@ -15,7 +15,8 @@ use crate::support::{Answer, Backend, TestApp};
 
 on_both_backends!(
     a_locked_or_stopped_database_is_answered_unavailable,
-    answered_calls_keep_their_logs_through_an_outage
+    answered_calls_keep_their_logs_through_an_outage,
+    a_run_that_loses_the_database_is_not_stuck
 );
 
 const TIMEOUT_MS: u64 = 400;
@@ -239,5 +240,163 @@ async fn answered_calls_keep_their_logs_through_an_outage(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(stored, 1 + answered, "every answered call's log is stored");
+    app.stop().await;
+}
+
+/// The database held (SQLite) or refusing connections (PostgreSQL) for longer than
+/// `HUB_JOB_LEASE_SECS`.
+struct Outage {
+    sqlite: Option<diesel::SqliteConnection>,
+    pg_name: Option<String>,
+}
+
+impl Outage {
+    async fn begin(app: &TestApp) -> Self {
+        match app.db.backend {
+            Backend::Sqlite => {
+                let path = app.db.url.strip_prefix("sqlite://").unwrap().to_string();
+                let mut holder =
+                    <diesel::SqliteConnection as diesel::Connection>::establish(&path).unwrap();
+                diesel::connection::SimpleConnection::batch_execute(&mut holder, "BEGIN EXCLUSIVE")
+                    .unwrap();
+                Self {
+                    sqlite: Some(holder),
+                    pg_name: None,
+                }
+            }
+            Backend::Postgres => {
+                let name = app.db.pg_name().unwrap().to_string();
+                let mut admin = AsyncPgConnection::establish(&postgres_admin_url())
+                    .await
+                    .unwrap();
+                admin
+                    .batch_execute(&format!(
+                        "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+                         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+                    ))
+                    .await
+                    .unwrap();
+                Self {
+                    sqlite: None,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+
+    async fn end(self) {
+        if let Some(mut holder) = self.sqlite {
+            diesel::connection::SimpleConnection::batch_execute(&mut holder, "ROLLBACK").unwrap();
+        }
+        if let Some(name) = self.pg_name {
+            let mut admin = AsyncPgConnection::establish(&postgres_admin_url())
+                .await
+                .unwrap();
+            admin
+                .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// A sync run whose process loses the database for longer than its lease does not stay
+/// RUNNING: once the database is back it ends (failed, or interrupted when even its result
+/// could not be stored) with a reason, and the config runs again.
+async fn a_run_that_loses_the_database_is_not_stuck(backend: Backend) {
+    let source = Receiver::start(|_| {
+        Reply::json(200, &json!([{ "key": "a" }, { "key": "b" }]))
+            .after(Duration::from_millis(1500))
+    })
+    .await;
+    let target = Receiver::start(|_| Reply::json(201, &json!({}))).await;
+    let app = TestApp::start_configured(backend, |config| {
+        config.db_timeout_ms = 300;
+        config.job_lease_secs = 2;
+        config.integration_cache_secs = 60;
+    })
+    .await;
+    let project = app.create_project(&app.admin_key, "P").await;
+    let from = register(
+        &app,
+        &project,
+        "generic_rest",
+        "source",
+        json!({ "baseUrl": source.url }),
+        json!({}),
+    )
+    .await;
+    let to = register(
+        &app,
+        &project,
+        "generic_rest",
+        "target",
+        json!({ "baseUrl": target.url }),
+        json!({}),
+    )
+    .await;
+    let created = app
+        .gql(
+            &app.admin_key,
+            "mutation($input: SyncConfigInput!) { createSyncConfig(input: $input) { id } }",
+            json!({ "input": { "projectId": project, "name": "s", "sourceIntegrationId": from,
+                "targetIntegrationId": to, "sourceRead": { "path": "/items" },
+                "targetWrite": { "createPath": "/items" }, "sourceKey": "key", "targetKey": "key",
+                "mappings": [{ "target": "key", "source": "key" }] } }),
+        )
+        .await;
+    let config = created.data()["createSyncConfig"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let run = "mutation($id: ID!) { runSync(configId: $id) { id } }";
+    let started = app.gql(&app.admin_key, run, json!({ "id": config })).await;
+    let run_id = started.data()["runSync"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The database goes away while the run reads its (slow) source, and stays away for
+    // longer than the lease.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let outage = Outage::begin(&app).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    outage.end().await;
+
+    let mut ended = json!(null);
+    for _ in 0..100 {
+        let runs = app
+            .gql(
+                &app.admin_key,
+                "query($id: ID!) { syncRuns(configId: $id) { edges { node { id status error } } } }",
+                json!({ "id": config }),
+            )
+            .await;
+        if runs.body.get("errors").is_none() {
+            let node = runs.data()["syncRuns"]["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["node"].clone())
+                .find(|n| n["id"] == json!(run_id))
+                .unwrap();
+            if node["status"] != "RUNNING" && node["status"] != "QUEUED" {
+                ended = node;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        matches!(ended["status"].as_str(), Some("FAILED" | "INTERRUPTED")),
+        "the run ended: {ended}"
+    );
+    assert!(
+        ended["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "with a reason: {ended}"
+    );
+    // The config is not blocked: it runs again.
+    let again = app.gql(&app.admin_key, run, json!({ "id": config })).await;
+    assert!(again.data()["runSync"]["id"].is_string());
     app.stop().await;
 }
