@@ -120,7 +120,10 @@ async fn send_write(
     }
 }
 
-/// Sends writes a bounded number at a time; counts outcomes and stores fingerprints.
+/// Sends writes a bounded number at a time; counts outcomes. Each write's fingerprints are
+/// stored as soon as it succeeds, before its slot takes the next write: after a crash a
+/// re-run writes again at most the writes that were in flight (`HUB_SYNC_WRITE_CONCURRENCY`),
+/// never a whole page. A fingerprint that cannot be stored fails the run with the reason.
 pub async fn run_writes(
     state: &AppState,
     config_id: &str,
@@ -131,33 +134,53 @@ pub async fn run_writes(
     cancel: &AtomicBool,
 ) -> AppResult<()> {
     let concurrency = state.config.sync_write_concurrency.max(1);
-    let outcomes: Vec<(Write, Result<(), String>)> = futures_util::stream::iter(writes)
-        .map(|write| async move {
-            if cancel.load(Ordering::SeqCst) {
-                return (write, Err("cancelled".to_string()));
-            }
-            let outcome = send_write(state, integration, actor, &write).await;
-            (write, outcome)
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let mut saved = Vec::new();
-    for (write, outcome) in outcomes {
+    let outcomes: Vec<(Write, Result<(), String>, AppResult<()>)> =
+        futures_util::stream::iter(writes)
+            .map(|write| async move {
+                if cancel.load(Ordering::SeqCst) {
+                    return (write, Err("cancelled".to_string()), Ok(()));
+                }
+                let outcome = send_write(state, integration, actor, &write).await;
+                let recorded = match &outcome {
+                    Ok(()) => record_written(state, config_id, &write.fingerprints).await,
+                    Err(_) => Ok(()),
+                };
+                (write, outcome, recorded)
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+    let mut unrecorded = None;
+    for (write, outcome, recorded) in outcomes {
         let records = write.keys.len().max(1) as i64;
         match outcome {
-            Ok(()) => {
-                tally.written += records;
-                saved.extend(write.fingerprints);
-            }
+            Ok(()) => tally.written += records,
             Err(message) if message == "cancelled" => {}
             Err(message) => {
                 tally.failed += records;
                 tally.sample(write.key.as_deref(), message);
             }
         }
+        if let Err(err) = recorded {
+            unrecorded.get_or_insert(err);
+        }
     }
-    store::save_fingerprints(&mut state.pool.get().await?, config_id, &saved, now()).await
+    match unrecorded {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
+}
+
+/// Stores what a successful write wrote.
+async fn record_written(
+    state: &AppState,
+    config_id: &str,
+    fingerprints: &[(String, Option<String>, Option<String>)],
+) -> AppResult<()> {
+    if fingerprints.is_empty() {
+        return Ok(());
+    }
+    store::save_fingerprints(&mut state.pool.get().await?, config_id, fingerprints, now()).await
 }
 
 /// Which way a one-way pass goes.
