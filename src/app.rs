@@ -52,6 +52,8 @@ pub struct AppState {
     pub fanout: Arc<Fanout>,
     /// Set when the server starts to stop: every WebSocket closes at once with 1001.
     pub going_away: tokio::sync::watch::Sender<bool>,
+    /// Calls on their way upstream; the shutdown waits for their logs (cut ones included).
+    pub calls_in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// What the first start of an empty database created: its team and admin key (shown once).
@@ -142,6 +144,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             sync: Arc::default(),
             fanout: Arc::default(),
             going_away: tokio::sync::watch::Sender::new(false),
+            calls_in_flight: Arc::default(),
             journal: Journal::spawn(&pool, &config).map_err(describe)?,
             config,
             pool,
@@ -276,6 +279,18 @@ impl RunningServer {
         self.state.sync.abort_all();
         if let Err(err) = self.state.usage.flush(&self.state.pool).await {
             tracing::warn!(code = err.code(), "usage counts not written at shutdown");
+        }
+        // Calls cut at the end of the grace period log themselves as their workers drop them:
+        // wait (briefly) until every one has, then store what is queued.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self
+            .state
+            .calls_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         if let Err(err) = self.state.journal.flush().await {
             tracing::warn!(code = err.code(), "request logs not written at shutdown");

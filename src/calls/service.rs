@@ -210,12 +210,29 @@ async fn send_logged(
             .headers
             .insert(HeaderName::from_static("x-request-id"), value);
     }
-    let method = request.method.to_string();
-    let path = logs::redact_url(&request.url, &prepared.secrets);
-    let bytes_out = request.body.as_ref().map_or(0, Vec::len) as i64;
     let started = Instant::now();
+    state
+        .calls_in_flight
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let mut in_flight = InFlight {
+        state,
+        integration: &prepared.integration,
+        started,
+        call: Some(CallRecord {
+            method: request.method.to_string(),
+            path: logs::redact_url(&request.url, &prepared.secrets),
+            status: None,
+            duration_ms: 0,
+            bytes_in: 0,
+            bytes_out: request.body.as_ref().map_or(0, Vec::len) as i64,
+            error: None,
+            actor: actor.to_string(),
+            correlation_id: correlation_id.clone(),
+        }),
+    };
     let outcome = state.outbound.send(&prepared.integration.id, request).await;
     let duration_ms = started.elapsed().as_millis() as i64;
+    let call = in_flight.call.take().expect("taken once");
     let (status, bytes_in, error) = match &outcome {
         Ok(response) => (
             Some(response.status.as_u16()),
@@ -232,19 +249,55 @@ async fn send_logged(
         state,
         &prepared.integration,
         CallRecord {
-            method,
-            path,
             status,
             duration_ms,
             bytes_in,
-            bytes_out,
             error,
-            actor: actor.to_string(),
-            correlation_id: correlation_id.clone(),
+            ..call
         },
     )
     .await?;
     Ok((correlation_id, duration_ms, outcome))
+}
+
+/// Takes a call off the in-flight count when dropped (after its log is queued).
+struct CountedOut<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for CountedOut<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A call on its way upstream. Dropped before its outcome is logged — the server stopped at
+/// the end of its grace period, or the caller went away — it logs the call as cut: the
+/// upstream may have received it, so it must not go unrecorded.
+struct InFlight<'a> {
+    state: &'a AppState,
+    integration: &'a IntegrationRow,
+    started: Instant,
+    call: Option<CallRecord>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let _counted = CountedOut(&self.state.calls_in_flight);
+        if let Some(call) = self.call.take() {
+            logs::record_cut(
+                self.state,
+                self.integration,
+                CallRecord {
+                    duration_ms: self.started.elapsed().as_millis() as i64,
+                    error: Some(
+                        "the call was cut before it finished (the server stopped or the caller \
+                         went away); the upstream may have received it"
+                            .into(),
+                    ),
+                    ..call
+                },
+            );
+        }
+    }
 }
 
 /// ALM: signs in and returns the session cookies for the calls that follow.

@@ -283,6 +283,12 @@ impl<T: GroupInsert> GroupWriter<T> {
         }
     }
 
+    /// Queues `row` if there is room right now, without waiting (for callers that cannot wait,
+    /// like a drop); false when the queue is full or the writer stopped.
+    pub fn try_queue(&self, row: T) -> bool {
+        self.sender.try_send((Some(row), None)).is_ok()
+    }
+
     /// Returns once every row queued before is stored (or has failed).
     pub async fn flush(&self) -> AppResult<()> {
         self.send(None).await

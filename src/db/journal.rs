@@ -129,6 +129,11 @@ impl Journal {
         self.writer.queue(JournalRow::RequestLog(row)).await
     }
 
+    /// Queues a call's row without waiting (see [`GroupWriter::try_queue`]).
+    pub fn try_call_row(&self, row: JournalRow) -> bool {
+        self.writer.try_queue(row)
+    }
+
     /// Returns once everything queued before is stored. Readers of request logs and audit
     /// events call it first.
     pub async fn flush(&self) -> AppResult<()> {

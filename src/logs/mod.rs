@@ -152,7 +152,31 @@ pub async fn record(
     integration: &IntegrationRow,
     call: CallRecord,
 ) -> crate::error::AppResult<()> {
-    let row = RequestLogRow {
+    let row = row_of(integration, call);
+    let journaled = state
+        .journal
+        .call_row(crate::db::journal::JournalRow::RequestLog(row.clone()))
+        .await;
+    publish(state, row);
+    journaled
+}
+
+/// Logs a call that was cut before its outcome was known (the server stopped at the end of
+/// its grace period, or the caller went away). Runs where nothing can wait (a drop): the row
+/// is queued if the journal has room, and the shutdown's flush stores it.
+pub fn record_cut(state: &AppState, integration: &IntegrationRow, call: CallRecord) {
+    let row = row_of(integration, call);
+    if !state
+        .journal
+        .try_call_row(crate::db::journal::JournalRow::RequestLog(row.clone()))
+    {
+        tracing::error!(correlation_id = %row.correlation_id, "log of a cut call not kept: the journal is full");
+    }
+    publish(state, row);
+}
+
+fn row_of(integration: &IntegrationRow, call: CallRecord) -> RequestLogRow {
+    RequestLogRow {
         id: new_id(),
         team_id: integration.team_id.clone(),
         project_id: integration.project_id.clone(),
@@ -170,11 +194,10 @@ pub async fn record(
         actor: call.actor,
         correlation_id: call.correlation_id,
         created_at: now(),
-    };
-    let journaled = state
-        .journal
-        .call_row(crate::db::journal::JournalRow::RequestLog(row.clone()))
-        .await;
+    }
+}
+
+fn publish(state: &AppState, row: RequestLogRow) {
     let row = Arc::new(row);
     state.events.publish(Event {
         kind: EventKind::IntegrationRequest,
@@ -186,7 +209,6 @@ pub async fn record(
         at: row.created_at,
         request_log: Some(row),
     });
-    journaled
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ on_both_backends!(
     binary_first_start_restart_and_cli,
     output_that_cannot_be_written_never_stops_the_server,
     committed_durability_loses_nothing_at_kill_9,
-    a_sync_killed_mid_page_writes_again_only_what_was_in_flight
+    a_sync_killed_mid_page_writes_again_only_what_was_in_flight,
+    a_call_cut_by_the_shutdown_is_logged
 );
 
 struct Running {
@@ -737,6 +738,88 @@ async fn a_sync_killed_mid_page_writes_again_only_what_was_in_flight(backend: Ba
         sent - 300 <= 4,
         "{} records were written twice; at most the 4 in flight may be",
         sent - 300
+    );
+    stop(back).await;
+}
+
+/// A call still waiting for its upstream when the grace period ends is cut, and logged as
+/// cut (the upstream received it).
+async fn a_call_cut_by_the_shutdown_is_logged(backend: Backend) {
+    use crate::support::receiver::{Receiver, Reply};
+    let upstream =
+        Receiver::start(|_| Reply::json(200, &json!({})).after(Duration::from_secs(6))).await;
+    let db = TestDb::new(backend).await;
+    let env = [
+        ("HUB_OUTBOUND_ALLOW", "127.0.0.1/32"),
+        ("HUB_SHUTDOWN_TIMEOUT_SECS", "1"),
+        ("HUB_OUTBOUND_TIMEOUT_MS", "20000"),
+    ];
+    let running = start_with(&db, &env).await;
+    let admin = admin_key_in(&running.stdout).unwrap();
+    let addr = running.addr.clone();
+    let project = gql(
+        &addr,
+        &admin,
+        "mutation { createProject(input: { name: \"P\" }) { id } }",
+        json!({}),
+    )
+    .await;
+    let project = project["data"]["createProject"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let registered = gql(
+        &addr,
+        &admin,
+        "mutation($p: ID!, $u: String!) { registerIntegration(input: { projectId: $p, provider: \"github\", name: \"gh\", config: { baseUrl: $u }, credentials: { token: \"t\" } }) { id } }",
+        json!({ "p": project, "u": upstream.url }),
+    )
+    .await;
+    let integration = registered["data"]["registerIntegration"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let call = {
+        let (addr, admin, integration) = (addr.clone(), admin.clone(), integration.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("http://{addr}/graphql"))
+                .header("authorization", format!("Bearer {admin}"))
+                .json(&json!({ "query": "mutation($i: ID!) { executeRequest(integrationId: $i, input: { method: \"POST\", path: \"/slow\" }) { status } }", "variables": { "i": integration } }))
+                .send()
+                .await
+        })
+    };
+    for _ in 0..100 {
+        if upstream.count() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(upstream.count(), 1, "the call reached the upstream");
+    stop(running).await;
+    assert!(call.await.unwrap().is_err(), "the call was cut");
+
+    let back = start(&db).await;
+    let logs = gql(
+        &back.addr,
+        &admin,
+        "query($i: ID!) { integrationLogs(integrationId: $i) { edges { node { path error } } } }",
+        json!({ "i": integration }),
+    )
+    .await;
+    // (The restarted hub's health monitor logs checks of its own: only the call counts.)
+    let edges: Vec<Value> = logs["data"]["integrationLogs"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["node"]["path"] == "/slow")
+        .cloned()
+        .collect();
+    assert_eq!(edges.len(), 1, "{logs}");
+    assert!(
+        edges[0]["node"]["error"].as_str().unwrap().contains("cut"),
+        "{logs}"
     );
     stop(back).await;
 }
