@@ -60,16 +60,15 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Writes `rows`, and while the database is out (the write fails with UNAVAILABLE) tries
 /// again with exponential backoff until it is back: rows are never dropped for an outage.
 /// Any other failure is returned at once.
-async fn write_through_outages<T: Clone>(
-    rows: Vec<T>,
+async fn write_through_outages<T>(
+    rows: impl Fn() -> Vec<T>,
     write: &mut impl AsyncFnMut(Vec<T>) -> Outcome,
 ) -> Outcome {
     let mut delay = RETRY_FIRST;
     loop {
-        match write(rows.clone()).await {
+        match write(rows()).await {
             Err(code) if code == OUTAGE => {
                 tracing::warn!(
-                    rows = rows.len(),
                     retry_in_ms = delay.as_millis() as u64,
                     "journal: database unavailable; keeping the rows and retrying"
                 );
@@ -109,11 +108,11 @@ fn rows_of<T: Clone>(jobs: &[Job<T>]) -> Vec<T> {
 /// flush (a job without a row) always succeeds: it asks only that everything before it was
 /// tried, and a reader must not fail because somebody else's row did.
 async fn commit<T: Clone>(jobs: Vec<Job<T>>, write: &mut impl AsyncFnMut(Vec<T>) -> Outcome) {
-    let outcome = write_through_outages(rows_of(&jobs), write).await;
+    let outcome = write_through_outages(|| rows_of(&jobs), write).await;
     let rows = jobs.iter().filter(|(row, _)| row.is_some()).count();
     if outcome.is_err() && rows > 1 {
         for (row, waiter) in jobs {
-            let outcome = write_through_outages(row.into_iter().collect(), write).await;
+            let outcome = write_through_outages(|| row.iter().cloned().collect(), write).await;
             if let Err(code) = &outcome {
                 tracing::error!(
                     code,

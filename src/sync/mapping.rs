@@ -43,20 +43,26 @@ pub mod limits {
     pub const OUTPUT_BYTES: usize = 64 << 20;
 }
 
-/// The depth of a JSON value (a scalar is 0), walked without recursion; stops counting once
-/// past `limit`.
+/// Whether a JSON value nests deeper than `limit` levels (a scalar or an empty list or
+/// object adds none), walked without recursion; stops at the first level past `limit`.
 pub fn json_depth_exceeds(value: &Value, limit: usize) -> bool {
     let mut stack = vec![(value, 0usize)];
     while let Some((value, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match value {
-            Value::Array(items) => Box::new(items.iter()),
-            Value::Object(map) => Box::new(map.values()),
-            _ => continue,
-        };
-        if depth + 1 > limit {
-            return true;
+        match value {
+            Value::Array(items) if !items.is_empty() => {
+                if depth + 1 > limit {
+                    return true;
+                }
+                stack.extend(items.iter().map(|c| (c, depth + 1)));
+            }
+            Value::Object(map) if !map.is_empty() => {
+                if depth + 1 > limit {
+                    return true;
+                }
+                stack.extend(map.values().map(|c| (c, depth + 1)));
+            }
+            _ => {}
         }
-        stack.extend(children.map(|c| (c, depth + 1)));
     }
     false
 }

@@ -396,6 +396,43 @@ async fn binary_first_start_restart_and_cli(backend: Backend) {
     stop(restored).await;
 }
 
+/// A project with integrations `(provider, name, base URL)`, made through the API of the hub
+/// at `addr`; returns the project's id and the integrations' ids.
+async fn project_with(
+    addr: &str,
+    admin: &str,
+    integrations: &[(&str, &str, &str)],
+) -> (String, Vec<String>) {
+    let project = gql(
+        addr,
+        admin,
+        "mutation { createProject(input: { name: \"P\" }) { id } }",
+        json!({}),
+    )
+    .await;
+    let project = project["data"]["createProject"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut ids = Vec::new();
+    for (provider, name, url) in integrations {
+        let registered = gql(
+            addr,
+            admin,
+            "mutation($p: ID!, $k: String!, $n: String!, $u: String!) { registerIntegration(input: { projectId: $p, provider: $k, name: $n, config: { baseUrl: $u }, credentials: { token: \"t\" } }) { id } }",
+            json!({ "p": project, "k": provider, "n": name, "u": url }),
+        )
+        .await;
+        ids.push(
+            registered["data"]["registerIntegration"]["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{registered}"))
+                .to_string(),
+        );
+    }
+    (project, ids)
+}
+
 /// A command whose standard output and error both go to /dev/full (every write fails).
 fn to_full_disk(db: &TestDb, args: &[&str]) -> Command {
     let mut cmd = command(db, args);
@@ -493,28 +530,8 @@ async fn committed_durability_loses_nothing_at_kill_9(backend: Backend) {
     let running = start_with(&db, &env).await;
     let admin = admin_key_in(&running.stdout).unwrap();
     let addr = running.addr.clone();
-    let project = gql(
-        &addr,
-        &admin,
-        "mutation { createProject(input: { name: \"P\" }) { id } }",
-        json!({}),
-    )
-    .await;
-    let project = project["data"]["createProject"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let registered = gql(
-        &addr,
-        &admin,
-        "mutation($p: ID!, $u: String!) { registerIntegration(input: { projectId: $p, provider: \"github\", name: \"gh\", config: { baseUrl: $u }, credentials: { token: \"t\" } }) { id } }",
-        json!({ "p": project, "u": upstream.url }),
-    )
-    .await;
-    let integration = registered["data"]["registerIntegration"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_, ids) = project_with(&addr, &admin, &[("github", "gh", &upstream.url)]).await;
+    let integration = ids[0].clone();
 
     // 16 callers call as fast as they can; the process is killed while they do.
     let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -642,33 +659,15 @@ async fn a_sync_killed_mid_page_writes_again_only_what_was_in_flight(backend: Ba
     let running = start_with(&db, &env).await;
     let admin = admin_key_in(&running.stdout).unwrap();
     let addr = running.addr.clone();
-    let project = gql(
+    let (project, ids) = project_with(
         &addr,
         &admin,
-        "mutation { createProject(input: { name: \"P\" }) { id } }",
-        json!({}),
+        &[
+            ("generic_rest", "source", &source.url),
+            ("generic_rest", "target", &target.url),
+        ],
     )
     .await;
-    let project = project["data"]["createProject"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut ids = Vec::new();
-    for (name, url) in [("source", &source.url), ("target", &target.url)] {
-        let registered = gql(
-            &addr,
-            &admin,
-            "mutation($p: ID!, $n: String!, $u: String!) { registerIntegration(input: { projectId: $p, provider: \"generic_rest\", name: $n, config: { baseUrl: $u }, credentials: {} }) { id } }",
-            json!({ "p": project, "n": name, "u": url }),
-        )
-        .await;
-        ids.push(
-            registered["data"]["registerIntegration"]["id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
-    }
     let created = gql(
         &addr,
         &admin,
@@ -757,28 +756,8 @@ async fn a_call_cut_by_the_shutdown_is_logged(backend: Backend) {
     let running = start_with(&db, &env).await;
     let admin = admin_key_in(&running.stdout).unwrap();
     let addr = running.addr.clone();
-    let project = gql(
-        &addr,
-        &admin,
-        "mutation { createProject(input: { name: \"P\" }) { id } }",
-        json!({}),
-    )
-    .await;
-    let project = project["data"]["createProject"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let registered = gql(
-        &addr,
-        &admin,
-        "mutation($p: ID!, $u: String!) { registerIntegration(input: { projectId: $p, provider: \"github\", name: \"gh\", config: { baseUrl: $u }, credentials: { token: \"t\" } }) { id } }",
-        json!({ "p": project, "u": upstream.url }),
-    )
-    .await;
-    let integration = registered["data"]["registerIntegration"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (_, ids) = project_with(&addr, &admin, &[("github", "gh", &upstream.url)]).await;
+    let integration = ids[0].clone();
     let call = {
         let (addr, admin, integration) = (addr.clone(), admin.clone(), integration.clone());
         tokio::spawn(async move {

@@ -160,30 +160,7 @@ async fn answered_calls_keep_their_logs_through_an_outage(backend: Backend) {
     app.gql(&app.admin_key, EXECUTE, call.clone()).await.data();
 
     // The outage: SQLite's write lock held elsewhere; PostgreSQL refusing connections.
-    let sqlite_holder = match backend {
-        Backend::Sqlite => {
-            let path = app.db.url.strip_prefix("sqlite://").unwrap().to_string();
-            let mut holder =
-                <diesel::SqliteConnection as diesel::Connection>::establish(&path).unwrap();
-            diesel::connection::SimpleConnection::batch_execute(&mut holder, "BEGIN EXCLUSIVE")
-                .unwrap();
-            Some(holder)
-        }
-        Backend::Postgres => {
-            let name = app.db.pg_name().unwrap().to_string();
-            let mut admin = AsyncPgConnection::establish(&postgres_admin_url())
-                .await
-                .unwrap();
-            admin
-                .batch_execute(&format!(
-                    "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
-                     SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-                ))
-                .await
-                .unwrap();
-            None
-        }
-    };
+    let outage = Outage::begin(&app).await;
     let (mut answered, mut refused) = (0, 0);
     for _ in 0..20 {
         let reached = upstream.count();
@@ -204,21 +181,7 @@ async fn answered_calls_keep_their_logs_through_an_outage(backend: Backend) {
     assert_eq!(upstream.count(), 1 + answered);
 
     // The database is back: every answered call's log is stored.
-    match sqlite_holder {
-        Some(mut holder) => {
-            diesel::connection::SimpleConnection::batch_execute(&mut holder, "ROLLBACK").unwrap()
-        }
-        None => {
-            let name = app.db.pg_name().unwrap().to_string();
-            let mut admin = AsyncPgConnection::establish(&postgres_admin_url())
-                .await
-                .unwrap();
-            admin
-                .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
-                .await
-                .unwrap();
-        }
-    }
+    outage.end().await;
     let mut stored = 0;
     for _ in 0..100 {
         let logs = app
