@@ -452,9 +452,10 @@ pub async fn start_run(
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let renewing = tokio::spawn(renew_lease(task_state.clone(), run_id.clone(), stopped));
         execute_run(&task_state, config, plan, task_run, &task_cancel).await;
+        // Free the config at once (its final state is stored); the renewal ends after.
+        task_state.sync.active.remove(&run_id);
         let _ = stop.send(());
         let _ = renewing.await;
-        task_state.sync.active.remove(&run_id);
     });
     state.sync.active.insert(
         run.id.clone(),

@@ -649,7 +649,7 @@ async fn a_sync_killed_mid_page_writes_again_only_what_was_in_flight(backend: Ba
         .collect();
     let source = Receiver::start(move |_| Reply::json(200, &json!(records))).await;
     let target =
-        Receiver::start(|_| Reply::json(201, &json!({})).after(Duration::from_millis(10))).await;
+        Receiver::start(|_| Reply::json(201, &json!({})).after(Duration::from_millis(20))).await;
     let db = TestDb::new(backend).await;
     let env = [
         ("HUB_OUTBOUND_ALLOW", "127.0.0.1/32"),
