@@ -37,6 +37,48 @@ async fn preview(
         .await
 }
 
+/// A project with two generic REST integrations (nothing is called): (project, [source,
+/// target]).
+async fn source_and_target(app: &TestApp) -> (String, Vec<String>) {
+    let project = app.create_project(&app.admin_key, "P").await;
+    let mut ids = Vec::new();
+    for name in ["source", "target"] {
+        let answer = app
+            .gql(
+                &app.admin_key,
+                REGISTER,
+                json!({ "input": { "projectId": project, "provider": "generic_rest", "name": name,
+                    "config": { "baseUrl": "http://127.0.0.1:9" }, "credentials": {} } }),
+            )
+            .await;
+        ids.push(
+            answer.data()["registerIntegration"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    (project, ids)
+}
+
+/// `createSyncConfig` from source to target with one mapping `target` ← `a`.
+async fn create_config(
+    app: &TestApp,
+    project: &str,
+    ids: &[String],
+    target: &str,
+) -> crate::support::Answer {
+    app.gql(
+        &app.admin_key,
+        "mutation($input: SyncConfigInput!) { createSyncConfig(input: $input) { id } }",
+        json!({ "input": { "projectId": project, "name": "sync", "sourceIntegrationId": ids[0],
+            "targetIntegrationId": ids[1], "sourceRead": { "path": "/items" },
+            "targetWrite": { "createPath": "/items" }, "sourceKey": "a", "targetKey": "a",
+            "mappings": [{ "target": target, "source": "a" }] } }),
+    )
+    .await
+}
+
 async fn reported_requests_are_refused_and_the_server_stays_up(backend: Backend) {
     let app = TestApp::start(backend).await;
     let (_, reader) = app.key_with(&["sync:read"]).await;
@@ -109,34 +151,8 @@ async fn reported_requests_are_refused_and_the_server_stays_up(backend: Backend)
     );
 
     // The same path stored through createSyncConfig is refused before it is stored.
-    let project = app.create_project(&app.admin_key, "P").await;
-    let mut ids = Vec::new();
-    for name in ["source", "target"] {
-        let answer = app
-            .gql(
-                &app.admin_key,
-                REGISTER,
-                json!({ "input": { "projectId": project, "provider": "generic_rest", "name": name,
-                    "config": { "baseUrl": "http://127.0.0.1:9" }, "credentials": {} } }),
-            )
-            .await;
-        ids.push(
-            answer.data()["registerIntegration"]["id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
-    }
-    let answer = app
-        .gql(
-            &app.admin_key,
-            "mutation($input: SyncConfigInput!) { createSyncConfig(input: $input) { id } }",
-            json!({ "input": { "projectId": project, "name": "deep", "sourceIntegrationId": ids[0],
-                "targetIntegrationId": ids[1], "sourceRead": { "path": "/items" },
-                "targetWrite": { "createPath": "/items" }, "sourceKey": "a", "targetKey": "a",
-                "mappings": [{ "target": deep, "source": "a" }] } }),
-        )
-        .await;
+    let (project, ids) = source_and_target(&app).await;
+    let answer = create_config(&app, &project, &ids, &deep).await;
     assert_eq!(refused_at(&answer), "mappings[0].target");
     let stored = app
         .gql(&app.admin_key, "{ syncConfigs { id } }", json!({}))
@@ -341,34 +357,8 @@ async fn stored_configs_are_held_to_the_same_limits(backend: Backend) {
     use integration_hub::db::schema::sync_configs;
 
     let app = TestApp::start(backend).await;
-    let project = app.create_project(&app.admin_key, "P").await;
-    let mut ids = Vec::new();
-    for name in ["source", "target"] {
-        let answer = app
-            .gql(
-                &app.admin_key,
-                REGISTER,
-                json!({ "input": { "projectId": project, "provider": "generic_rest", "name": name,
-                    "config": { "baseUrl": "http://127.0.0.1:9" }, "credentials": {} } }),
-            )
-            .await;
-        ids.push(
-            answer.data()["registerIntegration"]["id"]
-                .as_str()
-                .unwrap()
-                .to_string(),
-        );
-    }
-    let created = app
-        .gql(
-            &app.admin_key,
-            "mutation($input: SyncConfigInput!) { createSyncConfig(input: $input) { id } }",
-            json!({ "input": { "projectId": project, "name": "old", "sourceIntegrationId": ids[0],
-                "targetIntegrationId": ids[1], "sourceRead": { "path": "/items" },
-                "targetWrite": { "createPath": "/items" }, "sourceKey": "a", "targetKey": "a",
-                "mappings": [{ "target": "a", "source": "a" }] } }),
-        )
-        .await;
+    let (project, ids) = source_and_target(&app).await;
+    let created = create_config(&app, &project, &ids, "a").await;
     let config = created.data()["createSyncConfig"]["id"]
         .as_str()
         .unwrap()
