@@ -90,17 +90,7 @@ async fn a_locked_or_stopped_database_is_answered_unavailable(backend: Backend) 
             holder.batch_execute("ROLLBACK").await.unwrap();
 
             // The database stops taking connections and drops the ones it has.
-            let name = app.db.pg_name().unwrap().to_string();
-            let mut admin = AsyncPgConnection::establish(&postgres_admin_url())
-                .await
-                .unwrap();
-            admin
-                .batch_execute(&format!(
-                    "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
-                     SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
-                ))
-                .await
-                .unwrap();
+            let outage = Outage::begin(&app).await;
             let (answer, took) = create_project(&app, "while stopped").await;
             assert_unavailable(&answer, took, "database refusing connections");
             let started = Instant::now();
@@ -111,10 +101,7 @@ async fn a_locked_or_stopped_database_is_answered_unavailable(backend: Backend) 
             let (status, took) = readyz(&app).await;
             assert_eq!(status, 503);
             assert!(took < Duration::from_secs(3), "/readyz took {took:?}");
-            admin
-                .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
-                .await
-                .unwrap();
+            outage.end().await;
         }
     }
     // Back without a restart.
