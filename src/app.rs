@@ -372,7 +372,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState, schema: &HubSchema
             "/healthz",
             web::get().to(|| async { HttpResponse::Ok().body("ok") }),
         )
-        .route("/readyz", web::get().to(readyz));
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(crate::metrics::serve));
 }
 
 fn is_websocket(ctx: &guard::GuardContext<'_>) -> bool {
@@ -418,6 +419,9 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
     let workers = state.config.worker_count();
     let shutdown = state.config.shutdown_timeout_secs;
     let schema = build_schema(state.clone());
+    if state.config.metrics_token.is_some() {
+        crate::metrics::install();
+    }
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()

@@ -46,6 +46,8 @@ pub struct Config {
     pub log_format: String,
     /// Seconds to let in-flight requests finish on shutdown.
     pub shutdown_timeout_secs: u64,
+    /// Bearer token for `GET /metrics` (Prometheus); unset, /metrics is not served.
+    pub metrics_token: Option<String>,
 
     /// JWT: HS256 shared secret (at least 32 bytes).
     pub jwt_hs256_secret: Option<String>,
@@ -175,6 +177,7 @@ impl Default for Config {
             graphiql: true,
             log_format: "text".into(),
             shutdown_timeout_secs: 30,
+            metrics_token: None,
             jwt_hs256_secret: None,
             jwt_public_key_file: None,
             jwt_jwks_url: None,
@@ -294,6 +297,13 @@ impl Config {
         }
         if self.job_lease_secs == 0 {
             return Err("HUB_JOB_LEASE_SECS must be at least 1".into());
+        }
+        if self
+            .metrics_token
+            .as_ref()
+            .is_some_and(|t| t.len() < 16 || t.chars().any(|c| c.is_whitespace()))
+        {
+            return Err("HUB_METRICS_TOKEN must be at least 16 characters without spaces".into());
         }
         if self.journal_max_pending == 0 {
             return Err("HUB_JOURNAL_MAX_PENDING must be at least 1".into());

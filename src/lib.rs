@@ -17,6 +17,7 @@ pub mod integrations;
 pub mod live;
 pub mod logging;
 pub mod logs;
+pub mod metrics;
 pub mod projects;
 pub mod providers;
 pub mod ratelimit;

@@ -219,10 +219,13 @@ fn maybe_ids(value: MaybeUndefined<Vec<ID>>) -> AppResult<Option<Option<BTreeSet
 }
 
 /// After any change to a key: forget what this replica cached about it.
+/// (Once the change is committed: before, a request could cache the old key again.)
 fn forget(ctx: &Context<'_>, id: &str) {
-    let state = state(ctx);
-    state.credentials.invalidate_key(id);
-    state.rate_limits.forget_key(id);
+    let id = id.to_string();
+    crate::graphql::unit::after_commit(ctx, move |state| {
+        state.credentials.invalidate_key(&id);
+        state.rate_limits.forget_key(&id);
+    });
 }
 
 /// The caller's team's key `id`, if the caller may do `action` to it.
@@ -393,7 +396,7 @@ impl ApiKeyMutation {
         };
         find_for(ctx, caller, &id, KeyAction::Roll).await?;
         let (row, key) = service::roll_api_key(
-            &mut conn(ctx).await?,
+            &mut *conn(ctx).await?,
             &caller.team_id,
             &id,
             chrono::Duration::seconds(grace),
@@ -412,12 +415,12 @@ impl ApiKeyMutation {
         let caller = principal(ctx)?;
         audit::target(ctx, "api_key", &id);
         find_for(ctx, caller, &id, KeyAction::Revoke).await?;
-        let row = store::revoke(&mut conn(ctx).await?, &caller.team_id, &id, now())
+        let row = store::revoke(&mut *conn(ctx).await?, &caller.team_id, &id, now())
             .await?
             .ok_or_else(|| AppError::not_found("API key"))?;
         forget(ctx, &id);
         // Ends the key's open subscriptions.
-        state(ctx).events.publish(Event {
+        let event = Event {
             kind: EventKind::ApiKeyRevoked,
             team_id: row.team_id.clone(),
             project_id: None,
@@ -425,7 +428,8 @@ impl ApiKeyMutation {
             payload: serde_json::json!({ "name": row.name }),
             request_log: None,
             at: now(),
-        });
+        };
+        crate::graphql::unit::after_commit(ctx, move |state| state.events.publish(event));
         Ok(ApiKeyNode(row))
     }
 }

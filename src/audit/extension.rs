@@ -3,19 +3,26 @@ use std::sync::Arc;
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextResolve, ResolveInfo,
 };
-use async_graphql::{ServerResult, Value};
+use async_graphql::{PathSegment, ServerError, ServerResult, Value};
 
 use super::{AuditEventRow, AuditTargets};
 use crate::app::AppState;
 use crate::auth::Principal;
+use crate::db::journal::JournalRow;
 use crate::db::{new_id, now};
+use crate::error::AppError;
+use crate::graphql::unit::{Closed, WriteUnit};
 
-/// Mutations that only call through an integration: they change nothing the hub stores but
-/// their request logs, so their audit rows are queued with those logs (readers flush the
-/// journal first) instead of holding up the call until they are committed.
+/// Mutations that act rather than change what the hub stores: calls through an integration,
+/// a connection test, a sync run or push. What they do is recorded by their own rows (request
+/// logs, runs), so their audit rows go through the journal: the calls' with their request
+/// logs (same durability), the others' committed before the answer.
 const CALLS: [&str; 3] = ["executeRequest", "executeGraphql", "batchExecute"];
+const ACTIONS: [&str; 3] = ["testConnection", "runSync", "pushRecords"];
 
-/// Records one audit event per root mutation field of an authenticated caller.
+/// Records one audit event per root mutation field of an authenticated caller. A mutation
+/// that changes stored state runs in a [`WriteUnit`]: its writes and its audit row commit
+/// together, or it fails and nothing it wrote stays.
 pub struct AuditLog;
 
 impl ExtensionFactory for AuditLog {
@@ -38,50 +45,129 @@ impl Extension for AuditLog {
         }
         let action = info.name.to_string();
         let path = info.path_node.to_string();
+        let key = info.alias.unwrap_or(info.name).to_string();
+        let acts = CALLS.contains(&action.as_str()) || ACTIONS.contains(&action.as_str());
+        let unit = ctx.data_opt::<WriteUnit>().filter(|_| !acts);
+        if let Some(unit) = unit {
+            unit.open();
+        }
         let result = next.run(ctx, info).await;
-        let (Some(principal), Some(state)) =
-            (ctx.data_opt::<Arc<Principal>>(), ctx.data_opt::<AppState>())
-        else {
+        let closed = match unit {
+            Some(unit) => Some(unit.close().await),
+            None => None,
+        };
+        let Some(state) = ctx.data_opt::<AppState>() else {
             return result;
         };
-        let target = ctx.data_opt::<AuditTargets>().and_then(|t| t.take(&path));
-        let error_code = result.as_ref().err().map(|err| {
-            err.extensions
-                .as_ref()
-                .and_then(|ext| ext.get("code"))
-                .and_then(|code| match code {
-                    Value::String(code) => Some(code.clone()),
-                    _ => None,
-                })
-                .unwrap_or_else(|| "INTERNAL".into())
-        });
-        let row = AuditEventRow {
-            id: new_id(),
-            team_id: principal.team_id.clone(),
-            actor: principal.actor.label(),
-            action,
-            target_type: target.as_ref().map(|t| t.0.clone()),
-            target_id: target.map(|t| t.1),
-            outcome: if error_code.is_none() {
-                "success"
-            } else {
-                "failure"
+        let mut row = ctx.data_opt::<Arc<Principal>>().map(|principal| {
+            let target = ctx.data_opt::<AuditTargets>().and_then(|t| t.take(&path));
+            AuditEventRow {
+                id: new_id(),
+                team_id: principal.team_id.clone(),
+                actor: principal.actor.label(),
+                action,
+                target_type: target.as_ref().map(|t| t.0.clone()),
+                target_id: target.map(|t| t.1),
+                outcome: "success".into(),
+                error_code: None,
+                created_at: now(),
             }
-            .into(),
-            error_code,
-            created_at: now(),
+        });
+        let result = match (result, closed) {
+            (Ok(value), Some(closed)) => match commit(state, closed, row.as_ref()).await {
+                Ok(()) => return Ok(value),
+                Err(err) => {
+                    tracing::error!(
+                        code = err.code(),
+                        "mutation rolled back: it could not commit with its audit event"
+                    );
+                    let mut err = err.into_graphql().into_server_error(Default::default());
+                    err.locations.clear();
+                    err.path = vec![PathSegment::Field(key)];
+                    Err(err)
+                }
+            },
+            (Ok(value), None) => {
+                if let Some(row) = row {
+                    let journaled = if CALLS.contains(&row.action.as_str()) {
+                        state.journal.call_row(JournalRow::Audit(row)).await
+                    } else {
+                        state.journal.audit(row).await
+                    };
+                    // The action happened (a call was answered, a run started): answering an
+                    // error would invite a retry that does it again. Logged, not hidden.
+                    if let Err(err) = journaled {
+                        tracing::error!(code = err.code(), "audit event not recorded");
+                    }
+                }
+                return Ok(value);
+            }
+            (Err(err), closed) => {
+                if let Some(closed) = closed {
+                    roll_back(closed).await;
+                }
+                Err(err)
+            }
         };
-        let journaled = if CALLS.contains(&row.action.as_str()) {
-            state
-                .journal
-                .call_row(crate::db::journal::JournalRow::Audit(row))
-                .await
-        } else {
-            state.journal.audit(row).await
-        };
-        if let Err(err) = journaled {
-            tracing::error!(code = err.code(), "audit event not recorded");
+        if let (Err(err), Some(mut row)) = (&result, row.take()) {
+            row.outcome = "failure".into();
+            row.error_code = Some(code_of(err));
+            if let Err(err) = state.journal.audit(row).await {
+                tracing::error!(code = err.code(), "failure audit event not recorded");
+            }
         }
         result
     }
+}
+
+/// Inserts the audit row in the unit's transaction and commits, then runs the deferred
+/// effects. A mutation that wrote nothing has its row journaled instead.
+async fn commit(
+    state: &AppState,
+    mut closed: Closed,
+    row: Option<&AuditEventRow>,
+) -> Result<(), AppError> {
+    let stored = match (closed.conn.as_mut(), row) {
+        (Some(conn), Some(row)) => match super::store::insert(conn, row).await {
+            Ok(()) => conn.commit().await,
+            Err(err) => Err(err),
+        },
+        (Some(conn), None) => conn.commit().await,
+        (None, Some(row)) => state.journal.audit(row.clone()).await,
+        (None, None) => Ok(()),
+    };
+    match stored {
+        Ok(()) => {
+            closed.run_effects(state);
+            Ok(())
+        }
+        Err(err) => {
+            roll_back(closed).await;
+            Err(err)
+        }
+    }
+}
+
+/// Undoes a unit (its effects are dropped). A rollback that fails leaves the connection
+/// marked as in a transaction, so the pool discards it.
+async fn roll_back(closed: Closed) {
+    if let Some(mut conn) = closed.conn
+        && let Err(err) = conn.rollback().await
+    {
+        tracing::warn!(
+            code = err.code(),
+            "rollback failed; the connection is discarded"
+        );
+    }
+}
+
+fn code_of(err: &ServerError) -> String {
+    err.extensions
+        .as_ref()
+        .and_then(|ext| ext.get("code"))
+        .and_then(|code| match code {
+            Value::String(code) => Some(code.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "INTERNAL".into())
 }

@@ -96,7 +96,7 @@ impl AuditQuery {
             until: filter.until.map(|t| t.naive_utc()),
         };
         let rows = store::list(
-            &mut journal_conn(ctx).await?,
+            &mut *journal_conn(ctx).await?,
             &caller.team_id,
             &filter,
             page.after.as_deref(),

@@ -61,3 +61,12 @@ pub async fn list(
         query.load(c).await
     })?)
 }
+
+/// Stores one audit row (inside a mutation's transaction).
+pub async fn insert(conn: &mut DbConn, row: &AuditEventRow) -> AppResult<()> {
+    with_conn!(conn, |c| diesel::insert_into(audit_events::table)
+        .values(row)
+        .execute(c)
+        .await)?;
+    Ok(())
+}

@@ -61,7 +61,7 @@ impl Viewer {
         }
     }
     async fn team(&self, ctx: &Context<'_>) -> async_graphql::Result<TeamInfo> {
-        let team = crate::teams::find(&mut conn(ctx).await?, &self.0.team_id).await?;
+        let team = crate::teams::find(&mut *conn(ctx).await?, &self.0.team_id).await?;
         Ok(TeamInfo {
             id: ID(team.id),
             name: team.name,

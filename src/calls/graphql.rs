@@ -127,7 +127,7 @@ pub async fn reachable(
     caller: &Principal,
     id: &str,
 ) -> AppResult<IntegrationRow> {
-    let row = crate::integrations::store::get(&mut conn(ctx).await?, &caller.team_id, id).await?;
+    let row = crate::integrations::store::get(&mut *conn(ctx).await?, &caller.team_id, id).await?;
     caller.check_integration(&row.project_id, &row.id)?;
     Ok(row)
 }

@@ -13,6 +13,7 @@ use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfi
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{
     AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, SimpleAsyncConnection,
+    TransactionManager,
 };
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
@@ -268,6 +269,110 @@ impl DbPool {
     pub async fn ping(&self) -> Result<(), AppError> {
         let mut conn = self.get().await?;
         with_conn!(&mut conn, |c| c.batch_execute("SELECT 1").await)?;
+        Ok(())
+    }
+}
+
+/// Runs `step` with a connection from `pool` (it gives it back by dropping it); while the database is out (UNAVAILABLE) runs it
+/// again with exponential backoff, for up to `window` of waiting, then gives the last error.
+/// Any other error is returned at once. For background work that must not fail on a short
+/// outage (a sync run's reads and progress).
+pub async fn retry_outages<T, F>(
+    pool: &DbPool,
+    window: Duration,
+    mut step: impl FnMut(DbConn) -> F,
+) -> Result<T, AppError>
+where
+    F: std::future::Future<Output = Result<T, AppError>>,
+{
+    use backon::BackoffBuilder;
+    let mut delays = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .without_max_times()
+        .with_total_delay(Some(window))
+        .with_jitter()
+        .build();
+    loop {
+        let outcome = match pool.get().await {
+            Ok(conn) => step(conn).await,
+            Err(err) => Err(err),
+        };
+        match (outcome, delays.next()) {
+            (Err(AppError::Unavailable(detail)), Some(delay)) => {
+                tracing::warn!(
+                    detail,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "database unavailable; retrying"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            (outcome, _) => return outcome,
+        }
+    }
+}
+
+impl DbConn {
+    /// Opens a transaction that will write. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`, waiting up to the busy timeout): a deferred transaction that reads
+    /// first could not write after another writer committed.
+    pub async fn begin_write(&mut self) -> Result<(), AppError> {
+        match self {
+            DbConn::Postgres(c) => {
+                <AsyncPgConnection as AsyncConnection>::TransactionManager::begin_transaction(
+                    &mut **c,
+                )
+                .await?
+            }
+            DbConn::Sqlite(c) => {
+                c.spawn_blocking(|c| {
+                    diesel::connection::AnsiTransactionManager::begin_transaction_sql(
+                        c,
+                        "BEGIN IMMEDIATE",
+                    )
+                })
+                .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the transaction [`DbConn::begin_write`] opened.
+    pub async fn commit(&mut self) -> Result<(), AppError> {
+        match self {
+            DbConn::Postgres(c) => {
+                <AsyncPgConnection as AsyncConnection>::TransactionManager::commit_transaction(
+                    &mut **c,
+                )
+                .await?
+            }
+            DbConn::Sqlite(c) => {
+                <SqliteConnection as AsyncConnection>::TransactionManager::commit_transaction(
+                    &mut **c,
+                )
+                .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// Rolls back the transaction [`DbConn::begin_write`] opened. A connection whose rollback
+    /// fails stays marked as in a transaction, so the pool discards it.
+    pub async fn rollback(&mut self) -> Result<(), AppError> {
+        match self {
+            DbConn::Postgres(c) => {
+                <AsyncPgConnection as AsyncConnection>::TransactionManager::rollback_transaction(
+                    &mut **c,
+                )
+                .await?
+            }
+            DbConn::Sqlite(c) => {
+                <SqliteConnection as AsyncConnection>::TransactionManager::rollback_transaction(
+                    &mut **c,
+                )
+                .await?
+            }
+        }
         Ok(())
     }
 }

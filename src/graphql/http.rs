@@ -17,6 +17,7 @@ use crate::app::AppState;
 use crate::audit::AuditTargets;
 use crate::auth::{Principal, authenticate_from};
 use crate::error::{AppError, UNAVAILABLE_RETRY_AFTER_SECS};
+use crate::graphql::unit::WriteUnit;
 use crate::ratelimit::{Decision, Subject};
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -314,6 +315,7 @@ async fn execute(
         state.documents.prepare(request);
         request.data.insert(decision.clone());
         request.data.insert(AuditTargets::default());
+        request.data.insert(WriteUnit::default());
     }
     let response = schema.execute_batch(batch).await;
     let (status, body, headers) = match response {

@@ -5,6 +5,7 @@ pub mod codes;
 pub mod documents;
 pub mod http;
 pub mod limits;
+pub mod unit;
 
 use async_graphql::{Context, MergedObject, MergedSubscription, OutputType, Schema, SimpleObject};
 use base64::Engine;
@@ -104,14 +105,46 @@ pub fn state<'a>(ctx: &'a Context<'_>) -> &'a AppState {
     ctx.data_unchecked::<AppState>()
 }
 
-/// A connection from the pool.
-pub async fn conn(ctx: &Context<'_>) -> AppResult<DbConn> {
-    state(ctx).pool.get().await
+/// A database connection for a resolver: inside a mutation's unit of work, the unit's
+/// transaction (see [`unit`]); elsewhere one from the pool.
+pub async fn conn(ctx: &Context<'_>) -> AppResult<Db> {
+    let state = state(ctx);
+    match unit::current(ctx) {
+        Some(unit) => Ok(Db::Unit(unit.conn(state, state.config.db_timeout()).await?)),
+        None => Ok(Db::Pooled(state.pool.get().await?)),
+    }
+}
+
+/// What [`conn`] gives: use it as `&mut DbConn`.
+// Like `DbConn`: few and short-lived, boxing would only add an allocation per resolver.
+#[allow(clippy::large_enum_variant)]
+pub enum Db {
+    Pooled(DbConn),
+    Unit(unit::UnitConn),
+}
+
+impl std::ops::Deref for Db {
+    type Target = DbConn;
+    fn deref(&self) -> &DbConn {
+        match self {
+            Db::Pooled(conn) => conn,
+            Db::Unit(conn) => conn,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Db {
+    fn deref_mut(&mut self) -> &mut DbConn {
+        match self {
+            Db::Pooled(conn) => conn,
+            Db::Unit(conn) => conn,
+        }
+    }
 }
 
 /// A connection for reading request logs or audit events: the journal is flushed first, so
 /// the reader sees every call and mutation that ended before it asked.
-pub async fn journal_conn(ctx: &Context<'_>) -> AppResult<DbConn> {
+pub async fn journal_conn(ctx: &Context<'_>) -> AppResult<Db> {
     state(ctx).journal.flush().await?;
     conn(ctx).await
 }

@@ -186,7 +186,7 @@ impl HealthSubscription {
     ) -> async_graphql::Result<impl Stream<Item = HealthStreamItem> + use<>> {
         let caller = principal(ctx)?;
         caller.check_project(&project_id)?;
-        crate::projects::store::get(&mut conn(ctx).await?, &caller.team_id, &project_id).await?;
+        crate::projects::store::get(&mut *conn(ctx).await?, &caller.team_id, &project_id).await?;
         let project = project_id.0;
         Ok(watch(ctx, caller).filter_map(move |item| {
             let out = match item {

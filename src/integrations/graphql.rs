@@ -134,11 +134,10 @@ pub struct ResealResult {
     pub active_key_id: String,
 }
 
-/// Publishes an integration change on the bus (no configuration or credentials in it).
-/// Announces a change to an integration (and drops the replica's cached call target).
+/// Announces a change to an integration on the bus (no configuration or credentials in it)
+/// and drops the replica's cached call target, once the mutation has committed.
 fn publish(ctx: &Context<'_>, kind: EventKind, row: &IntegrationRow) {
-    state(ctx).call_targets.invalidate(&row.id);
-    state(ctx).events.publish(Event {
+    let event = Event {
         kind,
         team_id: row.team_id.clone(),
         project_id: Some(row.project_id.clone()),
@@ -151,6 +150,10 @@ fn publish(ctx: &Context<'_>, kind: EventKind, row: &IntegrationRow) {
         }),
         request_log: None,
         at: now(),
+    };
+    crate::graphql::unit::after_commit(ctx, move |state| {
+        state.call_targets.invalidate(&event.subject_id);
+        state.events.publish(event);
     });
 }
 
@@ -193,7 +196,7 @@ impl IntegrationSubscription {
     ) -> async_graphql::Result<impl Stream<Item = IntegrationEventItem> + use<>> {
         let caller = principal(ctx)?;
         caller.check_project(&project_id)?;
-        crate::projects::store::get(&mut conn(ctx).await?, &caller.team_id, &project_id).await?;
+        crate::projects::store::get(&mut *conn(ctx).await?, &caller.team_id, &project_id).await?;
         let project = project_id.0;
         Ok(watch(ctx, caller).filter_map(move |item| {
             let kind = |k: EventKind| match k {
@@ -288,7 +291,7 @@ impl IntegrationQuery {
     ) -> async_graphql::Result<IntegrationNode> {
         let caller = principal(ctx)?;
         Ok(IntegrationNode(
-            visible(&mut conn(ctx).await?, caller, &id).await?,
+            visible(&mut *conn(ctx).await?, caller, &id).await?,
         ))
     }
 }
@@ -311,7 +314,7 @@ impl IntegrationMutation {
         }
         caller.check_project(&input.project_id)?;
         let row = service::register(
-            &mut conn(ctx).await?,
+            &mut *conn(ctx).await?,
             &state(ctx).keyring,
             &caller.team_id,
             NewIntegration {
@@ -409,7 +412,7 @@ impl IntegrationMutation {
         caller.require_unrestricted()?;
         let keyring = &state(ctx).keyring;
         let resealed =
-            service::reseal_all(&mut conn(ctx).await?, keyring, Some(&caller.team_id)).await?;
+            service::reseal_all(&mut *conn(ctx).await?, keyring, Some(&caller.team_id)).await?;
         Ok(ResealResult {
             resealed,
             active_key_id: keyring.active_key_id().to_string(),

@@ -533,7 +533,8 @@ impl Connection {
             let mut request = request
                 .data(principal)
                 .data(decision)
-                .data(crate::audit::AuditTargets::default());
+                .data(crate::audit::AuditTargets::default())
+                .data(crate::graphql::unit::WriteUnit::default());
             self.state.documents.prepare(&mut request);
             let (protocol, id_json) = (self.protocol, json_string(&id));
             let id = id.clone();

@@ -107,7 +107,7 @@ async fn scope(
             })
         }
         (None, Some(id)) => {
-            crate::projects::store::get(&mut conn(ctx).await?, &caller.team_id, &id).await?;
+            crate::projects::store::get(&mut *conn(ctx).await?, &caller.team_id, &id).await?;
             let only_integrations = if caller.limits.allows_project(&id) {
                 None
             } else {
@@ -164,7 +164,7 @@ impl LogsQuery {
         filter.since = since.map(|t| t.naive_utc());
         filter.until = until.map(|t| t.naive_utc());
         let rows = store::list(
-            &mut journal_conn(ctx).await?,
+            &mut *journal_conn(ctx).await?,
             &caller.team_id,
             &filter,
             page.after.as_deref(),
@@ -186,7 +186,7 @@ impl LogsQuery {
         let caller = principal(ctx)?;
         let integration = reachable(ctx, caller, &integration_id).await?;
         let totals = store::totals(
-            &mut journal_conn(ctx).await?,
+            &mut *journal_conn(ctx).await?,
             &caller.team_id,
             std::slice::from_ref(&integration.id),
             since.map(|t| t.naive_utc()),

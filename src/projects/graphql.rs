@@ -6,7 +6,7 @@ use crate::audit;
 use crate::auth::{Scope, ScopeGuard, principal};
 use crate::db::{new_id, now};
 use crate::error::{AppError, AppResult};
-use crate::graphql::{conn, state};
+use crate::graphql::conn;
 
 pub struct ProjectNode(pub ProjectRow);
 
@@ -70,7 +70,7 @@ impl ProjectQuery {
     #[graphql(guard = "ScopeGuard(Scope::IntegrationsRead)")]
     async fn projects(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<ProjectNode>> {
         let caller = principal(ctx)?;
-        let rows = store::list(&mut conn(ctx).await?, &caller.team_id).await?;
+        let rows = store::list(&mut *conn(ctx).await?, &caller.team_id).await?;
         Ok(rows
             .into_iter()
             .filter(|p| caller.limits.allows_project(&p.id))
@@ -83,7 +83,7 @@ impl ProjectQuery {
         let caller = principal(ctx)?;
         caller.check_project(&id)?;
         Ok(ProjectNode(
-            store::get(&mut conn(ctx).await?, &caller.team_id, &id).await?,
+            store::get(&mut *conn(ctx).await?, &caller.team_id, &id).await?,
         ))
     }
 }
@@ -110,7 +110,7 @@ impl ProjectMutation {
             created_at: at,
             updated_at: at,
         };
-        store::insert(&mut conn(ctx).await?, &row).await?;
+        store::insert(&mut *conn(ctx).await?, &row).await?;
         audit::target(ctx, "project", &row.id);
         Ok(ProjectNode(row))
     }
@@ -135,7 +135,7 @@ impl ProjectMutation {
             updated_at: Some(now()),
         };
         Ok(ProjectNode(
-            store::update(&mut conn(ctx).await?, &caller.team_id, &id, &changes).await?,
+            store::update(&mut *conn(ctx).await?, &caller.team_id, &id, &changes).await?,
         ))
     }
 
@@ -145,8 +145,11 @@ impl ProjectMutation {
         let caller = principal(ctx)?;
         audit::target(ctx, "project", &id);
         caller.check_project(&id)?;
-        store::delete(&mut conn(ctx).await?, &caller.team_id, &id).await?;
-        state(ctx).call_targets.invalidate_project(&id);
+        store::delete(&mut *conn(ctx).await?, &caller.team_id, &id).await?;
+        let project = id.to_string();
+        crate::graphql::unit::after_commit(ctx, move |state| {
+            state.call_targets.invalidate_project(&project)
+        });
         Ok(id)
     }
 }

@@ -163,9 +163,11 @@ async fn two_way(state: &AppState, ctx: &RunContext<'_>, tally: &mut Tally) -> A
     // Both sides are held whole (bounded by their pages' limits); each mapped record is
     // bounded by `limits::RECORD_BYTES`, and the run's output by what it read.
     let whole_run = OutputBudget::new(usize::MAX);
-    let mut conn = state.pool.get().await?;
-    let known = store::fingerprints(&mut conn, ctx.config_id).await?;
-    drop(conn);
+    let config_id = ctx.config_id;
+    let known = db_step(state, |mut c| async move {
+        store::fingerprints(&mut c, config_id).await
+    })
+    .await?;
     let target_paths = plan.forward.target_paths();
     let source_paths = plan.reverse.target_paths();
     let mut keys: Vec<&String> = sources
@@ -236,7 +238,11 @@ async fn two_way(state: &AppState, ctx: &RunContext<'_>, tally: &mut Tally) -> A
         }
     }
     // Records already equal on both sides: remember that, so the next run knows them.
-    store::save_fingerprints(&mut state.pool.get().await?, ctx.config_id, &in_sync, now()).await?;
+    let in_sync = &in_sync;
+    db_step(state, |mut c| async move {
+        store::save_fingerprints(&mut c, config_id, in_sync, now()).await
+    })
+    .await?;
     let existing_targets: HashSet<String> = targets.keys().cloned().collect();
     let existing_sources: HashSet<String> = sources.keys().cloned().collect();
     // Forward writes store (source fp, target fp) = (what the source maps to, what was written).
@@ -338,9 +344,11 @@ async fn one_way(
         .await?
         .into_keys()
         .collect();
-    let mut conn = state.pool.get().await?;
-    let mut known = store::fingerprints(&mut conn, ctx.config_id).await?;
-    drop(conn);
+    let config_id = ctx.config_id;
+    let mut known = db_step(state, |mut c| async move {
+        store::fingerprints(&mut c, config_id).await
+    })
+    .await?;
     let mut pager = Pager::new(state, &from.integration, read, ctx.actor);
     while let Some(records) = pager.next().await? {
         if ctx.cancel.load(Ordering::SeqCst) {
@@ -402,7 +410,31 @@ fn publish(state: &AppState, kind: EventKind, run: &SyncRunRow) {
 }
 
 async fn integration(state: &AppState, team_id: &str, id: &str) -> AppResult<IntegrationRow> {
-    crate::integrations::store::get(&mut state.pool.get().await?, team_id, id).await
+    db_step(state, |mut c| async move {
+        crate::integrations::store::get(&mut c, team_id, id).await
+    })
+    .await
+}
+
+/// A database step of a run: retried through an outage of up to half a lease (the run's
+/// lease outlives the retries), then the run fails saying the database stayed unavailable.
+pub(super) async fn db_step<T, F>(
+    state: &AppState,
+    step: impl FnMut(crate::db::DbConn) -> F,
+) -> AppResult<T>
+where
+    F: std::future::Future<Output = AppResult<T>>,
+{
+    let window = Duration::from_secs(state.config.job_lease_secs) / 2;
+    crate::db::retry_outages(&state.pool, window, step)
+        .await
+        .map_err(|err| match err {
+            AppError::Unavailable(detail) => AppError::Unavailable(format!(
+                "the database stayed unavailable through {} s of retries ({detail})",
+                window.as_secs_f32()
+            )),
+            other => other,
+        })
 }
 
 /// Queues a run of `config` and starts it; CONFLICT if one is already queued or running.
@@ -516,25 +548,13 @@ pub async fn interrupt_stale_runs(state: &AppState) -> AppResult<usize> {
 /// still cannot, the run stays `running` in the database until its lease runs out and it is
 /// marked interrupted.
 async fn save_final(state: &AppState, run: &SyncRunRow) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(state.config.job_lease_secs);
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let saved = match state.pool.get().await {
-            Ok(mut conn) => store::save_run(&mut conn, run).await,
-            Err(err) => Err(err),
-        };
-        match saved {
-            Ok(()) => return,
-            Err(err) if tokio::time::Instant::now() + delay < deadline => {
-                tracing::warn!(code = err.code(), run = %run.id, "sync run result not stored yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-            Err(err) => {
-                tracing::error!(code = err.code(), run = %run.id, "sync run result not stored; its lease will mark it interrupted");
-                return;
-            }
-        }
+    let lease = Duration::from_secs(state.config.job_lease_secs);
+    let saved = crate::db::retry_outages(&state.pool, lease, |mut c| async move {
+        store::save_run(&mut c, run).await
+    })
+    .await;
+    if let Err(err) = saved {
+        tracing::error!(code = err.code(), run = %run.id, "sync run result not stored; its lease will mark it interrupted");
     }
 }
 
@@ -592,7 +612,11 @@ async fn execute_run(
     }
     .into();
     if let Err(err) = &outcome {
-        run.error = Some(err.message());
+        run.error = Some(match err {
+            // The run's reason names the outage (the API answers only "unavailable").
+            AppError::Unavailable(detail) => detail.clone(),
+            other => other.message(),
+        });
     }
     run.finished_at = Some(now());
     progress(state, &mut run, &tally).await;

@@ -176,7 +176,7 @@ impl SyncRunNode {
 
 /// The config if the caller may reach it.
 async fn reachable(ctx: &Context<'_>, caller: &Principal, id: &str) -> AppResult<SyncConfigRow> {
-    let row = store::get_config(&mut conn(ctx).await?, &caller.team_id, id).await?;
+    let row = store::get_config(&mut *conn(ctx).await?, &caller.team_id, id).await?;
     caller
         .check_project(&row.project_id)
         .map_err(|_| AppError::not_found("sync config"))?;
@@ -256,7 +256,7 @@ impl SyncQuery {
     ) -> async_graphql::Result<Vec<SyncConfigNode>> {
         let caller = principal(ctx)?;
         let rows = store::list_configs(
-            &mut conn(ctx).await?,
+            &mut *conn(ctx).await?,
             &caller.team_id,
             project_id.as_ref().map(|p| p.as_str()),
         )
@@ -306,7 +306,7 @@ impl SyncQuery {
             status: status.map(|s| s.as_str().to_string()),
         };
         let rows = store::list_runs(
-            &mut conn(ctx).await?,
+            &mut *conn(ctx).await?,
             &caller.team_id,
             &filter,
             page.after.as_deref(),
@@ -395,8 +395,8 @@ impl SyncMutation {
         input: SyncConfigInput,
     ) -> async_graphql::Result<SyncConfigNode> {
         let caller = principal(ctx)?;
-        let row = super::service::build_row(&mut conn(ctx).await?, caller, input, None).await?;
-        store::insert_config(&mut conn(ctx).await?, &row).await?;
+        let row = super::service::build_row(&mut *conn(ctx).await?, caller, input, None).await?;
+        store::insert_config(&mut *conn(ctx).await?, &row).await?;
         audit::target(ctx, "sync_config", &row.id);
         Ok(SyncConfigNode::new(row)?)
     }
@@ -417,9 +417,9 @@ impl SyncMutation {
                 AppError::validation("a sync config cannot move to another project").into(),
             );
         }
-        let row = super::service::build_row(&mut conn(ctx).await?, caller, input, Some(&existing))
+        let row = super::service::build_row(&mut *conn(ctx).await?, caller, input, Some(&existing))
             .await?;
-        store::replace_config(&mut conn(ctx).await?, &row).await?;
+        store::replace_config(&mut *conn(ctx).await?, &row).await?;
         Ok(SyncConfigNode::new(row)?)
     }
 
@@ -428,7 +428,7 @@ impl SyncMutation {
         let caller = principal(ctx)?;
         audit::target(ctx, "sync_config", &id);
         reachable(ctx, caller, &id).await?;
-        store::delete_config(&mut conn(ctx).await?, &caller.team_id, &id).await?;
+        store::delete_config(&mut *conn(ctx).await?, &caller.team_id, &id).await?;
         Ok(id)
     }
 

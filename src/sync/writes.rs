@@ -180,7 +180,10 @@ async fn record_written(
     if fingerprints.is_empty() {
         return Ok(());
     }
-    store::save_fingerprints(&mut state.pool.get().await?, config_id, fingerprints, now()).await
+    super::engine::db_step(state, |mut c| async move {
+        store::save_fingerprints(&mut c, config_id, fingerprints, now()).await
+    })
+    .await
 }
 
 /// Which way a one-way pass goes.

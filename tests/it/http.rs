@@ -193,5 +193,14 @@ async fn health_and_readiness(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
+    // Without HUB_METRICS_TOKEN there is no /metrics to find.
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .bearer_auth("anything-at-all-long")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 404);
     app.stop().await;
 }

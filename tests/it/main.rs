@@ -27,4 +27,5 @@ mod secrets;
 mod subscriptions;
 mod sync;
 mod tenancy;
+mod units;
 mod watching;

@@ -16,7 +16,8 @@ use crate::support::{Answer, Backend, TestApp};
 on_both_backends!(
     a_locked_or_stopped_database_is_answered_unavailable,
     answered_calls_keep_their_logs_through_an_outage,
-    a_run_that_loses_the_database_is_not_stuck
+    a_run_that_loses_the_database_is_not_stuck,
+    a_run_rides_out_a_short_outage,
 );
 
 const TIMEOUT_MS: u64 = 400;
@@ -131,6 +132,7 @@ async fn answered_calls_keep_their_logs_through_an_outage(backend: Backend) {
         config.db_timeout_ms = TIMEOUT_MS;
         config.journal_max_pending = 8;
         config.integration_cache_secs = 60;
+        config.metrics_token = Some(METRICS_TOKEN.into());
     })
     .await;
     let project = app.create_project(&app.admin_key, "P").await;
@@ -166,6 +168,13 @@ async fn answered_calls_keep_their_logs_through_an_outage(backend: Backend) {
         "the journal's bound refuses calls ({answered} answered)"
     );
     assert_eq!(upstream.count(), 1 + answered);
+    // Operators see the rows waiting (the scrape needs no database).
+    let waiting = metric(&app, "hub_journal_pending_rows").await;
+    assert!(
+        waiting >= answered as f64,
+        "{waiting} rows reported waiting"
+    );
+    assert_eq!(metric(&app, "hub_journal_max_pending_rows").await, 8.0);
 
     // The database is back: every answered call's log is stored.
     outage.end().await;
@@ -190,7 +199,30 @@ async fn answered_calls_keep_their_logs_through_an_outage(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(stored, 1 + answered, "every answered call's log is stored");
+    assert_eq!(metric(&app, "hub_journal_pending_rows").await, 0.0);
     app.stop().await;
+}
+
+const METRICS_TOKEN: &str = "metrics-token-for-tests";
+
+/// A value from `GET /metrics` (the scrape is refused without the token).
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let url = format!("{}/metrics", app.base);
+    let refused = app.client.get(&url).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let text = app
+        .client
+        .get(&url)
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in the scrape:\n{text}"))
 }
 
 /// The database held (SQLite) or refusing connections (PostgreSQL) for longer than
@@ -250,25 +282,12 @@ impl Outage {
     }
 }
 
-/// A sync run whose process loses the database for longer than its lease does not stay
-/// RUNNING: once the database is back it ends (failed, or interrupted when even its result
-/// could not be stored) with a reason, and the config runs again.
-async fn a_run_that_loses_the_database_is_not_stuck(backend: Backend) {
-    let source = Receiver::start(|_| {
-        Reply::json(200, &json!([{ "key": "a" }, { "key": "b" }]))
-            .after(Duration::from_millis(1500))
-    })
-    .await;
-    let target = Receiver::start(|_| Reply::json(201, &json!({}))).await;
-    let app = TestApp::start_configured(backend, |config| {
-        config.db_timeout_ms = 300;
-        config.job_lease_secs = 2;
-        config.integration_cache_secs = 60;
-    })
-    .await;
+/// A sync from a source answering two records after `delay` to a target that accepts
+/// writes: (app config id, target).
+async fn slow_sync(app: &TestApp, source: &Receiver, target: &Receiver) -> String {
     let project = app.create_project(&app.admin_key, "P").await;
     let from = register(
-        &app,
+        app,
         &project,
         "generic_rest",
         "source",
@@ -277,7 +296,7 @@ async fn a_run_that_loses_the_database_is_not_stuck(backend: Backend) {
     )
     .await;
     let to = register(
-        &app,
+        app,
         &project,
         "generic_rest",
         "target",
@@ -295,30 +314,31 @@ async fn a_run_that_loses_the_database_is_not_stuck(backend: Backend) {
                 "mappings": [{ "target": "key", "source": "key" }] } }),
         )
         .await;
-    let config = created.data()["createSyncConfig"]["id"]
+    created.data()["createSyncConfig"]["id"]
         .as_str()
         .unwrap()
-        .to_string();
-    let run = "mutation($id: ID!) { runSync(configId: $id) { id } }";
-    let started = app.gql(&app.admin_key, run, json!({ "id": config })).await;
-    let run_id = started.data()["runSync"]["id"]
+        .to_string()
+}
+
+const RUN: &str = "mutation($id: ID!) { runSync(configId: $id) { id } }";
+
+/// Starts a run of `config`; its id.
+async fn run_sync(app: &TestApp, config: &str) -> String {
+    let started = app.gql(&app.admin_key, RUN, json!({ "id": config })).await;
+    started.data()["runSync"]["id"]
         .as_str()
         .unwrap()
-        .to_string();
+        .to_string()
+}
 
-    // The database goes away while the run reads its (slow) source, and stays away for
-    // longer than the lease.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let outage = Outage::begin(&app).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    outage.end().await;
-
-    let mut ended = json!(null);
+/// The run once it has ended (status, error, records written); null if it does not end
+/// within 10 s.
+async fn ended_run(app: &TestApp, config: &str, run_id: &str) -> serde_json::Value {
     for _ in 0..100 {
         let runs = app
             .gql(
                 &app.admin_key,
-                "query($id: ID!) { syncRuns(configId: $id) { edges { node { id status error } } } }",
+                "query($id: ID!) { syncRuns(configId: $id) { edges { node { id status error recordsWritten } } } }",
                 json!({ "id": config }),
             )
             .await;
@@ -331,12 +351,47 @@ async fn a_run_that_loses_the_database_is_not_stuck(backend: Backend) {
                 .find(|n| n["id"] == json!(run_id))
                 .unwrap();
             if node["status"] != "RUNNING" && node["status"] != "QUEUED" {
-                ended = node;
-                break;
+                return node;
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    json!(null)
+}
+
+/// A source that answers two records after 1.5 s, and a target that accepts writes.
+async fn slow_source_and_target() -> (Receiver, Receiver) {
+    let source = Receiver::start(|_| {
+        Reply::json(200, &json!([{ "key": "a" }, { "key": "b" }]))
+            .after(Duration::from_millis(1500))
+    })
+    .await;
+    let target = Receiver::start(|_| Reply::json(201, &json!({}))).await;
+    (source, target)
+}
+
+/// A sync run whose process loses the database for longer than its lease does not stay
+/// RUNNING: once the database is back it ends (failed, or interrupted when even its result
+/// could not be stored) with a reason, and the config runs again.
+async fn a_run_that_loses_the_database_is_not_stuck(backend: Backend) {
+    let (source, target) = slow_source_and_target().await;
+    let app = TestApp::start_configured(backend, |config| {
+        config.db_timeout_ms = 300;
+        config.job_lease_secs = 2;
+        config.integration_cache_secs = 60;
+    })
+    .await;
+    let config = slow_sync(&app, &source, &target).await;
+    let run_id = run_sync(&app, &config).await;
+
+    // The database goes away while the run reads its (slow) source, and stays away for
+    // longer than the lease.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let outage = Outage::begin(&app).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    outage.end().await;
+
+    let ended = ended_run(&app, &config, &run_id).await;
     assert!(
         matches!(ended["status"].as_str(), Some("FAILED" | "INTERRUPTED")),
         "the run ended: {ended}"
@@ -346,7 +401,34 @@ async fn a_run_that_loses_the_database_is_not_stuck(backend: Backend) {
         "with a reason: {ended}"
     );
     // The config is not blocked: it runs again.
-    let again = app.gql(&app.admin_key, run, json!({ "id": config })).await;
+    let again = app.gql(&app.admin_key, RUN, json!({ "id": config })).await;
     assert!(again.data()["runSync"]["id"].is_string());
+    app.stop().await;
+}
+
+/// A database outage shorter than half the lease costs a run nothing: its database steps
+/// (reading what it synced before, recording each write) wait and retry, and it succeeds.
+async fn a_run_rides_out_a_short_outage(backend: Backend) {
+    let (source, target) = slow_source_and_target().await;
+    let app = TestApp::start_configured(backend, |config| {
+        config.db_timeout_ms = 300;
+        config.job_lease_secs = 10;
+        config.integration_cache_secs = 60;
+    })
+    .await;
+    let config = slow_sync(&app, &source, &target).await;
+    let run_id = run_sync(&app, &config).await;
+
+    // The database goes away while the run reads its source (answering after 1.5 s), and
+    // comes back 2 s later: the run's first database step after the read meets the outage.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let outage = Outage::begin(&app).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    outage.end().await;
+
+    let ended = ended_run(&app, &config, &run_id).await;
+    assert_eq!(ended["status"], "SUCCEEDED", "{ended}");
+    assert_eq!(ended["recordsWritten"], 2, "{ended}");
+    assert_eq!(target.count(), 2);
     app.stop().await;
 }

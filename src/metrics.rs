@@ -1,0 +1,70 @@
+//! The operators' view: `GET /metrics` in the Prometheus text format, through the `metrics`
+//! facade and its Prometheus exporter. Served only when `HUB_METRICS_TOKEN` is set, to
+//! callers presenting it as a bearer token. Labels are bounded sets; nothing is labelled by
+//! key, id or path.
+
+use std::sync::OnceLock;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use subtle::ConstantTimeEq;
+
+use crate::app::AppState;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process's recorder (installed on first use; `None` if another recorder was installed
+/// first, when the hub is embedded in a program with its own).
+pub fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new().install_recorder().ok()?;
+            describe();
+            Some(handle)
+        })
+        .as_ref()
+}
+
+fn describe() {
+    metrics::describe_gauge!(
+        "hub_journal_pending_rows",
+        "Request-log and audit rows waiting in the journal for the database"
+    );
+    metrics::describe_gauge!(
+        "hub_journal_max_pending_rows",
+        "HUB_JOURNAL_MAX_PENDING: beyond it calls are refused with UNAVAILABLE"
+    );
+    metrics::describe_counter!(
+        "hub_log_lines_dropped_total",
+        "Log lines (or messages) the process could not write to its output"
+    );
+}
+
+/// GET /metrics: 404 unless a token is configured, 401 without it.
+pub async fn serve(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    let Some(token) = state.config.metrics_token.as_deref() else {
+        return HttpResponse::NotFound().finish();
+    };
+    let presented = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+        return HttpResponse::Unauthorized()
+            .insert_header(("www-authenticate", "Bearer realm=\"metrics\""))
+            .finish();
+    }
+    let Some(handle) = install() else {
+        return HttpResponse::ServiceUnavailable().body("another metrics recorder is installed");
+    };
+    // Levels read at scrape time.
+    metrics::gauge!("hub_journal_pending_rows").set(state.journal.pending() as f64);
+    metrics::gauge!("hub_journal_max_pending_rows").set(state.config.journal_max_pending as f64);
+    metrics::counter!("hub_log_lines_dropped_total").absolute(crate::logging::dropped_lines());
+    handle.run_upkeep();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(handle.render())
+}
