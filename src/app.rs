@@ -4,9 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServerHandle, ServiceRequest, ServiceResponse};
-use actix_web::middleware::{Next, from_fn};
+use actix_web::dev::ServerHandle;
+use actix_web::middleware::{Compress, Condition, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, guard, web};
 
 use crate::api_keys::usage::UsageRecorder;
@@ -37,6 +36,8 @@ pub struct AppState {
     pub call_targets: Arc<CallTargets>,
     /// Parsed GraphQL documents, by their text.
     pub documents: Arc<DocumentCache>,
+    /// Automatic persisted queries' documents, by their sha256.
+    pub persisted: Arc<crate::graphql::persisted::PersistedQueries>,
     pub usage: Arc<UsageRecorder>,
     pub rate_limits: Arc<RateLimits>,
     pub jwt: Option<Arc<JwtVerifier>>,
@@ -135,6 +136,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
                 config.integration_cache_secs,
             ))),
             documents: Arc::new(DocumentCache::new(1_000)),
+            persisted: Arc::new(crate::graphql::persisted::PersistedQueries::new(1_000)),
             usage: Arc::default(),
             rate_limits: Arc::new(rate_limits),
             jwt: jwt.map(Arc::new),
@@ -394,38 +396,24 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// One log line per request; the query string is left out (GET /graphql carries variables).
-async fn log_request(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.path().to_string();
-    let response = next.call(req).await?;
-    tracing::info!(
-        %method,
-        path,
-        status = response.status().as_u16(),
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
-    Ok(response)
-}
-
 /// Binds and starts serving in the background.
 pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
     let addr = state.config.bind_addr().map_err(anyhow::Error::msg)?;
     let workers = state.config.worker_count();
     let shutdown = state.config.shutdown_timeout_secs;
     let schema = build_schema(state.clone());
-    if state.config.metrics_token.is_some() {
-        crate::metrics::install();
-    }
+    let origins =
+        crate::web::cors_origins(&state.config.cors_origins).map_err(anyhow::Error::msg)?;
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
-            .wrap(from_fn(log_request))
+            .wrap(from_fn(crate::web::plain_small_answers))
+            .wrap(Compress::default())
+            .wrap(Condition::new(
+                !origins.is_empty(),
+                crate::web::cors(&origins),
+            ))
+            .wrap(from_fn(crate::web::request_context))
             .configure(|cfg| routes(cfg, &app_state, &schema))
     })
     .workers(workers)

@@ -48,6 +48,9 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     /// Bearer token for `GET /metrics` (Prometheus); unset, /metrics is not served.
     pub metrics_token: Option<String>,
+    /// Origins browser apps may call from (`scheme://host[:port]`, comma-separated, or `*`);
+    /// empty: no CORS headers.
+    pub cors_origins: String,
 
     /// JWT: HS256 shared secret (at least 32 bytes).
     pub jwt_hs256_secret: Option<String>,
@@ -178,6 +181,7 @@ impl Default for Config {
             log_format: "text".into(),
             shutdown_timeout_secs: 30,
             metrics_token: None,
+            cors_origins: String::new(),
             jwt_hs256_secret: None,
             jwt_public_key_file: None,
             jwt_jwks_url: None,
@@ -305,6 +309,7 @@ impl Config {
         {
             return Err("HUB_METRICS_TOKEN must be at least 16 characters without spaces".into());
         }
+        crate::web::cors_origins(&self.cors_origins)?;
         if self.journal_max_pending == 0 {
             return Err("HUB_JOURNAL_MAX_PENDING must be at least 1".into());
         }

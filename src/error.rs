@@ -38,6 +38,8 @@ pub enum AppError {
     IntegrationDisabled(String),
     /// The database (or another dependency we need) cannot be reached right now.
     Unavailable(String),
+    /// An automatic persisted query's hash this replica does not know: send the query.
+    PersistedQueryNotFound,
     Internal {
         error: anyhow::Error,
         origin: &'static std::panic::Location<'static>,
@@ -85,6 +87,7 @@ impl AppError {
             Self::UpstreamBlocked(_) => "UPSTREAM_BLOCKED",
             Self::IntegrationDisabled(_) => "INTEGRATION_DISABLED",
             Self::Unavailable(_) => "UNAVAILABLE",
+            Self::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
             Self::Internal { .. } => "INTERNAL",
         }
     }
@@ -107,6 +110,8 @@ impl AppError {
                 format!("rate limit exceeded; retry after {retry_after_secs} s")
             }
             Self::Unavailable(_) => "service temporarily unavailable".into(),
+            // Apollo clients match this exact message as well as the code.
+            Self::PersistedQueryNotFound => "PersistedQueryNotFound".into(),
             Self::Internal { .. } => "internal error".into(),
         }
     }
@@ -126,6 +131,8 @@ impl AppError {
             Self::IntegrationDisabled(_) => 409,
             Self::Conflict(_) => 409,
             Self::Unavailable(_) => 503,
+            // Apollo's protocol: the client reads the error and sends the full query.
+            Self::PersistedQueryNotFound => 200,
             Self::Internal { .. } => 500,
         }
     }
@@ -285,6 +292,10 @@ mod tests {
                 "QUERY_TOO_COMPLEX",
             ),
             (AppError::Unavailable(String::new()), "UNAVAILABLE"),
+            (
+                AppError::PersistedQueryNotFound,
+                "PERSISTED_QUERY_NOT_FOUND",
+            ),
             (AppError::internal(anyhow::anyhow!("x")), "INTERNAL"),
         ];
         for (err, code) in cases {

@@ -23,3 +23,4 @@ pub mod providers;
 pub mod ratelimit;
 pub mod sync;
 pub mod teams;
+pub mod web;

@@ -112,6 +112,8 @@ fn init_tracing(config: &Config) -> tracing_appender::non_blocking::WorkerGuard 
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .log_internal_errors(false)
+        // Colours only on a terminal: files, pipes and collectors get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(writer);
     if config.log_format == "json" {
         builder.json().init();

@@ -3,27 +3,11 @@
 //! callers presenting it as a bearer token. Labels are bounded sets; nothing is labelled by
 //! key, id or path.
 
-use std::sync::OnceLock;
-
 use actix_web::{HttpRequest, HttpResponse, web};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusBuilder;
 use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
-
-static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-
-/// The process's recorder (installed on first use; `None` if another recorder was installed
-/// first, when the hub is embedded in a program with its own).
-pub fn install() -> Option<&'static PrometheusHandle> {
-    HANDLE
-        .get_or_init(|| {
-            let handle = PrometheusBuilder::new().install_recorder().ok()?;
-            describe();
-            Some(handle)
-        })
-        .as_ref()
-}
 
 fn describe() {
     metrics::describe_gauge!(
@@ -56,14 +40,17 @@ pub async fn serve(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
             .insert_header(("www-authenticate", "Bearer realm=\"metrics\""))
             .finish();
     }
-    let Some(handle) = install() else {
-        return HttpResponse::ServiceUnavailable().body("another metrics recorder is installed");
-    };
-    // Levels read at scrape time.
-    metrics::gauge!("hub_journal_pending_rows").set(state.journal.pending() as f64);
-    metrics::gauge!("hub_journal_max_pending_rows").set(state.config.journal_max_pending as f64);
-    metrics::counter!("hub_log_lines_dropped_total").absolute(crate::logging::dropped_lines());
-    handle.run_upkeep();
+    // Levels of this server, read now into a registry of the scrape's own (several servers
+    // in one process, as in the tests, never see each other's).
+    let recorder = PrometheusBuilder::new().build_recorder();
+    metrics::with_local_recorder(&recorder, || {
+        describe();
+        metrics::gauge!("hub_journal_pending_rows").set(state.journal.pending() as f64);
+        metrics::gauge!("hub_journal_max_pending_rows")
+            .set(state.config.journal_max_pending as f64);
+        metrics::counter!("hub_log_lines_dropped_total").absolute(crate::logging::dropped_lines());
+    });
+    let handle = recorder.handle();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(handle.render())

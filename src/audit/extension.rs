@@ -71,6 +71,9 @@ impl Extension for AuditLog {
                 outcome: "success".into(),
                 error_code: None,
                 created_at: now(),
+                request_id: ctx
+                    .data_opt::<crate::web::RequestId>()
+                    .map(|id| id.0.to_string()),
             }
         });
         let result = match (result, closed) {

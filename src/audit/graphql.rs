@@ -56,6 +56,11 @@ impl AuditEventNode {
     async fn at(&self) -> DateTime<Utc> {
         self.0.created_at.and_utc()
     }
+    /// The id of the HTTP request that made the mutation (`X-Request-Id`, echoed on its
+    /// response and on its log lines).
+    async fn request_id(&self) -> Option<&str> {
+        self.0.request_id.as_deref()
+    }
 }
 
 #[derive(InputObject, Default)]

@@ -29,6 +29,8 @@ pub struct AuditEventRow {
     pub outcome: String,
     pub error_code: Option<String>,
     pub created_at: NaiveDateTime,
+    /// The HTTP request's id (`X-Request-Id`), to match the event with logs and the client.
+    pub request_id: Option<String>,
 }
 
 /// Targets named by the mutations of one request, by response key.

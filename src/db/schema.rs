@@ -78,6 +78,7 @@ diesel::table! {
         outcome -> Text,
         error_code -> Nullable<Text>,
         created_at -> Timestamp,
+        request_id -> Nullable<Text>,
     }
 }
 

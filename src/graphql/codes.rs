@@ -2,7 +2,8 @@
 //! theirs where they are made (`AppError`); what is left comes from async-graphql checking
 //! the request against the schema (parse errors, unknown fields or variables, values that do
 //! not fit their type such as an Int overflow or a bad DateTime), which is bad input:
-//! VALIDATION_FAILED. Applied to single responses, each item of a batch and every
+//! VALIDATION_FAILED; the parser's multi-line reports become one line with line and column.
+//! Applied to single responses, each item of a batch and every
 //! subscription message.
 
 use std::sync::Arc;
@@ -26,6 +27,26 @@ fn tag(error: &mut ServerError) {
     let extensions = error.extensions.get_or_insert_with(Default::default);
     if extensions.get("code").is_none() {
         extensions.set("code", "VALIDATION_FAILED");
+    }
+    if error.message.contains('\n') {
+        error.message = one_line(&error.message, &error.locations);
+    }
+}
+
+/// The parser's multi-line report (source excerpt, caret, `= expected ...`) as one line:
+/// `syntax error at line 1, column 9: expected selection`.
+fn one_line(message: &str, locations: &[async_graphql::Pos]) -> String {
+    let expected = message
+        .lines()
+        .find_map(|line| line.trim_start().strip_prefix("= "))
+        .map(str::trim);
+    match (locations.first(), expected) {
+        (Some(pos), Some(expected)) => format!(
+            "syntax error at line {}, column {}: {expected}",
+            pos.line, pos.column
+        ),
+        (None, Some(expected)) => format!("syntax error: {expected}"),
+        _ => message.split_whitespace().collect::<Vec<_>>().join(" "),
     }
 }
 

@@ -5,7 +5,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
 use async_graphql::parser::types::OperationType;
 use async_graphql::{BatchRequest, BatchResponse, Request};
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use crate::auth::{Principal, authenticate_from};
 use crate::error::{AppError, UNAVAILABLE_RETRY_AFTER_SECS};
 use crate::graphql::unit::WriteUnit;
 use crate::ratelimit::{Decision, Subject};
+use crate::web::RequestId;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const JSON: &str = "application/json";
@@ -219,8 +220,8 @@ pub async fn graphql_post(
         Err(response) => return response,
     };
     let mut response = match read_body(payload, state.config.max_body_bytes, format).await {
-        Ok(body) => match parse_batch(&body, state.config.max_batch) {
-            Ok(batch) => execute(&state, &schema, batch, principal, &decision, format).await,
+        Ok(body) => match parse_batch(&state, &body) {
+            Ok(batch) => execute(&state, &schema, &req, batch, principal, &decision, format).await,
             Err(err) => error_response(err, format),
         },
         Err(response) => response,
@@ -229,14 +230,29 @@ pub async fn graphql_post(
     response
 }
 
-/// The request(s) in a POST body, each with a query, at most `max_batch` of them.
-fn parse_batch(body: &[u8], max_batch: usize) -> Result<BatchRequest, AppError> {
-    let batch: BatchRequest = serde_json::from_slice(body)
-        .map_err(|err| AppError::validation(format!("the body is not a GraphQL request: {err}")))?;
+/// The request(s) in a POST body, each with a query (or a persisted query's hash), at most
+/// `max_batch` of them.
+fn parse_batch(state: &AppState, body: &[u8]) -> Result<BatchRequest, AppError> {
+    let max_batch = state.config.max_batch;
+    let mut batch: BatchRequest = serde_json::from_slice(body).map_err(|err| {
+        if err.is_syntax() || err.is_eof() {
+            AppError::validation(format!("the body is not valid JSON: {err}"))
+        } else {
+            AppError::validation(
+                "the body is not a GraphQL request: send a JSON object with `query` \
+                 (and `variables`, `operationName`, `extensions`), or an array of them",
+            )
+        }
+    })?;
+    let operations = batch.iter().count();
+    if operations <= max_batch {
+        for request in batch.iter_mut() {
+            state.persisted.resolve(request)?;
+        }
+    }
     if batch.iter().any(|r| r.query.trim().is_empty()) {
         return Err(AppError::validation("the request has no `query`"));
     }
-    let operations = batch.iter().count();
     if operations > max_batch {
         return Err(AppError::QueryTooComplex(format!(
             "a batch may hold at most {max_batch} operations (got {operations})"
@@ -268,10 +284,21 @@ pub async fn graphql_get(
         return HttpResponse::NotAcceptable()
             .body("accept application/graphql-response+json or application/json");
     };
-    let request = match async_graphql::http::parse_query_string(req.query_string()) {
-        Ok(request) => request,
+    // async-graphql-actix-web's extractor reads a GET request (query, operationName,
+    // variables and extensions from the query string).
+    let extracted = async_graphql_actix_web::GraphQLRequest::from_request(
+        &req,
+        &mut actix_web::dev::Payload::None,
+    )
+    .await;
+    let request = match extracted {
+        Ok(request) => request.into_inner(),
         Err(err) => return bad_request(format!("invalid GraphQL GET request: {err}"), format),
     };
+    let mut request = request;
+    if let Err(err) = state.persisted.resolve(&mut request) {
+        return error_response(err, format);
+    }
     if request.query.trim().is_empty() {
         return bad_request("the request has no `query` parameter".into(), format);
     }
@@ -290,6 +317,7 @@ pub async fn graphql_get(
     let mut response = execute(
         &state,
         &schema,
+        &req,
         BatchRequest::Single(request),
         principal,
         &decision,
@@ -303,6 +331,7 @@ pub async fn graphql_get(
 async fn execute(
     state: &AppState,
     schema: &HubSchema,
+    req: &HttpRequest,
     mut batch: BatchRequest,
     principal: Option<Arc<Principal>>,
     decision: &Decision,
@@ -311,7 +340,11 @@ async fn execute(
     if let Some(principal) = principal {
         batch = batch.data(principal);
     }
+    let request_id = req.extensions().get::<RequestId>().cloned();
     for request in batch.iter_mut() {
+        if let Some(id) = &request_id {
+            request.data.insert(id.clone());
+        }
         state.documents.prepare(request);
         request.data.insert(decision.clone());
         request.data.insert(AuditTargets::default());

@@ -5,6 +5,7 @@ pub mod codes;
 pub mod documents;
 pub mod http;
 pub mod limits;
+pub mod persisted;
 pub mod unit;
 
 use async_graphql::{Context, MergedObject, MergedSubscription, OutputType, Schema, SimpleObject};

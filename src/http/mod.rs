@@ -308,6 +308,11 @@ impl Outbound {
         if let Some(body) = &request.body {
             builder = builder.body(body.clone());
         }
+        if let Some(traceparent) = crate::web::traceparent()
+            && !request.headers.contains_key("traceparent")
+        {
+            builder = builder.header("traceparent", traceparent.as_bytes());
+        }
         let started = Instant::now();
         let mut response = builder.send().await.map_err(|err| self.classify(err))?;
         let status = response.status();

@@ -16,7 +16,7 @@ use std::time::Duration;
 use actix_codec::Decoder;
 use actix_http::ws::{CloseCode, CloseReason, Codec, Frame, Item, OpCode, Parser, hash_key};
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use async_graphql::http::ClientMessage;
 use async_graphql::parser::types::OperationType;
 use bytes::{Bytes, BytesMut};
@@ -137,6 +137,10 @@ pub async fn graphql_ws(
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
+    let origins = crate::web::cors_origins(&state.config.cors_origins).unwrap_or_default();
+    if !crate::web::websocket_origin_allowed(&origins, &req) {
+        return Ok(HttpResponse::Forbidden().body("this origin may not open a WebSocket here"));
+    }
     let Some(protocol) = Protocol::choose(offered) else {
         return Ok(HttpResponse::BadRequest()
             .body("offer the subprotocol graphql-transport-ws or graphql-ws"));
@@ -157,6 +161,7 @@ pub async fn graphql_ws(
         frames,
         control,
         credential: None,
+        request_id: req.extensions().get::<crate::web::RequestId>().cloned(),
         principal: None,
         subscriptions: HashMap::new(),
         tokens: 0,
@@ -282,6 +287,8 @@ struct Connection {
     principal: Option<Arc<Principal>>,
     subscriptions: HashMap<String, Subscription>,
     tokens: u64,
+    /// The upgrade request's id: the audit events of mutations sent over the socket carry it.
+    request_id: Option<crate::web::RequestId>,
     /// When the client last sent anything.
     heard_at: Instant,
 }
@@ -358,7 +365,9 @@ impl Connection {
     }
 
     async fn keep_alive(&self, every: Duration) -> Flow {
-        if self.heard_at.elapsed() > every * 2 {
+        // Checked with each ping: a client that answered none of the pings of the last two
+        // periods (silent for more than one and a half, so two at the next check) is gone.
+        if self.heard_at.elapsed() > every * 3 / 2 {
             return self.close(3008, "no answer to keep-alive pings").await;
         }
         if !self.send(control_frame(b"", OpCode::Ping)).await {
@@ -474,7 +483,7 @@ impl Connection {
         self.complete(id).await
     }
 
-    async fn start(&mut self, id: String, request: async_graphql::Request) -> Flow {
+    async fn start(&mut self, id: String, mut request: async_graphql::Request) -> Flow {
         let Some(credential) = &self.credential else {
             return self.close(4401, "Unauthorized").await;
         };
@@ -530,6 +539,9 @@ impl Connection {
                 self.frames.clone(),
                 self.control.clone(),
             );
+            if let Some(id) = &self.request_id {
+                request = request.data(id.clone());
+            }
             let mut request = request
                 .data(principal)
                 .data(decision)

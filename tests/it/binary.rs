@@ -232,6 +232,16 @@ async fn binary_first_start_restart_and_cli(backend: Backend) {
         }
         assert_eq!(checked, 3, "the database runs in WAL mode");
     }
+    // A request's id is on its log lines (the access line among them).
+    let traced = reqwest::Client::new()
+        .post(format!("http://{}/graphql", first.addr))
+        .header("authorization", format!("Bearer {admin}"))
+        .header("x-request-id", "trace-me-4711")
+        .json(&json!({ "query": "{ viewer { kind } }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(traced.headers()["x-request-id"], "trace-me-4711");
     // SIGTERM with a WebSocket open: the socket is closed at once with 1001 (going away)
     // and the process exits well before the 30 s grace period.
     let mut socket = open_socket(&first.addr, &admin, &project).await;
@@ -254,6 +264,11 @@ async fn binary_first_start_restart_and_cli(backend: Backend) {
         stopping.elapsed()
     );
     assert!(logs.contains("request"), "request logs are written: {logs}");
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("request_id=trace-me-4711") && l.contains("status=200")),
+        "the access line carries the request id: {logs}"
+    );
     for s in [secret, admin.as_str(), ci_key.as_str()] {
         assert!(!logs.contains(s), "logs contain a secret");
     }

@@ -29,3 +29,4 @@ mod sync;
 mod tenancy;
 mod units;
 mod watching;
+mod web;

@@ -1,0 +1,245 @@
+//! What wraps every HTTP request: its id (accepted from `X-Request-Id` or made, echoed on the
+//! response, on every log line of the request and on its audit events), the access log line,
+//! the W3C `traceparent` passed on to upstream calls, CORS for browser apps on other origins,
+//! and compression of larger answers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_cors::Cors;
+use actix_web::HttpMessage;
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use tracing::Instrument;
+
+/// Answers smaller than this are sent as they are: compressing them costs more than it saves.
+pub const COMPRESS_MIN_BYTES: usize = 1024;
+
+/// Longest `X-Request-Id` accepted from a client.
+const MAX_REQUEST_ID: usize = 128;
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of the request being served (request extensions and GraphQL request data).
+#[derive(Clone, Debug)]
+pub struct RequestId(pub Arc<str>);
+
+tokio::task_local! {
+    /// The caller's `traceparent`, while its request is served: calls made for it carry it on.
+    pub static TRACEPARENT: Option<HeaderValue>;
+}
+
+/// The `traceparent` of the request being served, if it sent a valid one.
+pub fn traceparent() -> Option<HeaderValue> {
+    TRACEPARENT.try_with(Clone::clone).ok().flatten()
+}
+
+/// A client's id is kept if it is short, visible ASCII without spaces or quotes; otherwise
+/// (or without one) the hub makes one.
+fn accepted_id(value: &HeaderValue) -> Option<Arc<str>> {
+    let text = value.to_str().ok()?;
+    let fine = !text.is_empty()
+        && text.len() <= MAX_REQUEST_ID
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b));
+    fine.then(|| text.into())
+}
+
+/// `version-traceid-parentid-flags` in lower-case hex, not all zeros, version not `ff`.
+fn valid_traceparent(value: &HeaderValue) -> bool {
+    let Ok(text) = value.to_str() else {
+        return false;
+    };
+    let parts: Vec<&str> = text.split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    parts.len() == 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && parts[1].bytes().any(|b| b != b'0')
+        && hex(parts[2], 16)
+        && parts[2].bytes().any(|b| b != b'0')
+        && hex(parts[3], 2)
+}
+
+/// The outermost middleware: the request's id, its span (so every line logged while it is
+/// served carries the id), its `traceparent`, and one access log line (the query string left
+/// out: GET /graphql carries variables).
+pub async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(accepted_id)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string().into());
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .filter(|v| valid_traceparent(v))
+        .cloned();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let method = req.method().clone();
+    let path = req.path().to_string();
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut response = TRACEPARENT
+        .scope(traceparent, next.call(req))
+        .instrument(span.clone())
+        .await?;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(X_REQUEST_ID, value);
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            %method,
+            path,
+            status = response.status().as_u16(),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        )
+    });
+    Ok(response)
+}
+
+/// Inside the compressor: small answers are marked `identity`, which it leaves alone.
+pub async fn plain_small_answers(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let mut response = next.call(req).await?;
+    if let BodySize::Sized(size) = response.response().body().size()
+        && (size as usize) < COMPRESS_MIN_BYTES
+        && !response.headers().contains_key(header::CONTENT_ENCODING)
+    {
+        response.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    }
+    Ok(response)
+}
+
+/// The origins in `HUB_CORS_ORIGINS` (checked at start: `scheme://host[:port]`, or `*`).
+pub fn cors_origins(setting: &str) -> Result<Vec<String>, String> {
+    let mut origins = Vec::new();
+    for origin in setting.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        if origin == "*" {
+            origins.push(origin.to_string());
+            continue;
+        }
+        let url = url::Url::parse(origin)
+            .map_err(|err| format!("HUB_CORS_ORIGINS: `{origin}` is not an origin: {err}"))?;
+        let canonical = url.origin().ascii_serialization();
+        if !matches!(url.scheme(), "http" | "https") || canonical != origin.trim_end_matches('/') {
+            return Err(format!(
+                "HUB_CORS_ORIGINS: `{origin}` is not an origin (scheme://host[:port], no path)"
+            ));
+        }
+        origins.push(canonical);
+    }
+    Ok(origins)
+}
+
+/// CORS for the configured origins: preflights answered, the headers browsers need to read
+/// our answers exposed. An origin not in the list gets no CORS headers (the browser then
+/// refuses the answer to the page); the request itself is not blocked, so same-origin pages
+/// (GraphiQL) and non-browser clients are unaffected.
+pub fn cors(origins: &[String]) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods(["GET", "POST", "OPTIONS"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            HeaderName::from_static("x-api-key"),
+            X_REQUEST_ID,
+            HeaderName::from_static("traceparent"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("ratelimit-limit"),
+            HeaderName::from_static("ratelimit-remaining"),
+            HeaderName::from_static("ratelimit-reset"),
+            HeaderName::from_static("ratelimit-policy"),
+            header::RETRY_AFTER,
+            X_REQUEST_ID,
+        ])
+        .max_age(600)
+        .block_on_origin_mismatch(false);
+    for origin in origins {
+        cors = if origin == "*" {
+            cors.allow_any_origin()
+        } else {
+            cors.allowed_origin(origin)
+        };
+    }
+    cors
+}
+
+/// Whether a WebSocket upgrade's `Origin` may connect: any when no origins are configured;
+/// otherwise a listed one, or the hub's own (GraphiQL served by the hub).
+pub fn websocket_origin_allowed(origins: &[String], req: &actix_web::HttpRequest) -> bool {
+    if origins.is_empty() || origins.iter().any(|o| o == "*") {
+        return true;
+    }
+    let Some(origin) = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    else {
+        // Not a browser: browsers always send Origin on WebSocket upgrades.
+        return true;
+    };
+    if origins.iter().any(|o| o == origin) {
+        return true;
+    }
+    let host = req.connection_info().host().to_string();
+    url::Url::parse(origin)
+        .ok()
+        .and_then(|url| {
+            let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+            url.host_str().map(|h| format!("{h}{port}"))
+        })
+        .is_some_and(|origin_host| origin_host == host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_and_traceparents() {
+        assert!(accepted_id(&HeaderValue::from_static("abc-123_x.y")).is_some());
+        assert!(accepted_id(&HeaderValue::from_static("has space")).is_none());
+        assert!(accepted_id(&HeaderValue::from_str(&"a".repeat(129)).unwrap()).is_none());
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert!(valid_traceparent(&HeaderValue::from_static(good)));
+        for bad in [
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+        ] {
+            assert!(!valid_traceparent(&HeaderValue::from_static(bad)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn origins_are_checked() {
+        assert_eq!(
+            cors_origins("http://localhost:5173, https://app.example.com").unwrap(),
+            vec!["http://localhost:5173", "https://app.example.com"]
+        );
+        assert!(cors_origins("http://localhost:5173/app").is_err());
+        assert!(cors_origins("localhost:5173").is_err());
+        assert!(cors_origins("").unwrap().is_empty());
+    }
+}
