@@ -30,6 +30,7 @@ pub struct WindowStats {
     pub checks: i64,
     pub checks_ok: i64,
     pub requests: i64,
+    /// Requests that failed because of the integration (see `logs::store::Totals::unhealthy`).
     pub requests_failed: i64,
 }
 
@@ -66,32 +67,53 @@ pub async fn window_stats(
         checks,
         checks_ok,
         requests: totals.total,
-        requests_failed: totals.total - totals.successful,
+        requests_failed: totals.unhealthy,
     })
 }
 
-/// The status a check leads to.
+/// The status a check leads to, and why when it is not CONNECTED (the integration's
+/// `lastError`).
 pub fn derive_status(
     outcome: &CheckOutcome,
     consecutive_failures: i32,
     stats: &WindowStats,
-) -> IntegrationStatus {
+) -> (IntegrationStatus, Option<String>) {
     if !outcome.ok {
-        return if outcome.auth_failed {
+        let status = if outcome.auth_failed {
             IntegrationStatus::Error
         } else if consecutive_failures >= DISCONNECTED_AFTER {
             IntegrationStatus::Disconnected
         } else {
             IntegrationStatus::Degraded
         };
+        let reason = outcome
+            .error
+            .clone()
+            .unwrap_or_else(|| match outcome.status {
+                Some(code) => format!("the health check was answered HTTP {code}"),
+                None => "the health check failed".into(),
+            });
+        return (status, Some(reason));
     }
-    let low_uptime = stats.uptime_percent().is_some_and(|u| u < DEGRADED_UPTIME);
-    let many_errors = stats.error_rate().is_some_and(|r| r > DEGRADED_ERROR_RATE);
-    if low_uptime || many_errors {
-        IntegrationStatus::Degraded
-    } else {
-        IntegrationStatus::Connected
+    if let Some(uptime) = stats.uptime_percent().filter(|u| *u < DEGRADED_UPTIME) {
+        let reason = format!(
+            "uptime {uptime:.0} % over the health window ({} of {} checks passed; below {DEGRADED_UPTIME:.0} %)",
+            stats.checks_ok, stats.checks
+        );
+        return (IntegrationStatus::Degraded, Some(reason));
     }
+    if let Some(rate) = stats.error_rate().filter(|r| *r > DEGRADED_ERROR_RATE) {
+        let reason = format!(
+            "{:.0} % of calls failed over the health window ({} of {}: no answer, 5xx or \
+             credentials refused; above {:.0} %)",
+            rate * 100.0,
+            stats.requests_failed,
+            stats.requests,
+            DEGRADED_ERROR_RATE * 100.0
+        );
+        return (IntegrationStatus::Degraded, Some(reason));
+    }
+    (IntegrationStatus::Connected, None)
 }
 
 /// Runs the provider's health request, stores it, updates the integration's status and
@@ -124,17 +146,13 @@ pub async fn run_check(
         integration.consecutive_failures + 1
     };
     let stats = window_stats(state, integration).await?;
-    let status = derive_status(&outcome, failures, &stats);
+    let (status, reason) = derive_status(&outcome, failures, &stats);
     let mut conn = state.pool.get().await?;
     let updated = store::record_status(
         &mut conn,
         &integration.id,
         status,
-        if outcome.ok {
-            None
-        } else {
-            outcome.error.clone()
-        },
+        reason,
         at,
         outcome.duration_ms,
         failures,

@@ -283,7 +283,15 @@ impl Group {
         let meter = Arc::new(LagMeter::default());
         let request = self.operation.request(&state).data(meter.clone());
         let mut stream = schema.execute_stream(request);
+        let mut first = true;
         while let Some(response) = stream.next().await {
+            if std::mem::take(&mut first)
+                && let Some(errors) = super::socket::request_errors(&response)
+            {
+                // The document was refused (validation, limits): each member is told with its
+                // protocol's `error` message, and nothing runs.
+                return self.fail(errors);
+            }
             let events = meter.take().max(1);
             match serde_json::to_string(&response) {
                 Ok(payload) => {
@@ -300,8 +308,20 @@ impl Group {
         self.end();
     }
 
-    /// The stream ended: every member is told (its connection sends `complete`).
-    fn end(self: &Arc<Self>) {
+    /// The operation was refused before it ran: every member gets the `error` message.
+    fn fail(self: &Arc<Self>, errors: serde_json::Value) {
+        let list = self.close_members();
+        for member in list.values() {
+            let text = super::socket::error_message(member.protocol, &member.id, errors.clone());
+            let _ = member.frames.try_send(text_frame(&text));
+            let _ = member.control.send(Control::Failed {
+                id: member.id.clone(),
+                token: member.token,
+            });
+        }
+    }
+
+    fn close_members(self: &Arc<Self>) -> HashMap<u64, Arc<Member>> {
         let list = {
             let mut members = lock(&self.members);
             members.ended = true;
@@ -309,6 +329,12 @@ impl Group {
             std::mem::take(&mut members.list)
         };
         self.fanout.forget(self);
+        list
+    }
+
+    /// The stream ended: every member is told (its connection sends `complete`).
+    fn end(self: &Arc<Self>) {
+        let list = self.close_members();
         for member in list.values() {
             let _ = member.control.send(Control::Ended {
                 id: member.id.clone(),

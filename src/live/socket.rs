@@ -64,6 +64,44 @@ impl Protocol {
     }
 }
 
+/// The errors of a response that is a request error (the document did not parse, validate
+/// or pass the limits: nothing ran), as a JSON array; None for any other response.
+pub fn request_errors(response: &async_graphql::Response) -> Option<serde_json::Value> {
+    let refused = response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty());
+    refused.then(|| serde_json::to_value(&response.errors).unwrap_or_default())
+}
+
+/// The protocol's `error` message for operation `id`: it ends the operation (no `complete`
+/// follows). graphql-transport-ws carries the list of errors, the legacy protocol the first.
+pub fn error_message(protocol: Protocol, id: &str, errors: serde_json::Value) -> String {
+    let payload = match protocol {
+        Protocol::TransportWs => errors,
+        Protocol::LegacyWs => errors
+            .as_array()
+            .and_then(|list| list.first().cloned())
+            .unwrap_or_default(),
+    };
+    serde_json::json!({ "type": "error", "id": id, "payload": payload }).to_string()
+}
+
+/// The legacy protocol's message type, if a graphql-transport-ws client sent one (it has no
+/// `start`, `stop` or `connection_terminate`). The legacy protocol stays lenient.
+fn foreign_message_type(protocol: Protocol, bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Kind {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    let kind = serde_json::from_slice::<Kind>(bytes).ok()?.kind;
+    let foreign: &[&str] = match protocol {
+        Protocol::TransportWs => &["start", "stop", "connection_terminate"],
+        Protocol::LegacyWs => &[],
+    };
+    foreign.contains(&kind.as_str()).then_some(kind)
+}
+
 /// `text` as a JSON string literal.
 pub fn json_string(text: &str) -> String {
     serde_json::Value::from(text).to_string()
@@ -123,6 +161,8 @@ pub enum Control {
     Lagging { id: String, token: u64 },
     /// The subscription's stream ended: send `complete`.
     Ended { id: String, token: u64 },
+    /// The operation was refused before it ran (its `error` message is sent): forget it.
+    Failed { id: String, token: u64 },
 }
 
 /// Upgrades `GET /graphql` to a WebSocket speaking the subprotocol the client offers.
@@ -381,10 +421,19 @@ impl Connection {
 
     async fn on_frame(&mut self, frame: ClientFrame) -> Flow {
         match frame {
-            ClientFrame::Message(bytes) => match ClientMessage::from_bytes(&bytes) {
-                Ok(message) => self.on_message(message).await,
-                Err(err) => self.close(4400, &format!("invalid message: {err}")).await,
-            },
+            ClientFrame::Message(bytes) => {
+                // async-graphql reads both protocols' names for a message alike; each
+                // protocol takes only its own.
+                if let Some(kind) = foreign_message_type(self.protocol, &bytes) {
+                    let reason =
+                        format!("invalid message type `{kind}` for {}", self.protocol.name());
+                    return self.close(4400, &reason).await;
+                }
+                match ClientMessage::from_bytes(&bytes) {
+                    Ok(message) => self.on_message(message).await,
+                    Err(err) => self.close(4400, &format!("invalid message: {err}")).await,
+                }
+            }
             ClientFrame::Ping(bytes) => {
                 if self.send(control_frame(&bytes, OpCode::Pong)).await {
                     Flow::Continue
@@ -470,17 +519,11 @@ impl Connection {
         self.send_text(&message.to_string()).await
     }
 
-    /// Answers operation `id` with an error and completes it.
+    /// Refuses operation `id` before it runs: the protocol's `error` message.
     async fn refuse_operation(&self, id: &str, err: AppError) -> Flow {
-        let id_json = json_string(id);
-        let payload = err.into_response_body().to_string();
-        if let Flow::Close = self
-            .send_text(&next_message(self.protocol, &id_json, &payload))
+        let errors = err.into_response_body()["errors"].take();
+        self.send_text(&error_message(self.protocol, id, errors))
             .await
-        {
-            return Flow::Close;
-        }
-        self.complete(id).await
     }
 
     async fn start(&mut self, id: String, mut request: async_graphql::Request) -> Flow {
@@ -552,6 +595,13 @@ impl Connection {
             let id = id.clone();
             Running::Single(actix_web::rt::spawn(async move {
                 let response = schema.execute(request).await;
+                if let Some(errors) = request_errors(&response) {
+                    let _ = frames
+                        .send(text_frame(&error_message(protocol, &id, errors)))
+                        .await;
+                    let _ = control.send(Control::Failed { id, token });
+                    return;
+                }
                 let payload = serde_json::to_string(&response).unwrap_or_default();
                 let _ = frames
                     .send(text_frame(&next_message(protocol, &id_json, &payload)))
@@ -568,6 +618,16 @@ impl Connection {
         let (id, token, ended) = match message {
             Control::Lagging { id, token } => (id, token, false),
             Control::Ended { id, token } => (id, token, true),
+            Control::Failed { id, token } => {
+                if self
+                    .subscriptions
+                    .get(&id)
+                    .is_some_and(|s| s.token == token)
+                {
+                    self.subscriptions.remove(&id);
+                }
+                return Flow::Continue;
+            }
         };
         if self.subscriptions.get(&id).is_none_or(|s| s.token != token) {
             return Flow::Continue;

@@ -73,6 +73,10 @@ pub async fn list(
 pub struct Totals {
     pub total: i64,
     pub successful: i64,
+    /// Calls that say the integration is unwell: no answer (transport failure, timeout,
+    /// refused destination), a 5xx, or the credentials refused (401, 403). Other 4xx answers
+    /// are about the caller's request, not the integration.
+    pub unhealthy: i64,
     pub duration_ms: i64,
     pub bytes_in: i64,
     pub bytes_out: i64,
@@ -88,7 +92,7 @@ pub async fn totals(
 ) -> AppResult<Totals> {
     let since = since.unwrap_or_default();
     let ids = integration_ids.to_vec();
-    let (total, successful, duration_ms, bytes_in, bytes_out, last_activity) = with_conn!(
+    let (total, (successful, unhealthy), duration_ms, bytes_in, bytes_out, last_activity) = with_conn!(
         conn,
         |c| {
             request_logs::table
@@ -97,13 +101,16 @@ pub async fn totals(
         .filter(request_logs::created_at.ge(since))
         .select((
             count_star(),
-            sql::<BigInt>("CAST(COALESCE(SUM(CASE WHEN status < 400 AND error IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT)"),
+            (
+                sql::<BigInt>("CAST(COALESCE(SUM(CASE WHEN status < 400 AND error IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT)"),
+                sql::<BigInt>("CAST(COALESCE(SUM(CASE WHEN error IS NOT NULL OR status IS NULL OR status >= 500 OR status IN (401, 403) THEN 1 ELSE 0 END), 0) AS BIGINT)"),
+            ),
             sql::<BigInt>("CAST(COALESCE(SUM(duration_ms), 0) AS BIGINT)"),
             sql::<BigInt>("CAST(COALESCE(SUM(bytes_in), 0) AS BIGINT)"),
             sql::<BigInt>("CAST(COALESCE(SUM(bytes_out), 0) AS BIGINT)"),
             max(request_logs::created_at),
         ))
-        .get_result::<(i64, i64, i64, i64, i64, Option<NaiveDateTime>)>(c)
+        .get_result::<(i64, (i64, i64), i64, i64, i64, Option<NaiveDateTime>)>(c)
         .await
         }
     )?;
@@ -126,6 +133,7 @@ pub async fn totals(
     Ok(Totals {
         total,
         successful,
+        unhealthy,
         duration_ms,
         bytes_in,
         bytes_out,

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::calls::{EXECUTE, register};
+use crate::calls::{EXECUTE, TEST_CONNECTION, register};
 use crate::on_both_backends;
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::{Backend, TestApp};
@@ -19,6 +19,7 @@ on_both_backends!(
     request_ids_and_traceparent,
     automatic_persisted_queries,
     errors_read_as_one_line,
+    health_counts_what_is_the_integrations_fault,
 );
 
 const APP_ORIGIN: &str = "http://localhost:5173";
@@ -463,5 +464,55 @@ async fn errors_read_as_one_line(backend: Backend) {
             "{body}"
         );
     }
+    app.stop().await;
+}
+
+/// Callers' own 404s do not make an integration unwell; failures that are its fault (5xx,
+/// no answer, credentials refused) do, and whenever it is not CONNECTED `lastError` says why.
+async fn health_counts_what_is_the_integrations_fault(backend: Backend) {
+    let upstream = Receiver::start(|request| match request.path.as_str() {
+        "/boom" => Reply::json(500, &json!({ "message": "down" })),
+        "/missing" => Reply::json(404, &json!({ "message": "Not Found" })),
+        _ => Reply::json(200, &json!({ "login": "octocat" })),
+    })
+    .await;
+    let app = TestApp::start(backend).await;
+    let project = app.create_project(&app.admin_key, "P").await;
+    let id = register(
+        &app,
+        &project,
+        "github",
+        "gh",
+        json!({ "baseUrl": upstream.url }),
+        json!({ "token": "t0k3n" }),
+    )
+    .await;
+    let call = |path: &str| json!({ "id": id, "input": { "method": "GET", "path": path } });
+    for _ in 0..5 {
+        app.gql(&app.admin_key, EXECUTE, call("/missing"))
+            .await
+            .data();
+    }
+    let tested = app
+        .gql(&app.admin_key, TEST_CONNECTION, json!({ "id": id }))
+        .await;
+    let integration = &tested.data()["testConnection"]["integration"];
+    assert_eq!(integration["status"], "CONNECTED", "{integration}");
+    assert!(integration["lastError"].is_null(), "{integration}");
+
+    // Server errors are the integration's: 3 of 10 calls failed (fewer than would open the
+    // circuit breaker), the status says so and why.
+    for _ in 0..3 {
+        app.gql(&app.admin_key, EXECUTE, call("/boom")).await.data();
+    }
+    let tested = app
+        .gql(&app.admin_key, TEST_CONNECTION, json!({ "id": id }))
+        .await;
+    let data = tested.data();
+    assert_eq!(data["testConnection"]["ok"], true);
+    let integration = &data["testConnection"]["integration"];
+    assert_eq!(integration["status"], "DEGRADED", "{integration}");
+    let why = integration["lastError"].as_str().unwrap_or_default();
+    assert!(why.contains("% of calls failed"), "{integration}");
     app.stop().await;
 }
