@@ -637,6 +637,21 @@ impl Connection {
         }
         if ended {
             self.subscriptions.remove(&id);
+            // A subscription also ends when its credential is revoked or expires: then it
+            // ends with an error saying so, and the connection closes (4403).
+            if let Some(credential) = &self.credential
+                && let Err(err) = super::authorize(&self.state, credential).await
+            {
+                let message = err.message();
+                let errors = err.into_response_body()["errors"].take();
+                if let Flow::Close = self
+                    .send_text(&error_message(self.protocol, &id, errors))
+                    .await
+                {
+                    return Flow::Close;
+                }
+                return self.close(4403, &message).await;
+            }
             return self.complete(&id).await;
         }
         Flow::Continue

@@ -213,7 +213,14 @@ impl LogsSubscription {
         let caller = principal(ctx)?;
         let filter = scope(ctx, caller, integration_id, project_id).await?;
         let min_level = min_level.unwrap_or(LogLevel::Info);
-        Ok(watch(ctx, caller).filter_map(move |item| {
+        // One integration's logs end when it is deleted.
+        let deleted = filter.integration_id.clone();
+        let events = watch(ctx, caller).take_while(move |item| {
+            let gone = matches!(item, Live::Event(e) if e.kind == EventKind::IntegrationDeleted
+                && Some(&e.subject_id) == deleted.as_ref());
+            std::future::ready(!gone)
+        });
+        Ok(events.filter_map(move |item| {
             let out = match item {
                 Live::Missed(count) => Some(LogStreamItem::Missed(EventsMissed {
                     count: count.min(i32::MAX as u64) as i32,

@@ -385,12 +385,17 @@ async fn one_way(
     Ok(())
 }
 
-async fn progress(state: &AppState, run: &mut SyncRunRow, tally: &Tally) {
+/// The tally's counts onto the run.
+fn count(run: &mut SyncRunRow, tally: &Tally) {
     run.records_read = tally.read;
     run.records_written = tally.written;
     run.records_skipped = tally.skipped;
     run.records_failed = tally.failed;
     run.error_samples = serde_json::to_string(&tally.samples).unwrap_or_else(|_| "[]".into());
+}
+
+async fn progress(state: &AppState, run: &mut SyncRunRow, tally: &Tally) {
+    count(run, tally);
     if let Ok(mut conn) = state.pool.get().await {
         let _ = store::save_run(&mut conn, run).await;
     }
@@ -619,7 +624,8 @@ async fn execute_run(
         });
     }
     run.finished_at = Some(now());
-    progress(state, &mut run, &tally).await;
+    // The final state is announced once, by the event that ends the run.
+    count(&mut run, &tally);
     save_final(state, &run).await;
     let kind = if run.status == "failed" {
         EventKind::SyncFailed

@@ -538,23 +538,33 @@ impl SyncSubscription {
         project_id: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = SyncRunItem> + use<>> {
         let caller = principal(ctx)?;
+        // Listening starts before the run is read, so nothing falls between the two.
+        let events = watch(ctx, caller);
         let mut db = conn(ctx).await?;
-        match (&run_id, &project_id) {
+        let current = match (&run_id, &project_id) {
             (Some(id), None) => {
                 let run = store::get_run(&mut db, &caller.team_id, id).await?;
                 caller
                     .check_project(&run.project_id)
                     .map_err(|_| AppError::not_found("sync run"))?;
+                Some(run)
             }
             (None, Some(id)) => {
                 caller.check_project(id)?;
                 crate::projects::store::get(&mut db, &caller.team_id, id).await?;
+                None
             }
             _ => return Err(AppError::validation("give either runId or projectId").into()),
-        }
+        };
         drop(db);
+        // One run: its state now first (not in a missed-events notice), and the stream ends
+        // with the event that ends the run.
+        let current = current
+            .filter(|_| ctx.data_opt::<crate::live::MissedNotice>().is_none())
+            .map(|run| SyncRunItem::Run(Box::new(SyncRunNode(run))));
+        let one_run = run_id.is_some();
         let (run_id, project_id) = (run_id.map(|i| i.0), project_id.map(|i| i.0));
-        Ok(watch(ctx, caller).filter_map(move |item| {
+        let events = events.filter_map(move |item| {
             let out = match item {
                 Live::Missed(count) => Some(SyncRunItem::Missed(EventsMissed {
                     count: count.min(i32::MAX as u64) as i32,
@@ -578,6 +588,47 @@ impl SyncSubscription {
                 Live::Event(_) => None,
             };
             std::future::ready(out)
-        }))
+        });
+        let items = futures_util::stream::iter(current).chain(events).boxed();
+        // Each state once (the state read, then the event of it, are sent once); after the
+        // state that ends the run, the stream ends at once.
+        Ok(futures_util::stream::unfold(
+            (items, None::<SyncRunRow>, false),
+            move |(mut items, mut last, done)| async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    let item = items.next().await?;
+                    let SyncRunItem::Run(node) = &item else {
+                        return Some((item, (items, last, false)));
+                    };
+                    if last.as_ref().is_some_and(|l| same_state(l, &node.0)) {
+                        continue;
+                    }
+                    let done = one_run && is_finished(&node.0.status);
+                    last = Some(node.0.clone());
+                    return Some((item, (items, last, done)));
+                }
+            },
+        ))
     }
+}
+
+/// Whether two states of a run say the same (status and counts).
+fn same_state(a: &SyncRunRow, b: &SyncRunRow) -> bool {
+    a.id == b.id
+        && a.status == b.status
+        && a.records_read == b.records_read
+        && a.records_written == b.records_written
+        && a.records_skipped == b.records_skipped
+        && a.records_failed == b.records_failed
+}
+
+/// A run in one of these states will not change again.
+fn is_finished(status: &str) -> bool {
+    matches!(
+        status,
+        "succeeded" | "partially_failed" | "failed" | "cancelled" | "interrupted"
+    )
 }
