@@ -464,6 +464,11 @@ async fn integration_and_health_events(backend: Backend) {
         changed["integrationHealthChanged"],
         json!({ "previous": "PENDING", "status": "CONNECTED" })
     );
+    // The integration's logs are watched until it is deleted; then that subscription completes.
+    client
+        .subscribe("logs", LIVE_LOGS, json!({ "i": id }))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     app.gql(
         &app.admin_key,
         "mutation($id: ID!) { deleteIntegration(id: $id) }",
@@ -471,11 +476,19 @@ async fn integration_and_health_events(backend: Backend) {
     )
     .await
     .data();
-    let deleted = client
-        .next_data("events", Duration::from_secs(5))
-        .await
-        .expect("deleted event");
-    assert_eq!(deleted["integrationEvents"]["kind"], "DELETED");
+    let (mut deleted, mut logs_completed) = (None, false);
+    while deleted.is_none() || !logs_completed {
+        let message = client
+            .next(Duration::from_secs(5))
+            .await
+            .expect("the deletion's event and the logs' end");
+        match (message["id"].as_str(), message["type"].as_str()) {
+            (Some("events"), Some("data")) => deleted = Some(message["payload"]["data"].clone()),
+            (Some("logs"), Some("complete")) => logs_completed = true,
+            _ => {}
+        }
+    }
+    assert_eq!(deleted.unwrap()["integrationEvents"]["kind"], "DELETED");
     app.stop().await;
 }
 

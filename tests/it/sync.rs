@@ -876,5 +876,84 @@ async fn scheduler_confinement_and_live_progress(backend: Backend) {
             .any(|(s, read)| s == "RUNNING" && *read > 0 && *read < 5),
         "counts as they change: {seen:?}"
     );
+
+    // One run, subscribed to right after `runSync` answers: its state now first, each state
+    // once, the final one once, then `complete`. (The project's stream goes on beside it.)
+    let by_run = "subscription($r: ID) { syncRunProgress(runId: $r) { ... on SyncRun { id status recordsRead recordsWritten } } }";
+    let started = app.gql(&app.admin_key, RUN, json!({ "id": manual })).await;
+    let run_id = started.data()["runSync"]["id"].clone();
+    socket
+        .send(send(json!({ "id": "2", "type": "subscribe", "payload": { "query": by_run, "variables": { "r": run_id } } })))
+        .await
+        .unwrap();
+    let (mut by_run_states, mut project_finals, mut completed) = (Vec::new(), 0, false);
+    while let Ok(Some(Ok(Message::Text(text)))) =
+        tokio::time::timeout(Duration::from_secs(10), socket.next()).await
+    {
+        let value: Value = serde_json::from_str(&text).unwrap();
+        if value["id"] == "2" && value["type"] == "complete" {
+            completed = true;
+            break;
+        }
+        let run = value["payload"]["data"]["syncRunProgress"].clone();
+        if run["id"] != run_id {
+            continue;
+        }
+        if value["id"] == "2" {
+            by_run_states.push(run.clone());
+        } else if run["status"] == "SUCCEEDED" {
+            project_finals += 1;
+        }
+    }
+    assert!(
+        completed,
+        "the run's subscription completes: {by_run_states:?}"
+    );
+    assert!(
+        matches!(
+            by_run_states[0]["status"].as_str(),
+            Some("QUEUED" | "RUNNING" | "SUCCEEDED")
+        ),
+        "{by_run_states:?}"
+    );
+    assert_eq!(by_run_states.last().unwrap()["status"], "SUCCEEDED");
+    assert!(
+        by_run_states.windows(2).all(|w| w[0] != w[1]),
+        "no state twice: {by_run_states:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(Some(Ok(Message::Text(text)))) =
+        tokio::time::timeout(Duration::from_millis(300), socket.next()).await
+    {
+        let value: Value = serde_json::from_str(&text).unwrap();
+        let run = &value["payload"]["data"]["syncRunProgress"];
+        if run["id"] == run_id && run["status"] == "SUCCEEDED" {
+            project_finals += 1;
+        }
+    }
+    assert_eq!(project_finals, 1, "the final state is sent once");
+    // A finished run: its state, then `complete` at once.
+    socket
+        .send(send(json!({ "id": "3", "type": "subscribe", "payload": { "query": by_run, "variables": { "r": run_id } } })))
+        .await
+        .unwrap();
+    let mut answers = Vec::new();
+    while let Ok(Some(Ok(Message::Text(text)))) =
+        tokio::time::timeout(Duration::from_secs(5), socket.next()).await
+    {
+        let value: Value = serde_json::from_str(&text).unwrap();
+        if value["id"] == "3" {
+            let done = value["type"] == "complete";
+            answers.push(value);
+            if done {
+                break;
+            }
+        }
+    }
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(
+        answers[0]["payload"]["data"]["syncRunProgress"]["status"],
+        "SUCCEEDED"
+    );
     app.stop().await;
 }
