@@ -375,7 +375,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState, schema: &HubSchema
             web::get().to(|| async { HttpResponse::Ok().body("ok") }),
         )
         .route("/readyz", web::get().to(readyz))
-        .route("/metrics", web::get().to(crate::metrics::serve));
+        .route("/metrics", web::get().to(crate::metrics::serve))
+        .route(
+            "/graphiql/{version}/{file}",
+            web::get().to(crate::graphiql::asset),
+        );
 }
 
 fn is_websocket(ctx: &guard::GuardContext<'_>) -> bool {

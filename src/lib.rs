@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod graphiql;
 pub mod graphql;
 pub mod health;
 pub mod http;

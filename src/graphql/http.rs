@@ -272,13 +272,7 @@ pub async fn graphql_get(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"));
     if wants_html && state.config.graphiql && !req.query_string().contains("query=") {
-        let page = async_graphql::http::GraphiQLSource::build()
-            .endpoint("/graphql")
-            .title("integration-hub")
-            .finish();
-        return HttpResponse::Ok()
-            .content_type("text/html; charset=utf-8")
-            .body(page);
+        return crate::graphiql::page_response();
     }
     let Some(format) = negotiate(req.headers()) else {
         return HttpResponse::NotAcceptable()

@@ -7,6 +7,7 @@ mod api_keys;
 mod audit;
 mod auth;
 mod binary;
+mod browser;
 mod calls;
 mod http;
 mod input_limits;

@@ -1,6 +1,7 @@
 //! The test app: the real server on a random loopback port over a real database of its own
 //! (a temporary SQLite file, or a PostgreSQL database created for the test and dropped after).
 
+pub mod browser;
 pub mod db;
 pub mod receiver;
 
