@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use super::AuditEventRow;
 use super::store::{self, AuditFilter};
 use crate::auth::{Scope, ScopeGuard, principal};
-use crate::graphql::{Connection, Edge, Page, journal_conn};
+use crate::graphql::{Connection, Page, asks_total, journal_conn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 pub enum AuditOutcome {
@@ -87,7 +87,7 @@ impl AuditQuery {
         filter: Option<AuditFilterInput>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Connection<Edge<AuditEventNode>>> {
+    ) -> async_graphql::Result<Connection<AuditEventNode>> {
         let caller = principal(ctx)?;
         let page = Page::new("audit", first, after)?;
         let filter = filter.unwrap_or_default();
@@ -108,6 +108,11 @@ impl AuditQuery {
             page.fetch(),
         )
         .await?;
-        Ok(page.connection(rows, |r| &r.id, AuditEventNode))
+        let total = if asks_total(ctx) {
+            Some(store::count(&mut *journal_conn(ctx).await?, &caller.team_id, &filter).await?)
+        } else {
+            None
+        };
+        Ok(page.connection(rows, total, |r| &r.id, AuditEventNode))
     }
 }

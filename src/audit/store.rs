@@ -3,8 +3,8 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::AuditEventRow;
-use crate::db::DbConn;
 use crate::db::schema::audit_events;
+use crate::db::{DbConn, Fetch, Listed};
 use crate::error::AppResult;
 use crate::with_conn;
 
@@ -27,12 +27,30 @@ pub async fn list(
     before_id: Option<&str>,
     limit: i64,
 ) -> AppResult<Vec<AuditEventRow>> {
+    let fetch = Fetch::Page {
+        after: before_id,
+        limit,
+    };
+    Ok(select_list(conn, team_id, filter, fetch).await?.rows())
+}
+
+/// How many rows [`list`] would give over all pages.
+pub async fn count(conn: &mut DbConn, team_id: &str, filter: &AuditFilter) -> AppResult<i64> {
+    Ok(select_list(conn, team_id, filter, Fetch::Count)
+        .await?
+        .count())
+}
+
+/// The one place the filters are applied: for a page, or for the count.
+async fn select_list(
+    conn: &mut DbConn,
+    team_id: &str,
+    filter: &AuditFilter,
+    fetch: Fetch<'_>,
+) -> AppResult<Listed<AuditEventRow>> {
     Ok(with_conn!(conn, |c| {
         let mut query = audit_events::table
             .filter(audit_events::team_id.eq(team_id))
-            .select(AuditEventRow::as_select())
-            .order(audit_events::id.desc())
-            .limit(limit)
             .into_boxed();
         if let Some(actor) = &filter.actor {
             query = query.filter(audit_events::actor.eq(actor.clone()));
@@ -55,10 +73,21 @@ pub async fn list(
         if let Some(until) = filter.until {
             query = query.filter(audit_events::created_at.lt(until));
         }
-        if let Some(before) = before_id {
-            query = query.filter(audit_events::id.lt(before.to_string()));
+        match fetch {
+            Fetch::Count => query.count().get_result(c).await.map(Listed::Count),
+            Fetch::Page { after, limit } => {
+                if let Some(before) = after {
+                    query = query.filter(audit_events::id.lt(before.to_string()));
+                }
+                query
+                    .select(AuditEventRow::as_select())
+                    .order(audit_events::id.desc())
+                    .limit(limit)
+                    .load(c)
+                    .await
+                    .map(Listed::Rows)
+            }
         }
-        query.load(c).await
     })?)
 }
 

@@ -273,6 +273,37 @@ impl DbPool {
     }
 }
 
+/// What a list query fetches: a page (the rows after a cursor's id, at most `limit`) or only
+/// how many rows its filters match. One function applies a list's filters for both, so the
+/// count can never disagree with the pages.
+#[derive(Clone, Copy)]
+pub enum Fetch<'a> {
+    Page { after: Option<&'a str>, limit: i64 },
+    Count,
+}
+
+/// What a [`Fetch`] got.
+pub enum Listed<R> {
+    Rows(Vec<R>),
+    Count(i64),
+}
+
+impl<R> Listed<R> {
+    pub fn rows(self) -> Vec<R> {
+        match self {
+            Listed::Rows(rows) => rows,
+            Listed::Count(_) => Vec::new(),
+        }
+    }
+
+    pub fn count(self) -> i64 {
+        match self {
+            Listed::Count(count) => count,
+            Listed::Rows(rows) => rows.len() as i64,
+        }
+    }
+}
+
 /// Runs `step` with a connection from `pool` (it gives it back by dropping it); while the database is out (UNAVAILABLE) runs it
 /// again with exponential backoff, for up to `window` of waiting, then gives the last error.
 /// Any other error is returned at once. For background work that must not fail on a short

@@ -172,18 +172,47 @@ pub struct Edge<T: OutputType> {
     pub node: T,
 }
 
-/// A page of a list in id order (ids are time-ordered UUIDv7).
+/// A page of a list in id order (ids are time-ordered UUIDv7), with Relay's conveniences:
+/// `nodes` beside `edges`, and `totalCount`.
 #[derive(SimpleObject)]
-#[graphql(concrete(name = "IntegrationConnection", params(IntegrationEdge)))]
-#[graphql(concrete(name = "AuditEventConnection", params(AuditEventEdge)))]
-#[graphql(concrete(name = "RequestLogConnection", params(RequestLogEdge)))]
-#[graphql(concrete(name = "SyncRunConnection", params(SyncRunEdge)))]
-pub struct Connection<E: OutputType> {
-    pub edges: Vec<E>,
+#[graphql(complex)]
+#[graphql(concrete(name = "IntegrationConnection", params(IntegrationNode)))]
+#[graphql(concrete(name = "AuditEventConnection", params(AuditEventNode)))]
+#[graphql(concrete(name = "RequestLogConnection", params(RequestLogNode)))]
+#[graphql(concrete(name = "SyncRunConnection", params(SyncRunNode)))]
+pub struct Connection<T: OutputType>
+where
+    Edge<T>: OutputType,
+{
+    pub edges: Vec<Edge<T>>,
     pub page_info: PageInfo,
+    /// Counted only when the query asks for `totalCount`.
+    #[graphql(skip)]
+    pub total: Option<i64>,
 }
 
-impl<T: OutputType> Connection<Edge<T>>
+#[async_graphql::ComplexObject]
+impl<T: OutputType> Connection<T>
+where
+    Edge<T>: OutputType,
+{
+    /// The edges' nodes, for clients that need no cursors.
+    async fn nodes(&self) -> Vec<&T> {
+        self.edges.iter().map(|edge| &edge.node).collect()
+    }
+
+    /// How many items the list's filters match (all pages).
+    async fn total_count(&self) -> i64 {
+        self.total.unwrap_or_default()
+    }
+}
+
+/// Whether the query asks for the list's `totalCount` (worth a count query only then).
+pub fn asks_total(ctx: &Context<'_>) -> bool {
+    ctx.look_ahead().field("totalCount").exists()
+}
+
+impl<T: OutputType> Connection<T>
 where
     Edge<T>: OutputType,
 {
@@ -210,6 +239,7 @@ where
                 end_cursor: edges.last().map(|e| e.cursor.clone()),
             },
             edges,
+            total: None,
         }
     }
 }
@@ -242,17 +272,22 @@ impl Page {
         self.limit + 1
     }
 
-    /// The page of `rows` (fetched with `fetch()`), with cursors and page info.
+    /// The page of `rows` (fetched with `fetch()`), with cursors, page info and the total
+    /// (when it was counted).
     pub fn connection<R, T: OutputType>(
         &self,
         rows: Vec<R>,
+        total: Option<i64>,
         id_of: impl Fn(&R) -> &str,
         node: impl Fn(R) -> T,
-    ) -> Connection<Edge<T>>
+    ) -> Connection<T>
     where
         Edge<T>: OutputType,
     {
-        Connection::from_rows(rows, self.limit, self.kind, id_of, node)
+        Connection {
+            total,
+            ..Connection::from_rows(rows, self.limit, self.kind, id_of, node)
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use crate::db::DbConn;
 use crate::db::now;
 use crate::error::{AppError, AppResult};
 use crate::events::{Event, EventKind};
-use crate::graphql::{Connection, Edge, Page, conn, state};
+use crate::graphql::{Connection, Page, asks_total, conn, state};
 use crate::live::{EventsMissed, Live, watch};
 use crate::providers::graphql::ProviderNode;
 use crate::providers::{self, ProviderCategory};
@@ -258,7 +258,7 @@ impl IntegrationQuery {
         filter: Option<IntegrationFilterInput>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Connection<Edge<IntegrationNode>>> {
+    ) -> async_graphql::Result<Connection<IntegrationNode>> {
         let caller = principal(ctx)?;
         let page = Page::new("integration", first, after)?;
         let mut db = conn(ctx).await?;
@@ -280,7 +280,12 @@ impl IntegrationQuery {
             page.fetch(),
         )
         .await?;
-        Ok(page.connection(rows, |r| &r.id, IntegrationNode))
+        let total = if asks_total(ctx) {
+            Some(store::count(&mut db, &caller.team_id, &project_id, &filter).await?)
+        } else {
+            None
+        };
+        Ok(page.connection(rows, total, |r| &r.id, IntegrationNode))
     }
 
     #[graphql(guard = "ScopeGuard(Scope::IntegrationsRead)")]

@@ -4,8 +4,8 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::model::{IntegrationChanges, IntegrationFilter, IntegrationRow};
-use crate::db::DbConn;
 use crate::db::schema::integrations;
+use crate::db::{DbConn, Fetch, Listed};
 use crate::error::{AppError, AppResult};
 use crate::with_conn;
 
@@ -46,13 +46,39 @@ pub async fn list(
     after_id: Option<&str>,
     limit: i64,
 ) -> AppResult<Vec<IntegrationRow>> {
+    let fetch = Fetch::Page {
+        after: after_id,
+        limit,
+    };
+    Ok(select_list(conn, team_id, project_id, filter, fetch)
+        .await?
+        .rows())
+}
+
+/// How many rows [`list`] would give over all pages.
+pub async fn count(
+    conn: &mut DbConn,
+    team_id: &str,
+    project_id: &str,
+    filter: &IntegrationFilter,
+) -> AppResult<i64> {
+    Ok(select_list(conn, team_id, project_id, filter, Fetch::Count)
+        .await?
+        .count())
+}
+
+/// The one place the filters are applied: for a page, or for the count.
+async fn select_list(
+    conn: &mut DbConn,
+    team_id: &str,
+    project_id: &str,
+    filter: &IntegrationFilter,
+    fetch: Fetch<'_>,
+) -> AppResult<Listed<IntegrationRow>> {
     Ok(with_conn!(conn, |c| {
         let mut query = integrations::table
             .filter(integrations::team_id.eq(team_id))
             .filter(integrations::project_id.eq(project_id))
-            .select(IntegrationRow::as_select())
-            .order(integrations::id.asc())
-            .limit(limit)
             .into_boxed();
         if let Some(keys) = &filter.provider_keys {
             query = query.filter(integrations::provider_key.eq_any(keys.clone()));
@@ -66,10 +92,21 @@ pub async fn list(
         if let Some(ids) = &filter.only_ids {
             query = query.filter(integrations::id.eq_any(ids.clone()));
         }
-        if let Some(after) = after_id {
-            query = query.filter(integrations::id.gt(after.to_string()));
+        match fetch {
+            Fetch::Count => query.count().get_result(c).await.map(Listed::Count),
+            Fetch::Page { after, limit } => {
+                if let Some(after) = after {
+                    query = query.filter(integrations::id.gt(after.to_string()));
+                }
+                query
+                    .select(IntegrationRow::as_select())
+                    .order(integrations::id.asc())
+                    .limit(limit)
+                    .load(c)
+                    .await
+                    .map(Listed::Rows)
+            }
         }
-        query.load(c).await
     })?)
 }
 

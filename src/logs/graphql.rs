@@ -10,7 +10,7 @@ use crate::auth::{Principal, Scope, ScopeGuard, principal};
 use crate::calls::graphql::reachable;
 use crate::error::{AppError, AppResult};
 use crate::events::EventKind;
-use crate::graphql::{Connection, Edge, Page, conn, journal_conn};
+use crate::graphql::{Connection, Page, asks_total, conn, journal_conn};
 use crate::live::{EventsMissed, Live, watch};
 
 pub struct RequestLogNode(pub Arc<RequestLogRow>);
@@ -155,7 +155,7 @@ impl LogsQuery {
         status: Option<i32>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Connection<Edge<RequestLogNode>>> {
+    ) -> async_graphql::Result<Connection<RequestLogNode>> {
         let caller = principal(ctx)?;
         let page = Page::new("log", first, after)?;
         let mut filter = scope(ctx, caller, integration_id, project_id).await?;
@@ -171,7 +171,12 @@ impl LogsQuery {
             page.fetch(),
         )
         .await?;
-        Ok(page.connection(rows, |r| &r.id, |r| RequestLogNode(Arc::new(r))))
+        let total = if asks_total(ctx) {
+            Some(store::count(&mut *conn(ctx).await?, &caller.team_id, &filter).await?)
+        } else {
+            None
+        };
+        Ok(page.connection(rows, total, |r| &r.id, |r| RequestLogNode(Arc::new(r))))
     }
 
     /// Totals, success and failure, response times and bytes of an integration's calls

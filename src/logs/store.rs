@@ -7,8 +7,8 @@ use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
 
 use super::RequestLogRow;
-use crate::db::DbConn;
 use crate::db::schema::request_logs;
+use crate::db::{DbConn, Fetch, Listed};
 use crate::error::AppResult;
 use crate::with_conn;
 
@@ -33,12 +33,30 @@ pub async fn list(
     before_id: Option<&str>,
     limit: i64,
 ) -> AppResult<Vec<RequestLogRow>> {
+    let fetch = Fetch::Page {
+        after: before_id,
+        limit,
+    };
+    Ok(select_list(conn, team_id, filter, fetch).await?.rows())
+}
+
+/// How many rows [`list`] would give over all pages.
+pub async fn count(conn: &mut DbConn, team_id: &str, filter: &LogFilter) -> AppResult<i64> {
+    Ok(select_list(conn, team_id, filter, Fetch::Count)
+        .await?
+        .count())
+}
+
+/// The one place the filters are applied: for a page, or for the count.
+async fn select_list(
+    conn: &mut DbConn,
+    team_id: &str,
+    filter: &LogFilter,
+    fetch: Fetch<'_>,
+) -> AppResult<Listed<RequestLogRow>> {
     Ok(with_conn!(conn, |c| {
         let mut query = request_logs::table
             .filter(request_logs::team_id.eq(team_id))
-            .select(RequestLogRow::as_select())
-            .order(request_logs::id.desc())
-            .limit(limit)
             .into_boxed();
         if let Some(id) = &filter.integration_id {
             query = query.filter(request_logs::integration_id.eq(id.clone()));
@@ -61,10 +79,21 @@ pub async fn list(
         if let Some(until) = filter.until {
             query = query.filter(request_logs::created_at.lt(until));
         }
-        if let Some(before) = before_id {
-            query = query.filter(request_logs::id.lt(before.to_string()));
+        match fetch {
+            Fetch::Count => query.count().get_result(c).await.map(Listed::Count),
+            Fetch::Page { after, limit } => {
+                if let Some(before) = after {
+                    query = query.filter(request_logs::id.lt(before.to_string()));
+                }
+                query
+                    .select(RequestLogRow::as_select())
+                    .order(request_logs::id.desc())
+                    .limit(limit)
+                    .load(c)
+                    .await
+                    .map(Listed::Rows)
+            }
         }
-        query.load(c).await
     })?)
 }
 

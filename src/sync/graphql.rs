@@ -12,7 +12,7 @@ use crate::auth::{Principal, Scope, ScopeGuard, principal};
 use crate::db::now;
 use crate::error::{AppError, AppResult, FieldProblem};
 use crate::events::EventKind;
-use crate::graphql::{Connection, Edge, Page, conn, state};
+use crate::graphql::{Connection, Page, asks_total, conn, state};
 use crate::live::{EventsMissed, Live, watch};
 
 pub struct SyncConfigNode {
@@ -288,7 +288,7 @@ impl SyncQuery {
         status: Option<SyncRunStatus>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> async_graphql::Result<Connection<Edge<SyncRunNode>>> {
+    ) -> async_graphql::Result<Connection<SyncRunNode>> {
         let caller = principal(ctx)?;
         let page = Page::new("run", first, after)?;
         if let Some(id) = &config_id {
@@ -313,7 +313,12 @@ impl SyncQuery {
             page.fetch(),
         )
         .await?;
-        Ok(page.connection(rows, |r| &r.id, SyncRunNode))
+        let total = if asks_total(ctx) {
+            Some(store::count_runs(&mut *conn(ctx).await?, &caller.team_id, &filter).await?)
+        } else {
+            None
+        };
+        Ok(page.connection(rows, total, |r| &r.id, SyncRunNode))
     }
 
     /// Dry run: what each sample record becomes through the mappings (a config's, or the

@@ -7,8 +7,8 @@ use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
-use crate::db::DbConn;
 use crate::db::schema::{sync_configs, sync_records, sync_runs};
+use crate::db::{DbConn, Fetch, Listed};
 use crate::error::{AppError, AppResult};
 use crate::with_conn;
 
@@ -273,12 +273,30 @@ pub async fn list_runs(
     before_id: Option<&str>,
     limit: i64,
 ) -> AppResult<Vec<SyncRunRow>> {
+    let fetch = Fetch::Page {
+        after: before_id,
+        limit,
+    };
+    Ok(select_list_runs(conn, team_id, filter, fetch).await?.rows())
+}
+
+/// How many rows [`list_runs`] would give over all pages.
+pub async fn count_runs(conn: &mut DbConn, team_id: &str, filter: &RunFilter) -> AppResult<i64> {
+    Ok(select_list_runs(conn, team_id, filter, Fetch::Count)
+        .await?
+        .count())
+}
+
+/// The one place the filters are applied: for a page, or for the count.
+async fn select_list_runs(
+    conn: &mut DbConn,
+    team_id: &str,
+    filter: &RunFilter,
+    fetch: Fetch<'_>,
+) -> AppResult<Listed<SyncRunRow>> {
     Ok(with_conn!(conn, |c| {
         let mut query = sync_runs::table
             .filter(sync_runs::team_id.eq(team_id))
-            .select(SyncRunRow::as_select())
-            .order(sync_runs::id.desc())
-            .limit(limit)
             .into_boxed();
         if let Some(id) = &filter.config_id {
             query = query.filter(sync_runs::config_id.eq(id.clone()));
@@ -289,10 +307,21 @@ pub async fn list_runs(
         if let Some(status) = &filter.status {
             query = query.filter(sync_runs::status.eq(status.clone()));
         }
-        if let Some(before) = before_id {
-            query = query.filter(sync_runs::id.lt(before.to_string()));
+        match fetch {
+            Fetch::Count => query.count().get_result(c).await.map(Listed::Count),
+            Fetch::Page { after, limit } => {
+                if let Some(before) = after {
+                    query = query.filter(sync_runs::id.lt(before.to_string()));
+                }
+                query
+                    .select(SyncRunRow::as_select())
+                    .order(sync_runs::id.desc())
+                    .limit(limit)
+                    .load(c)
+                    .await
+                    .map(Listed::Rows)
+            }
         }
-        query.load(c).await
     })?)
 }
 

@@ -20,6 +20,7 @@ on_both_backends!(
     automatic_persisted_queries,
     errors_read_as_one_line,
     health_counts_what_is_the_integrations_fault,
+    connections_have_nodes_and_total_count,
 );
 
 const APP_ORIGIN: &str = "http://localhost:5173";
@@ -514,5 +515,115 @@ async fn health_counts_what_is_the_integrations_fault(backend: Backend) {
     assert_eq!(integration["status"], "DEGRADED", "{integration}");
     let why = integration["lastError"].as_str().unwrap_or_default();
     assert!(why.contains("% of calls failed"), "{integration}");
+    app.stop().await;
+}
+
+/// Every connection has Relay's `nodes` beside `edges`, and `totalCount`: everything its
+/// filters match, on every page.
+async fn connections_have_nodes_and_total_count(backend: Backend) {
+    let upstream = Receiver::start(|_| Reply::json(200, &json!({ "ok": true }))).await;
+    let app = TestApp::start(backend).await;
+    let project = app.create_project(&app.admin_key, "P").await;
+    let mut ids = Vec::new();
+    for name in ["a", "b", "c"] {
+        ids.push(
+            register(
+                &app,
+                &project,
+                "github",
+                name,
+                json!({ "baseUrl": upstream.url }),
+                json!({ "token": "t" }),
+            )
+            .await,
+        );
+    }
+    for _ in 0..3 {
+        let call = json!({ "id": ids[0], "input": { "method": "GET", "path": "/x" } });
+        app.gql(&app.admin_key, EXECUTE, call).await.data();
+    }
+    let page = app
+        .gql(
+            &app.admin_key,
+            "query($p: ID!, $after: String) {
+                integrations(projectId: $p, first: 2, after: $after) {
+                    totalCount nodes { id } edges { node { id } } pageInfo { hasNextPage endCursor }
+                }
+            }",
+            json!({ "p": project }),
+        )
+        .await;
+    let list = &page.data()["integrations"];
+    assert_eq!(list["totalCount"], 3, "{list}");
+    assert_eq!(list["nodes"], json!([{ "id": ids[0] }, { "id": ids[1] }]));
+    assert_eq!(
+        list["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"].clone())
+            .collect::<Vec<_>>(),
+        list["nodes"].as_array().unwrap().clone()
+    );
+    // The second page counts the same total.
+    let second = app
+        .gql(
+            &app.admin_key,
+            "query($p: ID!, $after: String) { integrations(projectId: $p, first: 2, after: $after) { totalCount nodes { id } } }",
+            json!({ "p": project, "after": list["pageInfo"]["endCursor"] }),
+        )
+        .await;
+    assert_eq!(second.data()["integrations"]["totalCount"], 3);
+    assert_eq!(
+        second.data()["integrations"]["nodes"],
+        json!([{ "id": ids[2] }])
+    );
+    // Filters count too.
+    let disabled = app
+        .gql(
+            &app.admin_key,
+            "query($p: ID!) { integrations(projectId: $p, filter: { enabled: false }) { totalCount nodes { id } } }",
+            json!({ "p": project }),
+        )
+        .await;
+    assert_eq!(disabled.data()["integrations"]["totalCount"], 0);
+
+    let logs = app
+        .gql(
+            &app.admin_key,
+            "query($i: ID!) { integrationLogs(integrationId: $i, first: 1) { totalCount nodes { path } } }",
+            json!({ "i": ids[0] }),
+        )
+        .await;
+    assert_eq!(logs.data()["integrationLogs"]["totalCount"], 3);
+    assert_eq!(
+        logs.data()["integrationLogs"]["nodes"],
+        json!([{ "path": "/x" }])
+    );
+
+    let audit = app
+        .gql(
+            &app.admin_key,
+            "{ auditLog(first: 1, filter: { action: \"registerIntegration\" }) { totalCount nodes { action } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(audit.data()["auditLog"]["totalCount"], 3);
+    assert_eq!(
+        audit.data()["auditLog"]["nodes"],
+        json!([{ "action": "registerIntegration" }])
+    );
+
+    let runs = app
+        .gql(
+            &app.admin_key,
+            "query($p: ID!) { syncRuns(projectId: $p) { totalCount nodes { id } } }",
+            json!({ "p": project }),
+        )
+        .await;
+    assert_eq!(
+        runs.data()["syncRuns"],
+        json!({ "totalCount": 0, "nodes": [] })
+    );
     app.stop().await;
 }
