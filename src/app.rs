@@ -233,22 +233,35 @@ pub struct RunningServer {
 /// SIGTERM or SIGINT: WebSockets close at once (1001, going away), then the graceful stop
 /// (no new connections; in-flight requests finish within the shutdown timeout).
 fn spawn_signal_handler(state: AppState, handle: ServerHandle) {
+    // Registered here, before the server is announced: a SIGTERM that comes right after the
+    // "listening" line must find the handler in place (the default would kill the process).
+    #[cfg(unix)]
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
+    };
     tokio::spawn(async move {
-        let terminate = async {
-            #[cfg(unix)]
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut signal) => {
-                    signal.recv().await;
+        #[cfg(unix)]
+        {
+            let wait = |signal: Option<tokio::signal::unix::Signal>| async move {
+                match signal {
+                    Some(mut signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
-                Err(_) => std::future::pending::<()>().await,
+            };
+            let (terminate, interrupt) = signals;
+            tokio::select! {
+                _ = wait(terminate) => {}
+                _ = wait(interrupt) => {}
             }
-            #[cfg(not(unix))]
-            std::future::pending::<()>().await;
-        };
-        tokio::select! {
-            _ = terminate => {}
-            _ = tokio::signal::ctrl_c() => {}
         }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
         tracing::info!("stopping: closing WebSockets, finishing in-flight requests");
         state.going_away.send_replace(true);
         handle.stop(true).await;
