@@ -73,21 +73,7 @@ async fn select_list(
         if let Some(until) = filter.until {
             query = query.filter(audit_events::created_at.lt(until));
         }
-        match fetch {
-            Fetch::Count => query.count().get_result(c).await.map(Listed::Count),
-            Fetch::Page { after, limit } => {
-                if let Some(before) = after {
-                    query = query.filter(audit_events::id.lt(before.to_string()));
-                }
-                query
-                    .select(AuditEventRow::as_select())
-                    .order(audit_events::id.desc())
-                    .limit(limit)
-                    .load(c)
-                    .await
-                    .map(Listed::Rows)
-            }
-        }
+        crate::page_or_count!(query, c, fetch, AuditEventRow, audit_events::id, lt, desc)
     })?)
 }
 

@@ -304,6 +304,34 @@ impl<R> Listed<R> {
     }
 }
 
+/// Ends a list query whose filters are applied (inside `with_conn!`): the count of what they
+/// match, or the page after the cursor in id order (`lt`/`desc` for newest first,
+/// `gt`/`asc` for oldest first).
+#[macro_export]
+macro_rules! page_or_count {
+    ($query:ident, $c:ident, $fetch:expr, $row:ty, $id:expr, $cursor:ident, $order:ident) => {
+        match $fetch {
+            $crate::db::Fetch::Count => $query
+                .count()
+                .get_result($c)
+                .await
+                .map($crate::db::Listed::Count),
+            $crate::db::Fetch::Page { after, limit } => {
+                if let Some(after) = after {
+                    $query = $query.filter($id.$cursor(after.to_string()));
+                }
+                $query
+                    .select(<$row>::as_select())
+                    .order($id.$order())
+                    .limit(limit)
+                    .load($c)
+                    .await
+                    .map($crate::db::Listed::Rows)
+            }
+        }
+    };
+}
+
 /// Runs `step` with a connection from `pool` (it gives it back by dropping it); while the database is out (UNAVAILABLE) runs it
 /// again with exponential backoff, for up to `window` of waiting, then gives the last error.
 /// Any other error is returned at once. For background work that must not fail on a short

@@ -92,21 +92,7 @@ async fn select_list(
         if let Some(ids) = &filter.only_ids {
             query = query.filter(integrations::id.eq_any(ids.clone()));
         }
-        match fetch {
-            Fetch::Count => query.count().get_result(c).await.map(Listed::Count),
-            Fetch::Page { after, limit } => {
-                if let Some(after) = after {
-                    query = query.filter(integrations::id.gt(after.to_string()));
-                }
-                query
-                    .select(IntegrationRow::as_select())
-                    .order(integrations::id.asc())
-                    .limit(limit)
-                    .load(c)
-                    .await
-                    .map(Listed::Rows)
-            }
-        }
+        crate::page_or_count!(query, c, fetch, IntegrationRow, integrations::id, gt, asc)
     })?)
 }
 

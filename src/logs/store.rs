@@ -79,21 +79,7 @@ async fn select_list(
         if let Some(until) = filter.until {
             query = query.filter(request_logs::created_at.lt(until));
         }
-        match fetch {
-            Fetch::Count => query.count().get_result(c).await.map(Listed::Count),
-            Fetch::Page { after, limit } => {
-                if let Some(before) = after {
-                    query = query.filter(request_logs::id.lt(before.to_string()));
-                }
-                query
-                    .select(RequestLogRow::as_select())
-                    .order(request_logs::id.desc())
-                    .limit(limit)
-                    .load(c)
-                    .await
-                    .map(Listed::Rows)
-            }
-        }
+        crate::page_or_count!(query, c, fetch, RequestLogRow, request_logs::id, lt, desc)
     })?)
 }
 

@@ -307,21 +307,7 @@ async fn select_list_runs(
         if let Some(status) = &filter.status {
             query = query.filter(sync_runs::status.eq(status.clone()));
         }
-        match fetch {
-            Fetch::Count => query.count().get_result(c).await.map(Listed::Count),
-            Fetch::Page { after, limit } => {
-                if let Some(before) = after {
-                    query = query.filter(sync_runs::id.lt(before.to_string()));
-                }
-                query
-                    .select(SyncRunRow::as_select())
-                    .order(sync_runs::id.desc())
-                    .limit(limit)
-                    .load(c)
-                    .await
-                    .map(Listed::Rows)
-            }
-        }
+        crate::page_or_count!(query, c, fetch, SyncRunRow, sync_runs::id, lt, desc)
     })?)
 }
 
