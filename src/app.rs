@@ -8,54 +8,22 @@ use actix_web::dev::ServerHandle;
 use actix_web::middleware::{Compress, Condition, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, guard, web};
 
-use crate::api_keys::usage::UsageRecorder;
 use crate::auth::cache::CredentialCache;
 use crate::auth::jwt::JwtVerifier;
-use crate::calls::cache::CallTargets;
 use crate::config::Config;
+pub use crate::context::AppState;
+use crate::context::documents::DocumentCache;
+use crate::context::persisted::PersistedQueries;
+use crate::context::targets::CallTargets;
 use crate::crypto::Keyring;
 use crate::db::DbPool;
 use crate::db::journal::Journal;
 use crate::events::EventBus;
-use crate::graphql::documents::DocumentCache;
 use crate::graphql::http::{graphql_get, graphql_post};
 use crate::graphql::{HubSchema, build_schema};
 use crate::http::Outbound;
 use crate::live::Fanout;
 use crate::ratelimit::{RateLimits, RateSpec};
-use crate::sync::engine::SyncRegistry;
-
-/// What every request and resolver shares. Cheap to clone: the parts are handles.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Config,
-    pub pool: DbPool,
-    pub keyring: Keyring,
-    pub credentials: Arc<CredentialCache>,
-    /// Integrations opened for calls, per replica.
-    pub call_targets: Arc<CallTargets>,
-    /// Parsed GraphQL documents, by their text.
-    pub documents: Arc<DocumentCache>,
-    /// Automatic persisted queries' documents, by their sha256.
-    pub persisted: Arc<crate::graphql::persisted::PersistedQueries>,
-    pub usage: Arc<UsageRecorder>,
-    pub rate_limits: Arc<RateLimits>,
-    pub jwt: Option<Arc<JwtVerifier>>,
-    /// A plain client for the hub's own fetches (JWKS), from operator-set URLs.
-    pub http: reqwest::Client,
-    /// The one client for calls made for integrations (SSRF guard, retries, breaker...).
-    pub outbound: Arc<Outbound>,
-    pub events: EventBus,
-    /// Request logs and audit events, group-committed.
-    pub journal: Journal,
-    pub sync: Arc<SyncRegistry>,
-    /// Subscriptions running on this replica, shared by subscribers who ask the same.
-    pub fanout: Arc<Fanout>,
-    /// Set when the server starts to stop: every WebSocket closes at once with 1001.
-    pub going_away: tokio::sync::watch::Sender<bool>,
-    /// Calls on their way upstream; the shutdown waits for their logs (cut ones included).
-    pub calls_in_flight: Arc<std::sync::atomic::AtomicUsize>,
-}
 
 /// What the first start of an empty database created: its team and admin key (shown once).
 pub struct FirstStart {
@@ -136,15 +104,14 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
                 config.integration_cache_secs,
             ))),
             documents: Arc::new(DocumentCache::new(1_000)),
-            persisted: Arc::new(crate::graphql::persisted::PersistedQueries::new(1_000)),
+            persisted: Arc::new(PersistedQueries::new(1_000)),
             usage: Arc::default(),
             rate_limits: Arc::new(rate_limits),
             jwt: jwt.map(Arc::new),
             http,
             outbound: Arc::new(Outbound::from_config(&config)?),
             events: EventBus::new(config.event_buffer),
-            sync: Arc::default(),
-            fanout: Arc::default(),
+            jobs: Arc::default(),
             going_away: tokio::sync::watch::Sender::new(false),
             calls_in_flight: Arc::default(),
             journal: Journal::spawn(&pool, &config).map_err(describe)?,
@@ -224,6 +191,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub handle: ServerHandle,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The subscriptions this replica runs (shared by subscribers who ask the same).
+    pub fanout: Arc<Fanout>,
     state: AppState,
     maintenance: tokio::task::JoinHandle<()>,
     monitor: tokio::task::JoinHandle<()>,
@@ -291,7 +260,7 @@ impl RunningServer {
         self.maintenance.abort();
         self.monitor.abort();
         self.scheduler.abort();
-        self.state.sync.abort_all();
+        self.state.jobs.abort_all();
         if let Err(err) = self.state.usage.flush(&self.state.pool).await {
             tracing::warn!(code = err.code(), "usage counts not written at shutdown");
         }
@@ -357,9 +326,15 @@ fn spawn_scheduler(state: AppState) -> tokio::task::JoinHandle<()> {
     })
 }
 
-pub fn routes(cfg: &mut web::ServiceConfig, state: &AppState, schema: &HubSchema) {
+pub fn routes(
+    cfg: &mut web::ServiceConfig,
+    state: &AppState,
+    schema: &HubSchema,
+    fanout: &web::Data<Fanout>,
+) {
     cfg.app_data(web::Data::new(state.clone()))
         .app_data(web::Data::new(schema.clone()))
+        .app_data(fanout.clone())
         .service(
             web::resource("/graphql")
                 .route(
@@ -420,8 +395,11 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
     let shutdown = state.config.shutdown_timeout_secs;
     let schema = build_schema(state.clone());
     let origins =
-        crate::web::cors_origins(&state.config.cors_origins).map_err(anyhow::Error::msg)?;
+        crate::config::cors_origins(&state.config.cors_origins).map_err(anyhow::Error::msg)?;
     let app_state = state.clone();
+    // Subscriptions running on this replica, shared by subscribers who ask the same.
+    let fanout = web::Data::new(Fanout::default());
+    let fanout_handle = fanout.clone().into_inner();
     let server = HttpServer::new(move || {
         App::new()
             .wrap(from_fn(crate::web::plain_small_answers))
@@ -431,7 +409,7 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
                 crate::web::cors(&origins),
             ))
             .wrap(from_fn(crate::web::request_context))
-            .configure(|cfg| routes(cfg, &app_state, &schema))
+            .configure(|cfg| routes(cfg, &app_state, &schema, &fanout))
     })
     .workers(workers)
     .shutdown_timeout(shutdown)
@@ -454,6 +432,7 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
         addr,
         handle,
         task,
+        fanout: fanout_handle,
         state,
         maintenance,
         monitor,

@@ -10,8 +10,6 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::db::DatabaseUrl;
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -309,7 +307,7 @@ impl Config {
         {
             return Err("HUB_METRICS_TOKEN must be at least 16 characters without spaces".into());
         }
-        crate::web::cors_origins(&self.cors_origins)?;
+        cors_origins(&self.cors_origins)?;
         if self.journal_max_pending == 0 {
             return Err("HUB_JOURNAL_MAX_PENDING must be at least 1".into());
         }
@@ -331,11 +329,6 @@ impl Config {
             ("HUB_RATE_LIMIT_ANONYMOUS", &self.rate_limit_anonymous),
         ] {
             crate::ratelimit::RateSpec::parse(spec).map_err(|err| format!("{name}: {err}"))?;
-        }
-        for (role, scopes) in &self.jwt_roles {
-            crate::auth::ScopeSet::parse(scopes).map_err(|unknown| {
-                format!("jwt_roles.{role}: unknown scopes {}", unknown.join(", "))
-            })?;
         }
         if self.jwt_enabled() {
             if self.jwt_issuer.is_none() || self.jwt_audience.is_none() {
@@ -429,6 +422,68 @@ impl Config {
     }
 }
 
+/// The origins in `HUB_CORS_ORIGINS` (checked at start: `scheme://host[:port]`, or `*`).
+pub fn cors_origins(setting: &str) -> Result<Vec<String>, String> {
+    let mut origins = Vec::new();
+    for origin in setting.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        if origin == "*" {
+            origins.push(origin.to_string());
+            continue;
+        }
+        let url = url::Url::parse(origin)
+            .map_err(|err| format!("HUB_CORS_ORIGINS: `{origin}` is not an origin: {err}"))?;
+        let canonical = url.origin().ascii_serialization();
+        if !matches!(url.scheme(), "http" | "https") || canonical != origin.trim_end_matches('/') {
+            return Err(format!(
+                "HUB_CORS_ORIGINS: `{origin}` is not an origin (scheme://host[:port], no path)"
+            ));
+        }
+        origins.push(canonical);
+    }
+    Ok(origins)
+}
+
+/// Which database a `DATABASE_URL` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Postgres(String),
+    /// A file path (the `sqlite://` prefix removed).
+    Sqlite(String),
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(url.to_string()))
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err(
+                    "DATABASE_URL sqlite:// needs a file path, e.g. sqlite://integration-hub.db"
+                        .into(),
+                );
+            }
+            Ok(Self::Sqlite(path.to_string()))
+        } else {
+            Err(format!(
+                "DATABASE_URL must start with sqlite:// or postgres:// (got `{}`)",
+                redact_url(url)
+            ))
+        }
+    }
+}
+
+/// A URL with any password replaced, safe for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,5 +517,16 @@ mod tests {
                 .unwrap_err()
                 .contains("HUB_ENCRYPTION_KEYS")
         );
+    }
+
+    #[test]
+    fn origins_are_checked() {
+        assert_eq!(
+            cors_origins("http://localhost:5173, https://app.example.com").unwrap(),
+            vec!["http://localhost:5173", "https://app.example.com"]
+        );
+        assert!(cors_origins("http://localhost:5173/app").is_err());
+        assert!(cors_origins("localhost:5173").is_err());
+        assert!(cors_origins("").unwrap().is_empty());
     }
 }

@@ -55,7 +55,7 @@ pub struct Event {
     /// What the event carries, as JSON (null for request logs: see `request_log`).
     pub payload: Value,
     /// The request log itself, for subscribers (shared, never copied per subscriber).
-    pub request_log: Option<Arc<crate::logs::RequestLogRow>>,
+    pub request_log: Option<Arc<crate::db::rows::RequestLogRow>>,
     pub at: NaiveDateTime,
 }
 

@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use subtle::ConstantTimeEq;
 
-use crate::app::AppState;
+use crate::context::AppState;
 
 fn describe() {
     metrics::describe_gauge!(

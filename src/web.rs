@@ -14,6 +14,8 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use tracing::Instrument;
 
+use crate::trace::{RequestId, TRACEPARENT};
+
 /// Answers smaller than this are sent as they are: compressing them costs more than it saves.
 pub const COMPRESS_MIN_BYTES: usize = 1024;
 
@@ -21,20 +23,6 @@ pub const COMPRESS_MIN_BYTES: usize = 1024;
 const MAX_REQUEST_ID: usize = 128;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The id of the request being served (request extensions and GraphQL request data).
-#[derive(Clone, Debug)]
-pub struct RequestId(pub Arc<str>);
-
-tokio::task_local! {
-    /// The caller's `traceparent`, while its request is served: calls made for it carry it on.
-    pub static TRACEPARENT: Option<HeaderValue>;
-}
-
-/// The `traceparent` of the request being served, if it sent a valid one.
-pub fn traceparent() -> Option<HeaderValue> {
-    TRACEPARENT.try_with(Clone::clone).ok().flatten()
-}
 
 /// A client's id is kept if it is short, visible ASCII without spaces or quotes; otherwise
 /// (or without one) the hub makes one.
@@ -128,27 +116,6 @@ pub async fn plain_small_answers(
     Ok(response)
 }
 
-/// The origins in `HUB_CORS_ORIGINS` (checked at start: `scheme://host[:port]`, or `*`).
-pub fn cors_origins(setting: &str) -> Result<Vec<String>, String> {
-    let mut origins = Vec::new();
-    for origin in setting.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-        if origin == "*" {
-            origins.push(origin.to_string());
-            continue;
-        }
-        let url = url::Url::parse(origin)
-            .map_err(|err| format!("HUB_CORS_ORIGINS: `{origin}` is not an origin: {err}"))?;
-        let canonical = url.origin().ascii_serialization();
-        if !matches!(url.scheme(), "http" | "https") || canonical != origin.trim_end_matches('/') {
-            return Err(format!(
-                "HUB_CORS_ORIGINS: `{origin}` is not an origin (scheme://host[:port], no path)"
-            ));
-        }
-        origins.push(canonical);
-    }
-    Ok(origins)
-}
-
 /// CORS for the configured origins: preflights answered, the headers browsers need to read
 /// our answers exposed. An origin not in the list gets no CORS headers (the browser then
 /// refuses the answer to the page); the request itself is not blocked, so same-origin pages
@@ -230,16 +197,5 @@ mod tests {
         ] {
             assert!(!valid_traceparent(&HeaderValue::from_static(bad)), "{bad}");
         }
-    }
-
-    #[test]
-    fn origins_are_checked() {
-        assert_eq!(
-            cors_origins("http://localhost:5173, https://app.example.com").unwrap(),
-            vec!["http://localhost:5173", "https://app.example.com"]
-        );
-        assert!(cors_origins("http://localhost:5173/app").is_err());
-        assert!(cors_origins("localhost:5173").is_err());
-        assert!(cors_origins("").unwrap().is_empty());
     }
 }

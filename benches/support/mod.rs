@@ -18,7 +18,10 @@ pub struct Hub {
 /// monitor off, plus `extra` environment.
 pub async fn start_hub(extra: &[(&str, &str)]) -> Hub {
     let dir = tempfile::tempdir().unwrap();
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_integration-hub"));
+    // BENCH_HUB_BIN runs another build of the hub (an older commit's) under the same client.
+    let binary = std::env::var("BENCH_HUB_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_integration-hub").to_string());
+    let mut command = tokio::process::Command::new(binary);
     command
         .current_dir(dir.path())
         .env("HUB_BIND", "127.0.0.1:0")

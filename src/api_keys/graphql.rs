@@ -9,10 +9,10 @@ use super::service::{self, ApiKeyUpdate, KeyAction, KeyAuthority, NewApiKey};
 use super::store;
 use crate::audit;
 use crate::auth::{Principal, ResourceLimits, Scope, ScopeGuard, ScopeSet, api_key, principal};
+use crate::context::{conn, state};
 use crate::db::now;
 use crate::error::{AppError, AppResult, FieldProblem};
 use crate::events::{Event, EventKind};
-use crate::graphql::{conn, state};
 use crate::ratelimit::RateSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -222,7 +222,7 @@ fn maybe_ids(value: MaybeUndefined<Vec<ID>>) -> AppResult<Option<Option<BTreeSet
 /// (Once the change is committed: before, a request could cache the old key again.)
 fn forget(ctx: &Context<'_>, id: &str) {
     let id = id.to_string();
-    crate::graphql::unit::after_commit(ctx, move |state| {
+    crate::context::unit::after_commit(ctx, move |state| {
         state.credentials.invalidate_key(&id);
         state.rate_limits.forget_key(&id);
     });
@@ -429,7 +429,7 @@ impl ApiKeyMutation {
             request_log: None,
             at: now(),
         };
-        crate::graphql::unit::after_commit(ctx, move |state| state.events.publish(event));
+        crate::context::unit::after_commit(ctx, move |state| state.events.publish(event));
         Ok(ApiKeyNode(row))
     }
 }

@@ -5,4 +5,3 @@ pub mod graphql;
 pub mod model;
 pub mod service;
 pub mod store;
-pub mod usage;

@@ -82,29 +82,3 @@ pub async fn update(
     .await)?;
     find(conn, team_id, id).await
 }
-
-/// Adds `count` uses and moves `last_used_at` forward (never back).
-pub async fn add_usage(
-    conn: &mut DbConn,
-    id: &str,
-    count: i64,
-    at: NaiveDateTime,
-) -> AppResult<()> {
-    with_conn!(conn, |c| diesel::update(
-        api_keys::table.filter(api_keys::id.eq(id))
-    )
-    .set(api_keys::usage_count.eq(api_keys::usage_count + count))
-    .execute(c)
-    .await)?;
-    with_conn!(conn, |c| diesel::update(
-        api_keys::table.filter(api_keys::id.eq(id)).filter(
-            api_keys::last_used_at
-                .is_null()
-                .or(api_keys::last_used_at.lt(at))
-        )
-    )
-    .set(api_keys::last_used_at.eq(at))
-    .execute(c)
-    .await)?;
-    Ok(())
-}

@@ -6,12 +6,12 @@ use async_graphql::extensions::{
 use async_graphql::{PathSegment, ServerError, ServerResult, Value};
 
 use super::{AuditEventRow, AuditTargets};
-use crate::app::AppState;
 use crate::auth::Principal;
+use crate::context::AppState;
+use crate::context::unit::{Closed, WriteUnit};
 use crate::db::journal::JournalRow;
 use crate::db::{new_id, now};
 use crate::error::AppError;
-use crate::graphql::unit::{Closed, WriteUnit};
 
 /// Mutations that act rather than change what the hub stores: calls through an integration,
 /// a connection test, a sync run or push. What they do is recorded by their own rows (request
@@ -72,7 +72,7 @@ impl Extension for AuditLog {
                 error_code: None,
                 created_at: now(),
                 request_id: ctx
-                    .data_opt::<crate::web::RequestId>()
+                    .data_opt::<crate::trace::RequestId>()
                     .map(|id| id.0.to_string()),
             }
         });

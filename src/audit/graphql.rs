@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use super::AuditEventRow;
 use super::store::{self, AuditFilter};
 use crate::auth::{Scope, ScopeGuard, principal};
-use crate::graphql::{Connection, Page, asks_total, journal_conn};
+use crate::context::{Connection, Page, asks_total, journal_conn};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 pub enum AuditOutcome {

@@ -10,28 +10,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_graphql::Context;
-use chrono::NaiveDateTime;
-use diesel::prelude::*;
 
-use crate::db::schema::audit_events;
-
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = audit_events)]
-#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
-pub struct AuditEventRow {
-    pub id: String,
-    pub team_id: String,
-    pub actor: String,
-    pub action: String,
-    pub target_type: Option<String>,
-    pub target_id: Option<String>,
-    /// `success` or `failure`.
-    pub outcome: String,
-    pub error_code: Option<String>,
-    pub created_at: NaiveDateTime,
-    /// The HTTP request's id (`X-Request-Id`), to match the event with logs and the client.
-    pub request_id: Option<String>,
-}
+pub use crate::db::rows::AuditEventRow;
 
 /// Targets named by the mutations of one request, by response key.
 #[derive(Default)]

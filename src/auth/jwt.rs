@@ -78,8 +78,13 @@ impl JwtVerifier {
         let roles = config
             .jwt_roles
             .iter()
-            .map(|(role, scopes)| (role.clone(), ScopeSet::parse(scopes).unwrap_or_default()))
-            .collect();
+            .map(|(role, scopes)| {
+                let scopes = ScopeSet::parse(scopes).map_err(|unknown| {
+                    format!("jwt_roles.{role}: unknown scopes {}", unknown.join(", "))
+                })?;
+                Ok((role.clone(), scopes))
+            })
+            .collect::<Result<_, String>>()?;
         Ok(Some(Self {
             static_keys,
             jwks,

@@ -7,10 +7,9 @@ use futures_util::StreamExt;
 use super::service::{self, CallBody, CallInput, CallResult, parse_method};
 use crate::audit;
 use crate::auth::{Principal, Scope, ScopeGuard, principal};
+use crate::context::state;
 use crate::error::{AppError, AppResult};
-use crate::graphql::{conn, state};
-use crate::integrations::graphql::IntegrationNode;
-use crate::integrations::model::IntegrationRow;
+use crate::integrations::graphql::reachable;
 
 #[derive(InputObject, Clone)]
 pub struct ExecuteRequestInput {
@@ -110,28 +109,6 @@ pub struct BatchCallResult {
     pub error: Option<CallError>,
 }
 
-#[derive(SimpleObject)]
-pub struct TestConnectionResult {
-    pub ok: bool,
-    /// The upstream's status code, when it answered.
-    pub status: Option<i32>,
-    pub duration_ms: i32,
-    pub error: Option<String>,
-    /// The integration after the check (status, last error).
-    pub integration: IntegrationNode,
-}
-
-/// The integration if the caller may reach it (team and key limits).
-pub async fn reachable(
-    ctx: &Context<'_>,
-    caller: &Principal,
-    id: &str,
-) -> AppResult<IntegrationRow> {
-    let row = crate::integrations::store::get(&mut *conn(ctx).await?, &caller.team_id, id).await?;
-    caller.check_integration(&row.project_id, &row.id)?;
-    Ok(row)
-}
-
 /// The integration opened for calling, if the caller may reach it: from the replica's cache,
 /// or read and opened (then cached).
 async fn callable(
@@ -140,7 +117,7 @@ async fn callable(
     id: &str,
 ) -> AppResult<Arc<service::Prepared>> {
     let targets = &state(ctx).call_targets;
-    if let Some(target) = targets.get(id) {
+    if let Some(target) = targets.get::<service::Prepared>(id) {
         if target.integration.team_id != caller.team_id {
             return Err(AppError::not_found("integration"));
         }
@@ -150,7 +127,12 @@ async fn callable(
     let generation = targets.generation();
     let row = reachable(ctx, caller, id).await?;
     let target = Arc::new(service::prepare(state(ctx), row)?);
-    targets.insert(generation, target.clone());
+    targets.insert(
+        generation,
+        &target.integration.id,
+        &target.integration.project_id,
+        target.clone(),
+    );
     Ok(target)
 }
 
@@ -159,27 +141,6 @@ pub struct CallsMutation;
 
 #[Object]
 impl CallsMutation {
-    /// Runs the provider's health request now and updates the integration's status.
-    #[graphql(guard = "ScopeGuard(Scope::IntegrationsExecute)")]
-    async fn test_connection(
-        &self,
-        ctx: &Context<'_>,
-        integration_id: ID,
-    ) -> async_graphql::Result<TestConnectionResult> {
-        let caller = principal(ctx)?;
-        audit::target(ctx, "integration", &integration_id);
-        let integration = reachable(ctx, caller, &integration_id).await?;
-        let (outcome, updated) =
-            crate::health::run_check(state(ctx), &integration, &caller.actor.label()).await?;
-        Ok(TestConnectionResult {
-            ok: outcome.ok,
-            status: outcome.status.map(i32::from),
-            duration_ms: outcome.duration_ms.min(i32::MAX as i64) as i32,
-            error: outcome.error,
-            integration: IntegrationNode(updated),
-        })
-    }
-
     /// One request through the integration, authenticated the provider's way.
     #[graphql(guard = "ScopeGuard(Scope::IntegrationsExecute)")]
     async fn execute_request(

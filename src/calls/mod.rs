@@ -1,7 +1,6 @@
-//! Calling providers through integrations: `testConnection`, `executeRequest`,
-//! `executeGraphql`, `batchExecute`.
+//! Calling providers through integrations: `executeRequest`, `executeGraphql`,
+//! `batchExecute`, and the health requests the `health` domain sends through them.
 
-pub mod cache;
 pub mod graphql;
 pub mod service;
 pub mod target;

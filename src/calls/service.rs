@@ -10,7 +10,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
 
 use super::target::{apply_auth, base_url, join, secret_values};
-use crate::app::AppState;
+use crate::context::AppState;
 use crate::error::{AppError, AppResult, FieldProblem};
 use crate::http::{OutboundError, OutboundRequest, OutboundResponse};
 use crate::integrations::model::IntegrationRow;

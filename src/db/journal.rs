@@ -7,10 +7,9 @@ use diesel::{QueryResult, RunQueryDsl};
 use diesel_async::AsyncPgConnection;
 
 use super::group::{GroupInsert, GroupWriter};
+use super::rows::{AuditEventRow, RequestLogRow};
 use super::schema::{audit_events, request_logs};
-use crate::audit::AuditEventRow;
 use crate::error::{AppError, AppResult};
-use crate::logs::RequestLogRow;
 
 #[derive(Clone)]
 pub enum JournalRow {

@@ -3,6 +3,7 @@
 
 pub mod group;
 pub mod journal;
+pub mod rows;
 pub mod schema;
 
 use std::time::Duration;
@@ -52,46 +53,7 @@ pub enum DbConn {
     Sqlite(Object<SqliteConnection>),
 }
 
-/// Which database a `DATABASE_URL` names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DatabaseUrl {
-    Postgres(String),
-    /// A file path (the `sqlite://` prefix removed).
-    Sqlite(String),
-}
-
-impl DatabaseUrl {
-    pub fn parse(url: &str) -> Result<Self, String> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Self::Postgres(url.to_string()))
-        } else if let Some(path) = url.strip_prefix("sqlite://") {
-            if path.is_empty() {
-                return Err(
-                    "DATABASE_URL sqlite:// needs a file path, e.g. sqlite://integration-hub.db"
-                        .into(),
-                );
-            }
-            Ok(Self::Sqlite(path.to_string()))
-        } else {
-            Err(format!(
-                "DATABASE_URL must start with sqlite:// or postgres:// (got `{}`)",
-                redact_url(url)
-            ))
-        }
-    }
-}
-
-/// A URL with any password replaced, safe for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
+pub use crate::config::{DatabaseUrl, redact_url};
 
 /// The SQLite file (created here when missing) and its `-wal`/`-shm` files are readable by
 /// the owner only: they hold sealed credentials, key hashes and logs. SQLite creates the

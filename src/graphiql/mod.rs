@@ -118,7 +118,7 @@ pub fn page_response() -> HttpResponse {
 /// GET /graphiql/{version}/{file} (not found with `HUB_GRAPHIQL=false`).
 pub async fn asset(
     path: web::Path<(String, String)>,
-    state: web::Data<crate::app::AppState>,
+    state: web::Data<crate::context::AppState>,
 ) -> HttpResponse {
     let (version, name) = path.into_inner();
     if !state.config.graphiql || format!("/graphiql/{version}") != PREFIX {

@@ -13,13 +13,14 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 
 use super::HubSchema;
-use crate::app::AppState;
+use super::authenticate::authenticate_from;
 use crate::audit::AuditTargets;
-use crate::auth::{Principal, authenticate_from};
+use crate::auth::Principal;
+use crate::context::AppState;
+use crate::context::unit::WriteUnit;
 use crate::error::{AppError, UNAVAILABLE_RETRY_AFTER_SECS};
-use crate::graphql::unit::WriteUnit;
 use crate::ratelimit::{Decision, Subject};
-use crate::web::RequestId;
+use crate::trace::RequestId;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const JSON: &str = "application/json";
@@ -191,7 +192,7 @@ async fn read_body(
 
 /// True when the operation the request selects is a mutation (refused over GET).
 fn selects_mutation(request: &Request) -> bool {
-    super::documents::operation_type(request) == Some(OperationType::Mutation)
+    crate::context::documents::operation_type(request) == Some(OperationType::Mutation)
 }
 
 pub async fn graphql_post(

@@ -4,12 +4,12 @@ use futures_util::{Stream, StreamExt};
 
 use super::window_stats;
 use crate::auth::{Scope, ScopeGuard, principal};
-use crate::calls::graphql::reachable;
+use crate::context::live::{EventsMissed, Live, watch};
+use crate::context::{conn, journal_conn, state};
 use crate::events::EventKind;
-use crate::graphql::{conn, journal_conn, state};
 use crate::http::breaker::CircuitState;
+use crate::integrations::graphql::{IntegrationNode, reachable};
 use crate::integrations::model::IntegrationStatus;
-use crate::live::{EventsMissed, Live, watch};
 use crate::providers::{self, ProviderCategory};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -213,5 +213,43 @@ impl HealthSubscription {
             };
             std::future::ready(out)
         }))
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct TestConnectionResult {
+    pub ok: bool,
+    /// The upstream's status code, when it answered.
+    pub status: Option<i32>,
+    pub duration_ms: i32,
+    pub error: Option<String>,
+    /// The integration after the check (status, last error).
+    pub integration: IntegrationNode,
+}
+
+#[derive(Default)]
+pub struct HealthMutation;
+
+#[Object]
+impl HealthMutation {
+    /// Runs the provider's health request now and updates the integration's status.
+    #[graphql(guard = "ScopeGuard(Scope::IntegrationsExecute)")]
+    async fn test_connection(
+        &self,
+        ctx: &Context<'_>,
+        integration_id: ID,
+    ) -> async_graphql::Result<TestConnectionResult> {
+        let caller = principal(ctx)?;
+        crate::audit::target(ctx, "integration", &integration_id);
+        let integration = reachable(ctx, caller, &integration_id).await?;
+        let (outcome, updated) =
+            crate::health::run_check(state(ctx), &integration, &caller.actor.label()).await?;
+        Ok(TestConnectionResult {
+            ok: outcome.ok,
+            status: outcome.status.map(i32::from),
+            duration_ms: outcome.duration_ms.min(i32::MAX as i64) as i32,
+            error: outcome.error,
+            integration: IntegrationNode(updated),
+        })
     }
 }

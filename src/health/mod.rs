@@ -9,8 +9,8 @@ pub mod store;
 use chrono::{Duration, NaiveDateTime};
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::calls::service::{CheckOutcome, check};
+use crate::context::AppState;
 use crate::db::{new_id, now};
 use crate::error::AppResult;
 use crate::events::{Event, EventKind};

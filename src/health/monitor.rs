@@ -7,7 +7,7 @@ use chrono::Duration as ChronoDuration;
 use futures_util::StreamExt;
 use rand::Rng;
 
-use crate::app::AppState;
+use crate::context::AppState;
 use crate::db::now;
 
 const ACTOR: &str = "system:health-monitor";

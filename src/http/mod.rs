@@ -308,7 +308,7 @@ impl Outbound {
         if let Some(body) = &request.body {
             builder = builder.body(body.clone());
         }
-        if let Some(traceparent) = crate::web::traceparent()
+        if let Some(traceparent) = crate::trace::traceparent()
             && !request.headers.contains_key("traceparent")
         {
             builder = builder.header("traceparent", traceparent.as_bytes());

@@ -11,12 +11,12 @@ use super::store;
 use crate::audit;
 use crate::auth::Principal;
 use crate::auth::{Scope, ScopeGuard, principal};
+use crate::context::live::{EventsMissed, Live, watch};
+use crate::context::{Connection, Page, asks_total, conn, state};
 use crate::db::DbConn;
 use crate::db::now;
 use crate::error::{AppError, AppResult};
 use crate::events::{Event, EventKind};
-use crate::graphql::{Connection, Page, asks_total, conn, state};
-use crate::live::{EventsMissed, Live, watch};
 use crate::providers::graphql::ProviderNode;
 use crate::providers::{self, ProviderCategory};
 
@@ -151,7 +151,7 @@ fn publish(ctx: &Context<'_>, kind: EventKind, row: &IntegrationRow) {
         request_log: None,
         at: now(),
     };
-    crate::graphql::unit::after_commit(ctx, move |state| {
+    crate::context::unit::after_commit(ctx, move |state| {
         state.call_targets.invalidate(&event.subject_id);
         state.events.publish(event);
     });
@@ -423,4 +423,15 @@ impl IntegrationMutation {
             active_key_id: keyring.active_key_id().to_string(),
         })
     }
+}
+
+/// The integration if the caller may reach it (team and key limits).
+pub async fn reachable(
+    ctx: &Context<'_>,
+    caller: &Principal,
+    id: &str,
+) -> AppResult<IntegrationRow> {
+    let row = store::get(&mut *conn(ctx).await?, &caller.team_id, id).await?;
+    caller.check_integration(&row.project_id, &row.id)?;
+    Ok(row)
 }

@@ -22,9 +22,9 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::AbortHandle;
 
 use super::socket::{Control, Protocol, json_string, next_message, text_frame};
-use super::{LagMeter, MissedNotice};
-use crate::app::AppState;
 use crate::auth::Principal;
+use crate::context::AppState;
+use crate::context::live::{LagMeter, MissedNotice};
 use crate::graphql::HubSchema;
 
 /// Locks, carrying on if another thread panicked while holding the lock (the data is plain

@@ -1,55 +1,17 @@
-//! Live updates over GraphQL subscriptions: authentication of a WebSocket connection from its
-//! `connection_init` payload, and the event stream each subscription reads: confined to the
-//! caller's team, told how many events it missed when it falls behind, and ended when the
-//! caller's key is revoked or its credential expires. `socket` speaks the two WebSocket
-//! subprotocols; `fanout` runs each distinct subscription once for all who share it.
+//! The WebSocket transport of GraphQL subscriptions (and of queries and mutations sent on
+//! a socket): authentication of a connection from its `connection_init` payload, `socket`
+//! speaking the two subprotocols, and `fanout` running each distinct subscription once for
+//! all who share it. The event stream a subscription reads is the domains' own
+//! (`context::live`).
 
 mod fanout;
 mod socket;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use async_graphql::{Context, SimpleObject};
-use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
-use tokio::sync::broadcast::error::RecvError;
-
-use crate::app::AppState;
-use crate::auth::{Actor, Principal, Scope};
-use crate::db::now;
+use crate::auth::{Principal, Scope};
+use crate::context::AppState;
 use crate::error::AppError;
-use crate::events::{Event, EventKind};
-
-/// A notice in place of events a slow subscriber missed.
-#[derive(SimpleObject, Clone)]
-pub struct EventsMissed {
-    /// How many events were dropped for this subscriber.
-    pub count: i32,
-}
-
-pub enum Live {
-    Event(Arc<Event>),
-    Missed(u64),
-}
-
-/// In a request's data: instead of watching, the subscription yields one notice of how many
-/// events were missed (how a subscriber that fell behind its socket is told, in the shape its
-/// own selection asks for).
-pub struct MissedNotice(pub u64);
-
-/// In a request's data: counts the events the subscription missed on the bus, so that whoever
-/// runs it knows which of its results are notices, and of how many events.
-#[derive(Default)]
-pub struct LagMeter(AtomicU64);
-
-impl LagMeter {
-    /// Events reported missed since the last call.
-    pub fn take(&self) -> u64 {
-        self.0.swap(0, Ordering::SeqCst)
-    }
-}
 
 /// The credential in a `connection_init` payload: `{"Authorization": "Bearer <API key or
 /// JWT>"}` (any case of the key).
@@ -83,60 +45,9 @@ pub fn credential(payload: &serde_json::Value) -> Result<String, AppError> {
 /// Who `credential` is now, if it may subscribe. Checked at `connection_init` and again at
 /// every `subscribe`, so a key revoked or changed since the connection opened is seen.
 pub async fn authorize(state: &AppState, credential: &str) -> Result<Arc<Principal>, AppError> {
-    let principal = crate::auth::authenticate(state, credential).await?;
+    let principal = crate::graphql::authenticate::authenticate(state, credential).await?;
     principal.require(Scope::LogsSubscribe)?;
     Ok(principal)
-}
-
-/// The caller's team's events, until its key is revoked or its credential expires.
-pub fn watch(ctx: &Context<'_>, principal: &Principal) -> BoxStream<'static, Live> {
-    if let Some(MissedNotice(count)) = ctx.data_opt::<MissedNotice>() {
-        return futures_util::stream::iter([Live::Missed(*count)]).boxed();
-    }
-    let state = ctx.data_unchecked::<AppState>();
-    let receiver = state.events.subscribe();
-    let team = principal.team_id.clone();
-    let key_id = match &principal.actor {
-        Actor::ApiKey { id } => Some(id.clone()),
-        Actor::User { .. } => None,
-    };
-    let until_expiry = principal
-        .expires_at
-        .map(|at| Duration::from_millis((at - now()).num_milliseconds().max(0) as u64));
-    let meter = ctx.data_opt::<Arc<LagMeter>>().cloned();
-    let events = futures_util::stream::unfold(receiver, move |mut receiver| {
-        let meter = meter.clone();
-        async move {
-            match receiver.recv().await {
-                Ok(event) => Some((Live::Event(event), receiver)),
-                Err(RecvError::Lagged(missed)) => {
-                    if let Some(meter) = meter {
-                        meter.0.fetch_add(missed, Ordering::SeqCst);
-                    }
-                    Some((Live::Missed(missed), receiver))
-                }
-                Err(RecvError::Closed) => None,
-            }
-        }
-    })
-    .filter(move |item| {
-        let keep = match item {
-            Live::Event(event) => event.team_id == team,
-            Live::Missed(_) => true,
-        };
-        std::future::ready(keep)
-    })
-    .take_while(move |item| {
-        let revoked = matches!(item, Live::Event(e) if e.kind == EventKind::ApiKeyRevoked && Some(&e.subject_id) == key_id.as_ref());
-        std::future::ready(!revoked)
-    });
-    let expiry = async move {
-        match until_expiry {
-            Some(wait) => tokio::time::sleep(wait).await,
-            None => std::future::pending::<()>().await,
-        }
-    };
-    events.take_until(Box::pin(expiry)).boxed()
 }
 
 pub use fanout::Fanout;

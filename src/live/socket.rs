@@ -24,9 +24,9 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::fanout::{Member, Membership, Operation};
-use crate::app::AppState;
+use super::fanout::{Fanout, Member, Membership, Operation};
 use crate::auth::Principal;
+use crate::context::AppState;
 use crate::error::AppError;
 use crate::graphql::HubSchema;
 
@@ -169,6 +169,7 @@ pub enum Control {
 pub async fn graphql_ws(
     state: web::Data<AppState>,
     schema: web::Data<HubSchema>,
+    fanout: web::Data<Fanout>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> actix_web::Result<HttpResponse> {
@@ -177,7 +178,7 @@ pub async fn graphql_ws(
         .get(header::SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let origins = crate::web::cors_origins(&state.config.cors_origins).unwrap_or_default();
+    let origins = crate::config::cors_origins(&state.config.cors_origins).unwrap_or_default();
     if !crate::web::websocket_origin_allowed(&origins, &req) {
         return Ok(HttpResponse::Forbidden().body("this origin may not open a WebSocket here"));
     }
@@ -197,11 +198,12 @@ pub async fn graphql_ws(
         client_ip: req.peer_addr().map_or([127, 0, 0, 1].into(), |a| a.ip()),
         state: state.get_ref().clone(),
         schema: HubSchema::clone(&schema),
+        fanout: fanout.into_inner(),
         protocol,
         frames,
         control,
         credential: None,
-        request_id: req.extensions().get::<crate::web::RequestId>().cloned(),
+        request_id: req.extensions().get::<crate::trace::RequestId>().cloned(),
         principal: None,
         subscriptions: HashMap::new(),
         tokens: 0,
@@ -318,6 +320,8 @@ struct Connection {
     client_ip: std::net::IpAddr,
     state: AppState,
     schema: HubSchema,
+    /// Subscriptions running on this replica, shared by subscribers who ask the same.
+    fanout: Arc<Fanout>,
     protocol: Protocol,
     frames: mpsc::Sender<Bytes>,
     control: mpsc::UnboundedSender<Control>,
@@ -328,7 +332,7 @@ struct Connection {
     subscriptions: HashMap<String, Subscription>,
     tokens: u64,
     /// The upgrade request's id: the audit events of mutations sent over the socket carry it.
-    request_id: Option<crate::web::RequestId>,
+    request_id: Option<crate::trace::RequestId>,
     /// When the client last sent anything.
     heard_at: Instant,
 }
@@ -460,14 +464,17 @@ impl Connection {
                 let payload = payload.unwrap_or_default();
                 let presented = super::credential(&payload);
                 let credential = presented.as_ref().cloned().unwrap_or_default();
-                let authorized =
-                    crate::auth::authenticate_from(&self.state, self.client_ip, presented)
-                        .await
-                        .map_err(|(err, _)| err)
-                        .and_then(|principal| {
-                            principal.require(crate::auth::Scope::LogsSubscribe)?;
-                            Ok((credential, principal))
-                        });
+                let authorized = crate::graphql::authenticate::authenticate_from(
+                    &self.state,
+                    self.client_ip,
+                    presented,
+                )
+                .await
+                .map_err(|(err, _)| err)
+                .and_then(|principal| {
+                    principal.require(crate::auth::Scope::LogsSubscribe)?;
+                    Ok((credential, principal))
+                });
                 match authorized {
                     Ok((credential, principal)) => {
                         self.credential = Some(credential);
@@ -558,7 +565,7 @@ impl Connection {
         }
         self.tokens += 1;
         let token = self.tokens;
-        let running = if crate::graphql::documents::operation_type(&request)
+        let running = if crate::context::documents::operation_type(&request)
             == Some(OperationType::Subscription)
         {
             let member = Member::new(
@@ -574,7 +581,7 @@ impl Connection {
                 operation_name: request.operation_name,
                 variables: request.variables,
             };
-            let fanout = self.state.fanout.clone();
+            let fanout = self.fanout.clone();
             Running::Shared(fanout.join(&self.state, &self.schema, operation, member))
         } else {
             let (schema, frames, control) = (
@@ -589,7 +596,7 @@ impl Connection {
                 .data(principal)
                 .data(decision)
                 .data(crate::audit::AuditTargets::default())
-                .data(crate::graphql::unit::WriteUnit::default());
+                .data(crate::context::unit::WriteUnit::default());
             self.state.documents.prepare(&mut request);
             let (protocol, id_json) = (self.protocol, json_string(&id));
             let id = id.clone();

@@ -7,11 +7,11 @@ use futures_util::{Stream, StreamExt};
 use super::store::{self, LogFilter};
 use super::{LogLevel, RequestLogRow};
 use crate::auth::{Principal, Scope, ScopeGuard, principal};
-use crate::calls::graphql::reachable;
+use crate::context::live::{EventsMissed, Live, watch};
+use crate::context::{Connection, Page, asks_total, conn, journal_conn};
 use crate::error::{AppError, AppResult};
 use crate::events::EventKind;
-use crate::graphql::{Connection, Page, asks_total, conn, journal_conn};
-use crate::live::{EventsMissed, Live, watch};
+use crate::integrations::graphql::reachable;
 
 pub struct RequestLogNode(pub Arc<RequestLogRow>);
 

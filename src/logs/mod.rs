@@ -6,11 +6,7 @@ pub mod store;
 
 use std::sync::Arc;
 
-use chrono::NaiveDateTime;
-use diesel::prelude::*;
-
-use crate::app::AppState;
-use crate::db::schema::request_logs;
+use crate::context::AppState;
 use crate::db::{new_id, now};
 use crate::events::{Event, EventKind};
 use crate::integrations::model::IntegrationRow;
@@ -58,27 +54,7 @@ impl LogLevel {
     }
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable, serde::Serialize, serde::Deserialize)]
-#[diesel(table_name = request_logs)]
-#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
-pub struct RequestLogRow {
-    pub id: String,
-    pub team_id: String,
-    pub project_id: String,
-    pub integration_id: String,
-    pub level: String,
-    pub method: String,
-    /// Path and query, redacted.
-    pub path: String,
-    pub status: Option<i32>,
-    pub duration_ms: i64,
-    pub bytes_in: i64,
-    pub bytes_out: i64,
-    pub error: Option<String>,
-    pub actor: String,
-    pub correlation_id: String,
-    pub created_at: NaiveDateTime,
-}
+pub use crate::db::rows::RequestLogRow;
 
 /// Query parameters whose values are always hidden.
 const SENSITIVE_PARAMS: [&str; 12] = [

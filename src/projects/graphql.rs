@@ -4,9 +4,9 @@ use chrono::{DateTime, Utc};
 use super::{ProjectChanges, ProjectRow, store};
 use crate::audit;
 use crate::auth::{Scope, ScopeGuard, principal};
+use crate::context::conn;
 use crate::db::{new_id, now};
 use crate::error::{AppError, AppResult};
-use crate::graphql::conn;
 
 pub struct ProjectNode(pub ProjectRow);
 
@@ -147,7 +147,7 @@ impl ProjectMutation {
         caller.check_project(&id)?;
         store::delete(&mut *conn(ctx).await?, &caller.team_id, &id).await?;
         let project = id.to_string();
-        crate::graphql::unit::after_commit(ctx, move |state| {
+        crate::context::unit::after_commit(ctx, move |state| {
             state.call_targets.invalidate_project(&project)
         });
         Ok(id)

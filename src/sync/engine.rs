@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use serde_json::{Value, json};
 
 use super::mapping::{Mapped, Mapper, OutputBudget, Path, derive_reverse, limits, projection};
@@ -18,48 +17,12 @@ use super::pager::Pager;
 use super::spec::{ConflictPolicy, ReadSpec, SyncDirection, SyncSpec, WriteSpec};
 use super::store::{self, SyncConfigRow, SyncRunRow};
 use super::writes::{Flow, Tally, fingerprint, key_text, plan_one_way, run_writes};
-use crate::app::AppState;
+use crate::context::AppState;
 use crate::db::{new_id, now};
 use crate::error::{AppError, AppResult};
 use crate::events::{Event, EventKind};
 use crate::integrations::model::IntegrationRow;
 
-/// Runs in progress on this replica.
-#[derive(Default)]
-pub struct SyncRegistry {
-    active: DashMap<String, ActiveRun>,
-}
-
-struct ActiveRun {
-    config_id: String,
-    cancel: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl SyncRegistry {
-    pub fn cancel(&self, run_id: &str) -> bool {
-        match self.active.get(run_id) {
-            Some(run) => {
-                run.cancel.store(true, Ordering::SeqCst);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn runs_config(&self, config_id: &str) -> bool {
-        self.active.iter().any(|r| r.config_id == config_id)
-    }
-
-    /// Stops every run at once, as a crash would (they stay `running` until the next start
-    /// marks them interrupted).
-    pub fn abort_all(&self) {
-        for run in self.active.iter() {
-            run.task.abort();
-        }
-        self.active.clear();
-    }
-}
 /// Everything compiled from a config, ready to run.
 pub struct Plan {
     pub spec: SyncSpec,
@@ -450,7 +413,7 @@ pub async fn start_run(
 ) -> AppResult<SyncRunRow> {
     let plan = Plan::new(&config)?;
     let mut conn = state.pool.get().await?;
-    if state.sync.runs_config(&config.id) || store::has_active_run(&mut conn, &config.id).await? {
+    if state.jobs.runs_group(&config.id) || store::has_active_run(&mut conn, &config.id).await? {
         return Err(AppError::Conflict(
             "a run of this sync is already in progress".into(),
         ));
@@ -481,7 +444,10 @@ pub async fn start_run(
     let task_state = state.clone();
     let task_run = run.clone();
     let task_cancel = cancel.clone();
+    // The run starts once it is listed, so its end always finds it there to remove.
+    let (listed, is_listed) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
+        let _ = is_listed.await;
         let run_id = task_run.id.clone();
         // The lease is renewed while the run runs; the run's end stops the renewing (between
         // two renewals: a database call is never cancelled half-way, which SQLite's blocking
@@ -490,18 +456,14 @@ pub async fn start_run(
         let renewing = tokio::spawn(renew_lease(task_state.clone(), run_id.clone(), stopped));
         execute_run(&task_state, config, plan, task_run, &task_cancel).await;
         // Free the config at once (its final state is stored); the renewal ends after.
-        task_state.sync.active.remove(&run_id);
+        task_state.jobs.finished(&run_id);
         let _ = stop.send(());
         let _ = renewing.await;
     });
-    state.sync.active.insert(
-        run.id.clone(),
-        ActiveRun {
-            config_id: run.config_id.clone(),
-            cancel,
-            task,
-        },
-    );
+    state
+        .jobs
+        .started(run.id.clone(), run.config_id.clone(), cancel, task);
+    let _ = listed.send(());
     Ok(run)
 }
 
@@ -529,7 +491,7 @@ async fn renew_lease(
 /// block their config; its schedule goes on. Runs of this replica are never touched.
 pub async fn interrupt_stale_runs(state: &AppState) -> AppResult<usize> {
     let lease = chrono::Duration::seconds(state.config.job_lease_secs as i64);
-    let running_here: Vec<String> = state.sync.active.iter().map(|r| r.key().clone()).collect();
+    let running_here = state.jobs.ids();
     let at = now();
     let reason = format!(
         "no heartbeat for {} s: the process running it stopped or lost the database",
@@ -703,7 +665,7 @@ pub async fn run_scheduled(state: &AppState) -> AppResult<()> {
         let due = config
             .last_run_at
             .is_none_or(|last| at - last >= chrono::Duration::seconds(every));
-        if due && !state.sync.runs_config(&config.id) {
+        if due && !state.jobs.runs_group(&config.id) {
             match start_run(state, config, "schedule").await {
                 Ok(_) | Err(AppError::Conflict(_)) => {}
                 Err(err) => tracing::warn!(code = err.code(), "scheduled sync not started"),

@@ -9,11 +9,11 @@ use super::spec::{FieldMapping, SyncConfigInput, SyncDirection, SyncSpec};
 use super::store::{self, RunFilter, SyncConfigRow, SyncRunRow};
 use crate::audit;
 use crate::auth::{Principal, Scope, ScopeGuard, principal};
+use crate::context::live::{EventsMissed, Live, watch};
+use crate::context::{Connection, Page, asks_total, conn, state};
 use crate::db::now;
 use crate::error::{AppError, AppResult, FieldProblem};
 use crate::events::EventKind;
-use crate::graphql::{Connection, Page, asks_total, conn, state};
-use crate::live::{EventsMissed, Live, watch};
 
 pub struct SyncConfigNode {
     row: SyncConfigRow,
@@ -469,7 +469,7 @@ impl SyncMutation {
         caller
             .check_project(&run.project_id)
             .map_err(|_| AppError::not_found("sync run"))?;
-        if !state(ctx).sync.cancel(&run_id) && matches!(run.status.as_str(), "queued" | "running") {
+        if !state(ctx).jobs.cancel(&run_id) && matches!(run.status.as_str(), "queued" | "running") {
             // Not running here (another replica, or lost): record the cancellation.
             run.status = "cancelled".into();
             run.finished_at = Some(now());
@@ -565,7 +565,10 @@ impl SyncSubscription {
         // One run: its state now first (not in a missed-events notice), and the stream ends
         // with the event that ends the run.
         let current = current
-            .filter(|_| ctx.data_opt::<crate::live::MissedNotice>().is_none())
+            .filter(|_| {
+                ctx.data_opt::<crate::context::live::MissedNotice>()
+                    .is_none()
+            })
             .map(|run| SyncRunItem::Run(Box::new(SyncRunNode(run))));
         let one_run = run_id.is_some();
         let (run_id, project_id) = (run_id.map(|i| i.0), project_id.map(|i| i.0));

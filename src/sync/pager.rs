@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 
 use super::spec::{PaginationKind, ReadSpec};
-use crate::app::AppState;
 use crate::calls::service::{CallInput, CallResult, execute, parse_method};
+use crate::context::AppState;
 use crate::error::{AppError, AppResult};
 use crate::integrations::model::IntegrationRow;
 

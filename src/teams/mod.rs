@@ -1,5 +1,7 @@
 //! Teams: the tenants. Created from the CLI or on first start, each with a first admin key.
 
+pub mod graphql;
+
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};

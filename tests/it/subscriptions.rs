@@ -538,14 +538,14 @@ async fn jwt_subscription_ends_when_the_token_expires(backend: Backend) {
 /// Polls until the hub runs `groups` distinct subscriptions for `members` subscribers.
 async fn until_running(app: &TestApp, groups: usize, members: usize) {
     for _ in 0..100 {
-        if app.state.fanout.counts() == (groups, members) {
+        if app.fanout_counts() == (groups, members) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!(
         "expected {groups} executions for {members} subscribers, the hub runs {:?}",
-        app.state.fanout.counts()
+        app.fanout_counts()
     );
 }
 

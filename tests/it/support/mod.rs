@@ -296,6 +296,11 @@ impl TestApp {
         }
     }
 
+    /// How many distinct subscriptions the server runs, for how many subscribers.
+    pub fn fanout_counts(&self) -> (usize, usize) {
+        self.server.as_ref().expect("running").fanout.counts()
+    }
+
     /// Stops the server and starts a new one on the same database with `config` (e.g. other
     /// encryption keys): what a restart or a new replica sees.
     pub async fn restart(mut self, config: Config) -> Self {

@@ -1,8 +1,8 @@
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use super::{Actor, Principal, principal};
-use crate::graphql::conn;
+use crate::auth::{Actor, Principal, principal};
+use crate::context::conn;
 use crate::ratelimit::Decision;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_graphql::Context;
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
-use crate::app::AppState;
+use crate::context::AppState;
 use crate::db::DbConn;
 use crate::error::{AppError, AppResult};
 

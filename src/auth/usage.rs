@@ -5,10 +5,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
 
-use super::store;
-use crate::db::{DbPool, now};
+use crate::db::schema::api_keys;
+use crate::db::{DbConn, DbPool, now};
 use crate::error::AppResult;
+use crate::with_conn;
 
 #[derive(Default)]
 pub struct UsageRecorder {
@@ -50,7 +53,7 @@ impl UsageRecorder {
         let mut failed = Vec::new();
         let mut error = None;
         for (id, (count, at)) in batch {
-            match store::add_usage(&mut conn, &id, count, at).await {
+            match add_usage(&mut conn, &id, count, at).await {
                 Ok(()) => written += 1,
                 Err(err) => {
                     failed.push((id, (count, at)));
@@ -73,4 +76,30 @@ impl UsageRecorder {
             entry.1 = entry.1.max(at);
         }
     }
+}
+
+/// Adds `count` uses and moves `last_used_at` forward (never back).
+pub async fn add_usage(
+    conn: &mut DbConn,
+    id: &str,
+    count: i64,
+    at: NaiveDateTime,
+) -> AppResult<()> {
+    with_conn!(conn, |c| diesel::update(
+        api_keys::table.filter(api_keys::id.eq(id))
+    )
+    .set(api_keys::usage_count.eq(api_keys::usage_count + count))
+    .execute(c)
+    .await)?;
+    with_conn!(conn, |c| diesel::update(
+        api_keys::table.filter(api_keys::id.eq(id)).filter(
+            api_keys::last_used_at
+                .is_null()
+                .or(api_keys::last_used_at.lt(at))
+        )
+    )
+    .set(api_keys::last_used_at.eq(at))
+    .execute(c)
+    .await)?;
+    Ok(())
 }

@@ -1,0 +1,48 @@
+//! The rows the journal group-commits for the domains above: request logs (the `logs`
+//! domain) and audit events (`audit`). Defined here, below both, so the journal needs no
+//! domain.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::{audit_events, request_logs};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = audit_events)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct AuditEventRow {
+    pub id: String,
+    pub team_id: String,
+    pub actor: String,
+    pub action: String,
+    pub target_type: Option<String>,
+    pub target_id: Option<String>,
+    /// `success` or `failure`.
+    pub outcome: String,
+    pub error_code: Option<String>,
+    pub created_at: NaiveDateTime,
+    /// The HTTP request's id (`X-Request-Id`), to match the event with logs and the client.
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, serde::Serialize, serde::Deserialize)]
+#[diesel(table_name = request_logs)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct RequestLogRow {
+    pub id: String,
+    pub team_id: String,
+    pub project_id: String,
+    pub integration_id: String,
+    pub level: String,
+    pub method: String,
+    /// Path and query, redacted.
+    pub path: String,
+    pub status: Option<i32>,
+    pub duration_ms: i64,
+    pub bytes_in: i64,
+    pub bytes_out: i64,
+    pub error: Option<String>,
+    pub actor: String,
+    pub correlation_id: String,
+    pub created_at: NaiveDateTime,
+}
