@@ -402,7 +402,7 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
     let fanout_handle = fanout.clone().into_inner();
     let server = HttpServer::new(move || {
         App::new()
-            .wrap(from_fn(crate::web::plain_small_answers))
+            .wrap(crate::web::PlainSmallAnswers)
             .wrap(Compress::default())
             .wrap(Condition::new(
                 !origins.is_empty(),

@@ -3,15 +3,15 @@
 //! the W3C `traceparent` passed on to upstream calls, CORS for browser apps on other origins,
 //! and compression of larger answers.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use actix_cors::Cors;
 use actix_web::HttpMessage;
 use actix_web::body::{BodySize, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use futures_util::TryFutureExt;
 use tracing::Instrument;
 
 use crate::trace::{RequestId, TRACEPARENT};
@@ -26,14 +26,20 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A client's id is kept if it is short, visible ASCII without spaces or quotes; otherwise
 /// (or without one) the hub makes one.
-fn accepted_id(value: &HeaderValue) -> Option<Arc<str>> {
-    let text = value.to_str().ok()?;
-    let fine = !text.is_empty()
+fn accepted_id(value: &&HeaderValue) -> bool {
+    let text = value.as_bytes();
+    !text.is_empty()
         && text.len() <= MAX_REQUEST_ID
         && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b));
-    fine.then(|| text.into())
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(b))
+}
+
+/// A new id: a UUIDv7 in 32 hex digits (time-ordered, so ids sort like the requests).
+fn new_id() -> HeaderValue {
+    let mut buf = [0u8; 32];
+    let text = uuid::Uuid::now_v7().simple().encode_lower(&mut buf);
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// `version-traceid-parentid-flags` in lower-case hex, not all zeros, version not `ff`.
@@ -65,45 +71,83 @@ pub async fn request_context(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let id = req
-        .headers()
-        .get(&X_REQUEST_ID)
-        .and_then(accepted_id)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string().into());
+    let id = match req.headers().get(&X_REQUEST_ID).filter(accepted_id) {
+        Some(id) => id.clone(),
+        None => new_id(),
+    };
     let traceparent = req
         .headers()
         .get("traceparent")
         .filter(|v| valid_traceparent(v))
         .cloned();
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let method = req.method().clone();
-    let path = req.path().to_string();
-    let span = tracing::info_span!("request", request_id = %id);
+    let id = RequestId(id);
+    let span = tracing::info_span!("request", request_id = id.as_str());
+    // The access line's parts are copied only when it is written.
+    let line = tracing::enabled!(tracing::Level::INFO)
+        .then(|| (req.method().clone(), req.path().to_string()));
+    req.extensions_mut().insert(id.clone());
     let mut response = TRACEPARENT
         .scope(traceparent, next.call(req))
         .instrument(span.clone())
         .await?;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(X_REQUEST_ID, value);
+    response.headers_mut().insert(X_REQUEST_ID, id.0);
+    if let Some((method, path)) = line {
+        span.in_scope(|| {
+            tracing::info!(
+                %method,
+                path,
+                status = response.status().as_u16(),
+                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "request"
+            )
+        });
     }
-    span.in_scope(|| {
-        tracing::info!(
-            %method,
-            path,
-            status = response.status().as_u16(),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request"
-        )
-    });
     Ok(response)
 }
 
-/// Inside the compressor: small answers are marked `identity`, which it leaves alone.
-pub async fn plain_small_answers(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let mut response = next.call(req).await?;
+/// Inside the compressor: small answers are marked `identity`, which it leaves alone. A
+/// plain `Transform` (no boxed service or future per request, unlike `from_fn`).
+pub struct PlainSmallAnswers;
+
+impl<S, B> Transform<S, ServiceRequest> for PlainSmallAnswers
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Transform = PlainSmallAnswersService<S>;
+    type InitError = ();
+    type Future = std::future::Ready<Result<Self::Transform, ()>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        std::future::ready(Ok(PlainSmallAnswersService { inner: service }))
+    }
+}
+
+pub struct PlainSmallAnswersService<S> {
+    inner: S,
+}
+
+type Mark<B> = fn(ServiceResponse<B>) -> ServiceResponse<B>;
+
+impl<S, B> Service<ServiceRequest> for PlainSmallAnswersService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Future = futures_util::future::MapOk<S::Future, Mark<B>>;
+
+    actix_web::dev::forward_ready!(inner);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        self.inner.call(req).map_ok(mark_small as Mark<B>)
+    }
+}
+
+fn mark_small<B: MessageBody>(mut response: ServiceResponse<B>) -> ServiceResponse<B> {
     if let BodySize::Sized(size) = response.response().body().size()
         && (size as usize) < COMPRESS_MIN_BYTES
         && !response.headers().contains_key(header::CONTENT_ENCODING)
@@ -113,7 +157,7 @@ pub async fn plain_small_answers(
             HeaderValue::from_static("identity"),
         );
     }
-    Ok(response)
+    response
 }
 
 /// CORS for the configured origins: preflights answered, the headers browsers need to read
@@ -184,9 +228,14 @@ mod tests {
 
     #[test]
     fn request_ids_and_traceparents() {
-        assert!(accepted_id(&HeaderValue::from_static("abc-123_x.y")).is_some());
-        assert!(accepted_id(&HeaderValue::from_static("has space")).is_none());
-        assert!(accepted_id(&HeaderValue::from_str(&"a".repeat(129)).unwrap()).is_none());
+        assert!(accepted_id(&&HeaderValue::from_static("abc-123_x.y")));
+        assert!(!accepted_id(&&HeaderValue::from_static("has space")));
+        assert!(!accepted_id(
+            &&HeaderValue::from_str(&"a".repeat(129)).unwrap()
+        ));
+        let made = new_id();
+        assert_eq!(made.len(), 32);
+        assert!(accepted_id(&&made), "a made id is one the hub would accept");
         let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         assert!(valid_traceparent(&HeaderValue::from_static(good)));
         for bad in [

@@ -73,7 +73,7 @@ impl Extension for AuditLog {
                 created_at: now(),
                 request_id: ctx
                     .data_opt::<crate::trace::RequestId>()
-                    .map(|id| id.0.to_string()),
+                    .map(|id| id.as_str().to_string()),
             }
         });
         let result = match (result, closed) {
