@@ -114,6 +114,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             jobs: Arc::default(),
             going_away: tokio::sync::watch::Sender::new(false),
             calls_in_flight: Arc::default(),
+            wake_deliveries: Arc::default(),
             journal: Journal::spawn(&pool, &config).map_err(describe)?,
             config,
             pool,
@@ -197,7 +198,58 @@ pub struct RunningServer {
     maintenance: tokio::task::JoinHandle<()>,
     monitor: tokio::task::JoinHandle<()>,
     scheduler: tokio::task::JoinHandle<()>,
+    webhooks: Webhooks,
 }
+
+/// The webhook outbox (events to deliveries) and delivery worker of this replica.
+struct Webhooks {
+    outbox: Option<tokio::task::JoinHandle<()>>,
+    backlog: Arc<crate::webhooks::outbox::Backlog>,
+    worker: Arc<crate::webhooks::worker::Worker>,
+    delivering: tokio::task::JoinHandle<()>,
+}
+
+impl Webhooks {
+    fn start(state: &AppState) -> Self {
+        let backlog = Arc::new(crate::webhooks::outbox::Backlog::default());
+        let outbox = state
+            .events
+            .tap(crate::webhooks::wants, OUTBOX_QUEUE)
+            .map(|queue| crate::webhooks::outbox::spawn(state.clone(), queue, backlog.clone()));
+        let worker = crate::webhooks::worker::Worker::new(state.clone());
+        let delivering = worker.spawn();
+        Self {
+            outbox,
+            backlog,
+            worker,
+            delivering,
+        }
+    }
+
+    /// Stops claiming; writes the deliveries of events already published (up to 2 s) and
+    /// lets deliveries in flight end (up to the attempt timeout, at most 10 s). A delivery
+    /// cut after that is sent again once its claim runs out.
+    async fn stop(self, state: &AppState) {
+        self.delivering.abort();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while (state.events.tap_queued() > 0 || self.backlog.get() > 0) && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if let Some(outbox) = self.outbox {
+            outbox.abort();
+        }
+        let wait =
+            Duration::from_millis(state.config.webhook_timeout_ms).min(Duration::from_secs(10));
+        let deadline = Instant::now() + wait;
+        while self.worker.in_flight() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Events waiting to become webhook deliveries, at most (then they are counted and logged).
+const OUTBOX_QUEUE: usize = 100_000;
 
 /// SIGTERM or SIGINT: WebSockets close at once (1001, going away), then the graceful stop
 /// (no new connections; in-flight requests finish within the shutdown timeout).
@@ -261,6 +313,7 @@ impl RunningServer {
         self.monitor.abort();
         self.scheduler.abort();
         self.state.jobs.abort_all();
+        self.webhooks.stop(&self.state).await;
         if let Err(err) = self.state.usage.flush(&self.state.pool).await {
             tracing::warn!(code = err.code(), "usage counts not written at shutdown");
         }
@@ -428,6 +481,7 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
     let maintenance = spawn_maintenance(state.clone());
     let monitor = crate::health::monitor::spawn(state.clone());
     let scheduler = spawn_scheduler(state.clone());
+    let webhooks = Webhooks::start(&state);
     Ok(RunningServer {
         addr,
         handle,
@@ -437,5 +491,6 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
         maintenance,
         monitor,
         scheduler,
+        webhooks,
     })
 }

@@ -160,6 +160,18 @@ pub struct Config {
     /// A running sync run renews its lease every third of this; one whose lease is older is
     /// marked interrupted (its process stopped, or lost the database that long).
     pub job_lease_secs: u64,
+    /// Waits between a webhook delivery's attempts (`HUB_WEBHOOK_RETRY_SCHEDULE`): the first
+    /// attempt is at once, then one more after each wait; after the last, the delivery fails.
+    pub webhook_retry_schedule: String,
+    /// How long one delivery attempt may take.
+    pub webhook_timeout_ms: u64,
+    /// An endpoint whose deliveries have only failed for this long is disabled.
+    pub webhook_disable_after_secs: u64,
+    /// Deliveries in flight at once on this replica, and to one endpoint.
+    pub webhook_concurrency: usize,
+    pub webhook_endpoint_concurrency: usize,
+    /// How often the delivery worker looks for due deliveries when nothing woke it.
+    pub webhook_poll_ms: u64,
 }
 
 impl Default for Config {
@@ -231,6 +243,12 @@ impl Default for Config {
             sync_write_concurrency: 4,
             sync_scheduler_secs: 5,
             job_lease_secs: 60,
+            webhook_retry_schedule: "5s,5m,30m,2h,5h,10h,10h".into(),
+            webhook_timeout_ms: 10_000,
+            webhook_disable_after_secs: 5 * 24 * 3600,
+            webhook_concurrency: 32,
+            webhook_endpoint_concurrency: 8,
+            webhook_poll_ms: 1000,
         }
     }
 }
@@ -296,6 +314,14 @@ impl Config {
         }
         if !(100..=600_000).contains(&self.db_timeout_ms) {
             return Err("HUB_DB_TIMEOUT_MS must be 100 to 600000".into());
+        }
+        webhook_schedule(&self.webhook_retry_schedule)?;
+        if self.webhook_timeout_ms == 0
+            || self.webhook_concurrency == 0
+            || self.webhook_endpoint_concurrency == 0
+            || self.webhook_poll_ms == 0
+        {
+            return Err("HUB_WEBHOOK_TIMEOUT_MS, HUB_WEBHOOK_CONCURRENCY, HUB_WEBHOOK_ENDPOINT_CONCURRENCY and HUB_WEBHOOK_POLL_MS must be at least 1".into());
         }
         if self.job_lease_secs == 0 {
             return Err("HUB_JOB_LEASE_SECS must be at least 1".into());
@@ -482,6 +508,38 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// `HUB_WEBHOOK_RETRY_SCHEDULE`: waits like `5s,5m,30m,2h` (s, m, h; ms for tests), at most
+/// 20 of them, each at most a day.
+pub fn webhook_schedule(setting: &str) -> Result<Vec<std::time::Duration>, String> {
+    let bad = |part: &str| {
+        format!("HUB_WEBHOOK_RETRY_SCHEDULE: `{part}` is not a wait like 5s, 5m or 2h")
+    };
+    let mut waits = Vec::new();
+    for part in setting.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (number, unit_ms) = if let Some(n) = part.strip_suffix("ms") {
+            (n, 1)
+        } else if let Some(n) = part.strip_suffix('s') {
+            (n, 1000)
+        } else if let Some(n) = part.strip_suffix('m') {
+            (n, 60_000)
+        } else if let Some(n) = part.strip_suffix('h') {
+            (n, 3_600_000)
+        } else {
+            return Err(bad(part));
+        };
+        let n: u64 = number.trim().parse().map_err(|_| bad(part))?;
+        let ms = n
+            .checked_mul(unit_ms)
+            .filter(|ms| *ms <= 86_400_000)
+            .ok_or_else(|| bad(part))?;
+        waits.push(std::time::Duration::from_millis(ms));
+    }
+    if waits.len() > 20 {
+        return Err("HUB_WEBHOOK_RETRY_SCHEDULE: at most 20 waits".into());
+    }
+    Ok(waits)
 }
 
 #[cfg(test)]

@@ -23,6 +23,13 @@ pub enum EventKind {
     SyncCompleted,
     SyncFailed,
     ErrorOccurred,
+    /// A provider pushed an event into the hub (an inbound webhook).
+    WebhookReceived,
+    /// `sendTestWebhook`.
+    WebhookTest,
+    WebhookEndpointDisabled,
+    /// A delivery changed (queued, attempted, delivered, failed): for subscriptions only.
+    WebhookDeliveryUpdated,
 }
 
 impl EventKind {
@@ -41,6 +48,10 @@ impl EventKind {
             Self::SyncCompleted => "sync.completed",
             Self::SyncFailed => "sync.failed",
             Self::ErrorOccurred => "error.occurred",
+            Self::WebhookReceived => "webhook.received",
+            Self::WebhookTest => "webhook.test",
+            Self::WebhookEndpointDisabled => "webhook.endpoint_disabled",
+            Self::WebhookDeliveryUpdated => "webhook.delivery_updated",
         }
     }
 }
@@ -62,17 +73,74 @@ pub struct Event {
 #[derive(Clone)]
 pub struct EventBus {
     sender: broadcast::Sender<Arc<Event>>,
+    /// Where events that must not be missed also go (the webhook outbox): a queue of its
+    /// own, so a burst of other events on the broadcast channel never pushes them out.
+    tap: Arc<std::sync::OnceLock<Tap>>,
+}
+
+struct Tap {
+    wants: fn(&Event) -> bool,
+    queue: tokio::sync::mpsc::Sender<Arc<Event>>,
+    dropped: std::sync::atomic::AtomicU64,
 }
 
 impl EventBus {
     pub fn new(capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(16));
-        Self { sender }
+        Self {
+            sender,
+            tap: Arc::default(),
+        }
     }
 
-    /// Publishes to whoever listens now; with no listener the event is simply dropped.
+    /// Publishes to whoever listens now; with no listener the event is simply dropped. An
+    /// event the tap wants is queued for it too.
     pub fn publish(&self, event: Event) {
-        let _ = self.sender.send(Arc::new(event));
+        let event = Arc::new(event);
+        if let Some(tap) = self.tap.get()
+            && (tap.wants)(&event)
+            && tap.queue.try_send(event.clone()).is_err()
+        {
+            tap.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(
+                event = event.kind.name(),
+                "event not queued for webhooks: the outbox queue is full"
+            );
+        }
+        let _ = self.sender.send(event);
+    }
+
+    /// Sets the one tap: the events `wants` picks are also queued (up to `capacity`) for the
+    /// receiver returned. None if a tap is already set.
+    pub fn tap(
+        &self,
+        wants: fn(&Event) -> bool,
+        capacity: usize,
+    ) -> Option<tokio::sync::mpsc::Receiver<Arc<Event>>> {
+        let (queue, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
+        self.tap
+            .set(Tap {
+                wants,
+                queue,
+                dropped: Default::default(),
+            })
+            .ok()?;
+        Some(receiver)
+    }
+
+    /// Events waiting in the tap's queue.
+    pub fn tap_queued(&self) -> usize {
+        self.tap
+            .get()
+            .map_or(0, |tap| tap.queue.max_capacity() - tap.queue.capacity())
+    }
+
+    /// Events the tap wanted but its queue was full for.
+    pub fn tap_dropped(&self) -> u64 {
+        self.tap.get().map_or(0, |tap| {
+            tap.dropped.load(std::sync::atomic::Ordering::Relaxed)
+        })
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {

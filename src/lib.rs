@@ -5,7 +5,7 @@
 //!   WebSocket transport and shared subscriptions), `graphql` (the schema assembled from
 //!   the domains, its HTTP transport, authentication of a presented credential), `graphiql`,
 //!   `web` (request ids, access log, CORS, compression);
-//! - **domains**, each above those it uses: `sync`, `health`, `calls`, `logs`, `teams`,
+//! - **domains**, each above those it uses: `webhooks`, `sync`, `health`, `calls`, `logs`, `teams`,
 //!   `api_keys`, `integrations`, `projects`, `audit`, `providers`;
 //! - **kernel**: `context` (the replica's state and what resolvers share) over `auth`
 //!   (callers, scopes, JWT, the credential cache);
@@ -39,6 +39,7 @@ pub mod sync;
 pub mod teams;
 pub mod trace;
 pub mod web;
+pub mod webhooks;
 
 /// The modules from the bottom up: each may use only the modules listed before it.
 pub const LAYERS: [&[&str]; 4] = [
@@ -65,6 +66,7 @@ pub const LAYERS: [&[&str]; 4] = [
         "calls",
         "health",
         "sync",
+        "webhooks",
     ],
     &["web", "graphiql", "graphql", "live", "metrics", "app"],
 ];

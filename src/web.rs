@@ -81,7 +81,7 @@ pub async fn request_context(
         .filter(|v| valid_traceparent(v))
         .cloned();
     let id = RequestId(id);
-    let span = tracing::info_span!("request", request_id = id.as_str());
+    let span = tracing::info_span!("request", request_id = %id.as_str());
     // The access line's parts are copied only when it is written.
     let line = tracing::enabled!(tracing::Level::INFO)
         .then(|| (req.method().clone(), req.path().to_string()));

@@ -316,6 +316,16 @@ impl ApiKeyMutation {
         )
         .await?;
         audit::target(ctx, "api_key", &row.id);
+        let event = Event {
+            kind: EventKind::ApiKeyCreated,
+            team_id: row.team_id.clone(),
+            project_id: None,
+            subject_id: row.id.clone(),
+            payload: serde_json::json!({ "name": row.name, "scopes": row.scopes }),
+            request_log: None,
+            at: now(),
+        };
+        crate::context::unit::after_commit(ctx, move |state| state.events.publish(event));
         Ok(CreatedApiKey {
             key,
             api_key: ApiKeyNode(row),

@@ -60,6 +60,8 @@ pub struct AppState {
     pub jobs: Arc<Jobs>,
     /// Set when the server starts to stop: every WebSocket closes at once with 1001.
     pub going_away: tokio::sync::watch::Sender<bool>,
+    /// Wakes the webhook delivery worker (a delivery was queued or became due).
+    pub wake_deliveries: Arc<tokio::sync::Notify>,
     /// Calls on their way upstream; the shutdown waits for their logs (cut ones included).
     pub calls_in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }

@@ -167,6 +167,60 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    webhook_endpoints (id) {
+        id -> Text,
+        team_id -> Text,
+        project_id -> Nullable<Text>,
+        url -> Text,
+        description -> Text,
+        event_types -> Text,
+        integration_ids -> Text,
+        headers_sealed -> Nullable<Text>,
+        rate_limit_per_second -> Nullable<Integer>,
+        enabled -> Bool,
+        disabled_reason -> Nullable<Text>,
+        secret_sealed -> Text,
+        previous_secret_sealed -> Nullable<Text>,
+        previous_secret_until -> Nullable<Timestamp>,
+        failing_since -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> Text,
+        team_id -> Text,
+        project_id -> Nullable<Text>,
+        endpoint_id -> Text,
+        event_type -> Text,
+        payload -> Text,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> Timestamp,
+        claimed_until -> Nullable<Timestamp>,
+        last_status -> Nullable<Integer>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    webhook_attempts (id) {
+        id -> Text,
+        delivery_id -> Text,
+        endpoint_id -> Text,
+        attempted_at -> Timestamp,
+        response_status -> Nullable<Integer>,
+        duration_ms -> BigInt,
+        error -> Nullable<Text>,
+        response_body -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(audit_events -> teams (team_id));
 diesel::joinable!(sync_runs -> sync_configs (config_id));
 diesel::joinable!(request_logs -> integrations (integration_id));

@@ -24,6 +24,7 @@ use crate::projects::graphql::{ProjectMutation, ProjectQuery};
 use crate::providers::graphql::ProviderQuery;
 use crate::sync::graphql::{SyncMutation, SyncQuery, SyncSubscription};
 use crate::teams::graphql::ViewerQuery;
+use crate::webhooks::graphql::{WebhookMutation, WebhookQuery, WebhookSubscription};
 use limits::QueryLimits;
 
 #[derive(MergedObject, Default)]
@@ -37,6 +38,7 @@ pub struct Query(
     SyncQuery,
     ApiKeyQuery,
     AuditQuery,
+    WebhookQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -47,6 +49,7 @@ pub struct Mutation(
     CallsMutation,
     SyncMutation,
     ApiKeyMutation,
+    WebhookMutation,
 );
 
 #[derive(MergedSubscription, Default)]
@@ -55,6 +58,7 @@ pub struct Subscription(
     HealthSubscription,
     IntegrationSubscription,
     SyncSubscription,
+    WebhookSubscription,
 );
 
 pub type HubSchema = Schema<Query, Mutation, Subscription>;

@@ -95,6 +95,8 @@ pub struct Outbound {
     /// connection's I/O runs on the runtime of the thread that opened it, so a thread that
     /// keeps to its own never has to wake another to make a call.
     clients: ThreadLocal<reqwest::Client>,
+    /// Clients for webhook deliveries: they follow no redirect at all.
+    hook_clients: ThreadLocal<reqwest::Client>,
     connect_timeout: Duration,
     guard: Arc<AddressGuard>,
     limiter: Limiter,
@@ -119,7 +121,7 @@ fn is_retryable(status: StatusCode) -> bool {
 }
 
 /// `Retry-After` as seconds (dates are not worth the trouble here: providers send seconds).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let seconds: f64 = headers
         .get(RETRY_AFTER)?
         .to_str()
@@ -188,6 +190,24 @@ fn client(
         .build()
 }
 
+/// A client for webhook deliveries: the same guard, no redirects, no proxy.
+fn hook_client(
+    guard: &Arc<AddressGuard>,
+    connect_timeout: Duration,
+) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false)
+        .dns_resolver(Arc::new(GuardedResolver(guard.clone())))
+        .no_proxy()
+        .user_agent(concat!(
+            "integration-hub-webhooks/",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .build()
+}
+
 impl Outbound {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
         let allow = config.outbound_allow_list().map_err(anyhow::Error::msg)?;
@@ -203,6 +223,7 @@ impl Outbound {
             .allow_burst(NonZeroU32::new(rate.burst).unwrap_or(NonZeroU32::MIN));
         Ok(Self {
             clients,
+            hook_clients: ThreadLocal::new(),
             connect_timeout,
             guard,
             limiter: RateLimiter::dashmap(quota),
@@ -216,6 +237,57 @@ impl Outbound {
             retry_max: Duration::from_millis(config.outbound_retry_max_ms),
             max_retry_after: Duration::from_secs(config.outbound_max_retry_after_secs),
             max_response_bytes: config.outbound_max_response_bytes,
+        })
+    }
+
+    /// Whether `url` may be called at all (its scheme, and its host when it is an address);
+    /// names are checked again on every connection.
+    pub fn check_url(&self, url: &url::Url) -> Result<(), String> {
+        self.guard.check_url(url).map_err(|blocked| blocked.0)
+    }
+
+    /// One webhook delivery attempt: no retry, no redirect followed (a 3xx is the answer),
+    /// the address guard on connect, `timeout` for all of it; the answer's body is read up to
+    /// `keep` bytes (the rest is left unread).
+    pub async fn deliver(
+        &self,
+        request: OutboundRequest,
+        timeout: Duration,
+        keep: usize,
+    ) -> Result<OutboundResponse, OutboundError> {
+        self.guard
+            .check_url(&request.url)
+            .map_err(|b| OutboundError::Blocked(b.0))?;
+        let client = self
+            .hook_clients
+            .get_or_try(|| hook_client(&self.guard, self.connect_timeout))
+            .map_err(|err| OutboundError::Transport(err.to_string()))?;
+        let mut builder = client
+            .request(request.method, request.url)
+            .headers(request.headers)
+            .timeout(timeout);
+        if let Some(body) = request.body {
+            builder = builder.body(body);
+        }
+        let started = Instant::now();
+        let mut response = builder.send().await.map_err(|err| self.classify(err))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let mut body = bytes::BytesMut::new();
+        while body.len() < keep {
+            let remaining = timeout.saturating_sub(started.elapsed());
+            match tokio::time::timeout(remaining, response.chunk()).await {
+                Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
+                // The status is the answer; a body cut short or slow changes nothing.
+                _ => break,
+            }
+        }
+        body.truncate(keep);
+        Ok(OutboundResponse {
+            status,
+            headers,
+            body: body.freeze(),
+            attempts: 1,
         })
     }
 

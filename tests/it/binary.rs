@@ -16,7 +16,8 @@ on_both_backends!(
     output_that_cannot_be_written_never_stops_the_server,
     committed_durability_loses_nothing_at_kill_9,
     a_sync_killed_mid_page_writes_again_only_what_was_in_flight,
-    a_call_cut_by_the_shutdown_is_logged
+    a_call_cut_by_the_shutdown_is_logged,
+    webhooks_queued_at_kill_9_are_delivered_after_restart
 );
 
 struct Running {
@@ -814,6 +815,106 @@ async fn a_call_cut_by_the_shutdown_is_logged(backend: Backend) {
     assert!(
         edges[0]["node"]["error"].as_str().unwrap().contains("cut"),
         "{logs}"
+    );
+    stop(back).await;
+}
+
+/// kill -9 with webhook deliveries queued and in flight: after the restart every one is
+/// delivered (at least once; the ones in flight at the kill may arrive twice).
+async fn webhooks_queued_at_kill_9_are_delivered_after_restart(backend: Backend) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use crate::support::receiver::{Receiver, Reply};
+    let restarted = Arc::new(AtomicBool::new(false));
+    let fast = restarted.clone();
+    // Before the kill the receiver holds every delivery for 10 s (they are in flight or
+    // waiting for the endpoint's slots when the process dies); after, it answers at once.
+    let receiver = Receiver::start(move |_| {
+        let reply = Reply::text(200, "ok");
+        if fast.load(Ordering::SeqCst) {
+            reply
+        } else {
+            reply.after(Duration::from_secs(10))
+        }
+    })
+    .await;
+    let db = TestDb::new(backend).await;
+    let env = [
+        ("HUB_OUTBOUND_ALLOW", "127.0.0.1/32"),
+        ("HUB_WEBHOOK_TIMEOUT_MS", "15000"),
+        ("HUB_JOB_LEASE_SECS", "2"),
+        ("HUB_WEBHOOK_POLL_MS", "100"),
+        ("RUST_LOG", "warn"),
+    ];
+    let running = start_with(&db, &env).await;
+    let admin = admin_key_in(&running.stdout).unwrap();
+    let created = gql(
+        &running.addr,
+        &admin,
+        "mutation($url: String!) { createWebhookEndpoint(input: { url: $url }) { id } }",
+        json!({ "url": format!("{}/hook", receiver.url) }),
+    )
+    .await;
+    let endpoint = created["data"]["createWebhookEndpoint"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut queued = Vec::new();
+    for _ in 0..20 {
+        let sent = gql(
+            &running.addr,
+            &admin,
+            "mutation($id: ID!) { sendTestWebhook(id: $id) { id } }",
+            json!({ "id": endpoint }),
+        )
+        .await;
+        queued.push(
+            sent["data"]["sendTestWebhook"]["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    for _ in 0..200 {
+        if receiver.count() >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        receiver.count() >= 1,
+        "some deliveries were in flight at the kill"
+    );
+    let pid = running.child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap();
+    drop(running);
+    restarted.store(true, Ordering::SeqCst);
+    let in_flight_at_kill = receiver.count();
+
+    let back = start_with(&db, &env).await;
+    let mut delivered = Vec::new();
+    for _ in 0..300 {
+        delivered = receiver
+            .requests()
+            .iter()
+            .skip(in_flight_at_kill)
+            .filter_map(|r| r.header("webhook-id").map(str::to_string))
+            .collect();
+        delivered.sort();
+        delivered.dedup();
+        if delivered.len() == queued.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    queued.sort();
+    assert_eq!(
+        delivered, queued,
+        "every queued delivery sent after the restart"
     );
     stop(back).await;
 }

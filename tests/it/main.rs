@@ -31,3 +31,4 @@ mod tenancy;
 mod units;
 mod watching;
 mod web;
+mod webhooks;

@@ -30,19 +30,23 @@ on_both_backends!(
 );
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Protocol {
+pub(crate) enum Protocol {
     TransportWs,
     LegacyWs,
 }
 
-struct WsClient {
+pub(crate) struct WsClient {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
     protocol: Protocol,
 }
 
 impl WsClient {
     /// Connects and sends `connection_init`; Err with what the server said if it refuses.
-    async fn connect(app: &TestApp, protocol: Protocol, payload: Value) -> Result<Self, String> {
+    pub(crate) async fn connect(
+        app: &TestApp,
+        protocol: Protocol,
+        payload: Value,
+    ) -> Result<Self, String> {
         let url = format!("{}/graphql", app.base.replace("http://", "ws://"));
         let mut request = url.into_client_request().unwrap();
         let name = match protocol {
@@ -98,7 +102,7 @@ impl WsClient {
             .unwrap();
     }
 
-    async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+    pub(crate) async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
         let kind = match self.protocol {
             Protocol::TransportWs => "subscribe",
             Protocol::LegacyWs => "start",
@@ -132,7 +136,7 @@ impl WsClient {
     }
 
     /// The data of the next event for subscription `id`.
-    async fn next_data(&mut self, id: &str, wait: Duration) -> Option<Value> {
+    pub(crate) async fn next_data(&mut self, id: &str, wait: Duration) -> Option<Value> {
         let message = self.next(wait).await?;
         let data_type = match self.protocol {
             Protocol::TransportWs => "next",

@@ -103,6 +103,7 @@ pub fn test_config(db: &TestDb) -> Config {
         outbound_retry_base_ms: 20,
         outbound_retry_max_ms: 200,
         outbound_rate_limit: "1000/1s".into(),
+        webhook_poll_ms: 100,
         ..Config::default()
     }
 }

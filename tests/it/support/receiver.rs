@@ -14,6 +14,8 @@ pub struct Recorded {
     pub query: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -92,6 +94,7 @@ async fn record(
             .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_string()))
             .collect(),
         body: body.to_vec(),
+        at: std::time::Instant::now(),
     };
     let reply = responder(&recorded);
     requests.lock().unwrap().push(recorded);
@@ -134,6 +137,16 @@ impl Receiver {
 
     pub fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().unwrap().clone()
+    }
+
+    /// `path` on this receiver.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// When each request arrived, in order.
+    pub fn times(&self) -> Vec<std::time::Instant> {
+        self.requests.lock().unwrap().iter().map(|r| r.at).collect()
     }
 
     pub fn count(&self) -> usize {
