@@ -115,6 +115,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             going_away: tokio::sync::watch::Sender::new(false),
             calls_in_flight: Arc::default(),
             wake_deliveries: Arc::default(),
+            public_base: Arc::default(),
             journal: Journal::spawn(&pool, &config).map_err(describe)?,
             config,
             pool,
@@ -356,11 +357,31 @@ fn spawn_maintenance(state: AppState) -> tokio::task::JoinHandle<()> {
                 }
             }
             if last_shrink.elapsed() > Duration::from_secs(60) {
+                prune_webhooks(&state).await;
                 state.rate_limits.shrink();
                 last_shrink = Instant::now();
             }
         }
     })
+}
+
+/// Inbound events, and deliveries that ended, are kept as long as request logs.
+async fn prune_webhooks(state: &AppState) {
+    let cutoff = crate::db::now() - chrono::Duration::days(state.config.log_retention_days as i64);
+    let pruned = match state.pool.get().await {
+        Ok(mut conn) => {
+            let inbound = crate::webhooks::inbound::prune(&mut conn, cutoff).await;
+            let deliveries = crate::webhooks::store::prune(&mut conn, cutoff).await;
+            inbound.and(deliveries)
+        }
+        Err(err) => Err(err),
+    };
+    if let Err(err) = pruned {
+        tracing::warn!(
+            code = err.code(),
+            "old webhook events not pruned; will retry"
+        );
+    }
 }
 
 /// Starts scheduled syncs when they are due.
@@ -416,6 +437,12 @@ pub fn routes(
             web::get().to(|| async { HttpResponse::Ok().body("ok") }),
         )
         .route("/readyz", web::get().to(readyz))
+        .service(
+            web::resource("/hooks/{token}")
+                // Larger bodies are refused with 413 before they are read.
+                .app_data(web::PayloadConfig::new(crate::webhooks::inbound::MAX_BODY))
+                .route(web::post().to(crate::webhooks::inbound::receive)),
+        )
         .route("/metrics", web::get().to(crate::metrics::serve))
         .route(
             "/graphiql/{version}/{file}",
@@ -474,6 +501,7 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
         .addrs()
         .first()
         .ok_or_else(|| anyhow::anyhow!("no listening address"))?;
+    let _ = state.public_base.set(format!("http://{addr}"));
     let server = server.run();
     let handle = server.handle();
     let task = tokio::spawn(server);

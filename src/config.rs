@@ -172,6 +172,9 @@ pub struct Config {
     pub webhook_endpoint_concurrency: usize,
     /// How often the delivery worker looks for due deliveries when nothing woke it.
     pub webhook_poll_ms: u64,
+    /// The hub's external base URL (inbound webhook URLs start with it); default
+    /// `http://<the bound address>`.
+    pub public_url: Option<String>,
 }
 
 impl Default for Config {
@@ -249,6 +252,7 @@ impl Default for Config {
             webhook_concurrency: 32,
             webhook_endpoint_concurrency: 8,
             webhook_poll_ms: 1000,
+            public_url: None,
         }
     }
 }
@@ -316,6 +320,13 @@ impl Config {
             return Err("HUB_DB_TIMEOUT_MS must be 100 to 600000".into());
         }
         webhook_schedule(&self.webhook_retry_schedule)?;
+        if let Some(url) = &self.public_url {
+            let parsed =
+                url::Url::parse(url).map_err(|err| format!("HUB_PUBLIC_URL: not a URL ({err})"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err("HUB_PUBLIC_URL must be an http or https URL".into());
+            }
+        }
         if self.webhook_timeout_ms == 0
             || self.webhook_concurrency == 0
             || self.webhook_endpoint_concurrency == 0

@@ -60,10 +60,24 @@ pub struct AppState {
     pub jobs: Arc<Jobs>,
     /// Set when the server starts to stop: every WebSocket closes at once with 1001.
     pub going_away: tokio::sync::watch::Sender<bool>,
+    /// The hub's external base URL, known once it listens (`HUB_PUBLIC_URL`, or the bound
+    /// address).
+    pub public_base: Arc<std::sync::OnceLock<String>>,
     /// Wakes the webhook delivery worker (a delivery was queued or became due).
     pub wake_deliveries: Arc<tokio::sync::Notify>,
     /// Calls on their way upstream; the shutdown waits for their logs (cut ones included).
     pub calls_in_flight: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl AppState {
+    /// The hub's external base URL, without a trailing slash.
+    pub fn public_base(&self) -> String {
+        match (&self.config.public_url, self.public_base.get()) {
+            (Some(url), _) => url.trim_end_matches('/').to_string(),
+            (None, Some(bound)) => bound.clone(),
+            (None, None) => format!("http://{}", self.config.bind),
+        }
+    }
 }
 
 /// The application state in schema data.

@@ -133,6 +133,7 @@ diesel::table! {
         last_run_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        run_on_webhook -> Text,
     }
 }
 
@@ -218,6 +219,30 @@ diesel::table! {
         duration_ms -> BigInt,
         error -> Nullable<Text>,
         response_body -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    inbound_webhooks (integration_id) {
+        integration_id -> Text,
+        team_id -> Text,
+        token_hash -> Text,
+        secret_sealed -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    inbound_webhook_events (id) {
+        id -> Text,
+        team_id -> Text,
+        project_id -> Text,
+        integration_id -> Text,
+        provider -> Text,
+        event_type -> Text,
+        delivery_id -> Text,
+        payload -> Text,
+        received_at -> Timestamp,
     }
 }
 

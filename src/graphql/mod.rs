@@ -25,6 +25,7 @@ use crate::providers::graphql::ProviderQuery;
 use crate::sync::graphql::{SyncMutation, SyncQuery, SyncSubscription};
 use crate::teams::graphql::ViewerQuery;
 use crate::webhooks::graphql::{WebhookMutation, WebhookQuery, WebhookSubscription};
+use crate::webhooks::inbound::{InboundMutation, InboundQuery};
 use limits::QueryLimits;
 
 #[derive(MergedObject, Default)]
@@ -39,6 +40,7 @@ pub struct Query(
     ApiKeyQuery,
     AuditQuery,
     WebhookQuery,
+    InboundQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -50,6 +52,7 @@ pub struct Mutation(
     SyncMutation,
     ApiKeyMutation,
     WebhookMutation,
+    InboundMutation,
 );
 
 #[derive(MergedSubscription, Default)]

@@ -162,6 +162,8 @@ pub enum IntegrationEventKind {
     Created,
     Updated,
     Deleted,
+    /// The provider pushed an event (an inbound webhook): see `webhookEventType`.
+    WebhookReceived,
 }
 
 /// An integration was created, changed or deleted.
@@ -174,6 +176,10 @@ pub struct IntegrationEvent {
     pub enabled: bool,
     pub status: IntegrationStatus,
     pub at: DateTime<Utc>,
+    /// For WEBHOOK_RECEIVED: the provider's event type (`push`, `issues`...).
+    pub webhook_event_type: Option<String>,
+    /// For WEBHOOK_RECEIVED: the provider's delivery id.
+    pub webhook_delivery_id: Option<String>,
 }
 
 #[derive(Union)]
@@ -187,7 +193,8 @@ pub struct IntegrationSubscription;
 
 #[Subscription]
 impl IntegrationSubscription {
-    /// Integrations created, updated or deleted in the project, live.
+    /// Integrations created, updated or deleted in the project, and the events their
+    /// providers push (inbound webhooks), live.
     #[graphql(guard = "ScopeGuard(Scope::LogsSubscribe)")]
     async fn integration_events(
         &self,
@@ -203,6 +210,7 @@ impl IntegrationSubscription {
                 EventKind::IntegrationCreated => Some(IntegrationEventKind::Created),
                 EventKind::IntegrationUpdated => Some(IntegrationEventKind::Updated),
                 EventKind::IntegrationDeleted => Some(IntegrationEventKind::Deleted),
+                EventKind::WebhookReceived => Some(IntegrationEventKind::WebhookReceived),
                 _ => None,
             };
             let out = match item {
@@ -227,6 +235,12 @@ impl IntegrationSubscription {
                                 event.payload["status"].as_str().unwrap_or_default(),
                             ),
                             at: event.at.and_utc(),
+                            webhook_event_type: event.payload["eventType"]
+                                .as_str()
+                                .map(str::to_string),
+                            webhook_delivery_id: event.payload["deliveryId"]
+                                .as_str()
+                                .map(str::to_string),
                         })
                     })
                 }

@@ -54,6 +54,10 @@ impl SyncConfigNode {
     async fn schedule_seconds(&self) -> Option<i64> {
         self.row.schedule_secs
     }
+    /// Inbound webhook event types of the source integration that start a run.
+    async fn run_on_webhook(&self) -> Vec<String> {
+        serde_json::from_str(&self.row.run_on_webhook).unwrap_or_default()
+    }
     async fn enabled(&self) -> bool {
         self.row.enabled
     }

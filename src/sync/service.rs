@@ -181,6 +181,17 @@ pub async fn build_row(
             "NEWEST_WINS needs sourceTimestampField and targetTimestampField",
         ));
     }
+    if input.run_on_webhook.len() > 50
+        || input
+            .run_on_webhook
+            .iter()
+            .any(|t| t.is_empty() || t.len() > 200)
+    {
+        problems.push(problem(
+            "runOnWebhook",
+            "at most 50 event types of 1 to 200 characters",
+        ));
+    }
     if input.schedule_seconds.is_some_and(|s| s < 1) {
         problems.push(problem("scheduleSeconds", "at least 1"));
     }
@@ -222,5 +233,6 @@ pub async fn build_row(
         last_run_at: existing.and_then(|e| e.last_run_at),
         created_at: existing.map_or(at, |e| e.created_at),
         updated_at: at,
+        run_on_webhook: serde_json::to_string(&input.run_on_webhook)?,
     })
 }

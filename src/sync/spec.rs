@@ -231,6 +231,10 @@ pub struct SyncConfigInput {
     pub target_timestamp_field: Option<String>,
     /// Run every this many seconds; null: only on demand.
     pub schedule_seconds: Option<i32>,
+    /// Start a run when the source integration receives one of these inbound webhook event
+    /// types (e.g. `push`, `issues`; `*` for any). A run already queued or running is enough.
+    #[graphql(default)]
+    pub run_on_webhook: Vec<String>,
     #[graphql(default = true)]
     pub enabled: bool,
 }

@@ -31,6 +31,8 @@ pub struct SyncConfigRow {
     pub last_run_at: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// JSON array of inbound webhook event types that start a run.
+    pub run_on_webhook: String,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, serde::Serialize, serde::Deserialize)]
@@ -120,6 +122,20 @@ pub async fn list_configs(
 }
 
 /// Enabled configs with a schedule (the scheduler picks the due ones).
+/// The enabled configs reading from `integration_id` that run on some inbound webhook.
+pub async fn configs_on_webhook(
+    conn: &mut DbConn,
+    integration_id: &str,
+) -> AppResult<Vec<SyncConfigRow>> {
+    Ok(with_conn!(conn, |c| sync_configs::table
+        .filter(sync_configs::source_integration_id.eq(integration_id))
+        .filter(sync_configs::enabled.eq(true))
+        .filter(sync_configs::run_on_webhook.ne("[]"))
+        .select(SyncConfigRow::as_select())
+        .load(c)
+        .await)?)
+}
+
 pub async fn scheduled_configs(conn: &mut DbConn) -> AppResult<Vec<SyncConfigRow>> {
     Ok(with_conn!(conn, |c| sync_configs::table
         .filter(sync_configs::enabled.eq(true))

@@ -8,6 +8,7 @@
 //! next one.
 
 pub mod graphql;
+pub mod inbound;
 pub mod outbox;
 pub mod sign;
 pub mod store;

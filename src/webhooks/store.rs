@@ -484,3 +484,14 @@ pub async fn delivery_outcomes(
     let failed: i64 = with_conn!(conn, |c| count("failed").get_result(c).await)?;
     Ok((delivered, failed))
 }
+
+/// Drops deliveries that ended before `cutoff` (their attempts with them).
+pub async fn prune(conn: &mut DbConn, cutoff: NaiveDateTime) -> AppResult<usize> {
+    Ok(with_conn!(conn, |c| diesel::delete(
+        webhook_deliveries::table
+            .filter(webhook_deliveries::status.ne("pending"))
+            .filter(webhook_deliveries::finished_at.lt(cutoff))
+    )
+    .execute(c)
+    .await)?)
+}

@@ -10,6 +10,7 @@ mod binary;
 mod browser;
 mod calls;
 mod http;
+mod inbound;
 mod input_limits;
 mod integrations;
 mod jwt;

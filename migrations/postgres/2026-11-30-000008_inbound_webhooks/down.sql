@@ -1,0 +1,3 @@
+ALTER TABLE sync_configs DROP COLUMN run_on_webhook;
+DROP TABLE inbound_webhook_events;
+DROP TABLE inbound_webhooks;
