@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 mod support;
 
-use support::{Hub, cpu_seconds, rss_mb, start_hub};
+use support::{Hub, cpu_seconds, gql, percentile, rss_mb, start_hub};
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -30,26 +30,6 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(run());
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-async fn gql(client: &reqwest::Client, hub: &Hub, query: &str, variables: Value) -> Value {
-    client
-        .post(format!("http://{}/graphql", hub.addr))
-        .bearer_auth(&hub.key)
-        .json(&json!({ "query": query, "variables": variables }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 async fn run() {
