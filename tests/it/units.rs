@@ -129,6 +129,18 @@ async fn mutations_commit_with_their_audit_event_or_not_at_all(backend: Backend)
         .as_str()
         .unwrap()
         .to_string();
+    let endpoint = app
+        .gql(
+            &admin,
+            // Only test events: nothing is delivered (and written) behind the snapshots' back.
+            "mutation { createWebhookEndpoint(input: { url: \"http://127.0.0.1:9/hook\", eventTypes: [\"webhook.test\"] }) { id } }",
+            json!({}),
+        )
+        .await;
+    let endpoint = endpoint.data()["createWebhookEndpoint"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (key_id, key) = app.key_with(&["integrations:read"]).await;
     let viewer = "{ viewer { kind } }";
     app.gql(&key, viewer, json!({})).await.data();
@@ -193,6 +205,34 @@ async fn mutations_commit_with_their_audit_event_or_not_at_all(backend: Backend)
         (
             "mutation($id: ID!) { revokeApiKey(id: $id) { id } }",
             json!({ "id": key_id }),
+        ),
+        (
+            "mutation { createWebhookEndpoint(input: { url: \"http://127.0.0.1:9/other\" }) { id } }",
+            json!({}),
+        ),
+        (
+            "mutation($id: ID!) { updateWebhookEndpoint(id: $id, input: { description: \"d\" }) { id } }",
+            json!({ "id": endpoint }),
+        ),
+        (
+            "mutation($id: ID!) { rotateWebhookSecret(id: $id, overlapSeconds: 60) { secret } }",
+            json!({ "id": endpoint }),
+        ),
+        (
+            "mutation($id: ID!) { sendTestWebhook(id: $id) { id } }",
+            json!({ "id": endpoint }),
+        ),
+        (
+            "mutation($id: ID!) { enableInboundWebhook(integrationId: $id) { url } }",
+            json!({ "id": ids[0] }),
+        ),
+        (
+            "mutation($id: ID!) { disableInboundWebhook(integrationId: $id) }",
+            json!({ "id": ids[0] }),
+        ),
+        (
+            "mutation($id: ID!) { deleteWebhookEndpoint(id: $id) }",
+            json!({ "id": endpoint }),
         ),
         (
             "mutation($id: ID!) { deleteIntegration(id: $id) }",
