@@ -281,6 +281,35 @@ async fn slack_gitlab_and_generic_are_verified_their_way(backend: Backend) {
     assert_eq!(post(&url, &headers(&secret), body).await.0, 202);
     assert_eq!(events(&app, &gitlab).await[0]["eventType"], "Push Hook");
 
+    // Azure DevOps: basic authentication with the secret as the password.
+    let azure = register(
+        &app,
+        &project,
+        "azure_devops",
+        json!({ "organization": "acme" }),
+        json!({ "personalAccessToken": "pat" }),
+    )
+    .await;
+    let (url, secret) = enable(&app, &azure, None).await;
+    let body = br#"{"id":"azure-1","eventType":"workitem.updated"}"#;
+    let basic = |password: &str| {
+        vec![(
+            "authorization",
+            format!("Basic {}", B64.encode(format!("hub:{password}"))),
+        )]
+    };
+    assert_eq!(post(&url, &basic("wrong"), body).await.0, 401);
+    assert_eq!(post(&url, &[], body).await.0, 401);
+    assert_eq!(post(&url, &basic(&secret), body).await.0, 202);
+    let stored = events(&app, &azure).await;
+    assert_eq!(
+        (
+            stored[0]["eventType"].as_str(),
+            stored[0]["deliveryId"].as_str()
+        ),
+        (Some("workitem.updated"), Some("azure-1"))
+    );
+
     // Generic: Standard Webhooks, signed here from the spec.
     let generic = register(
         &app,
