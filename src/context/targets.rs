@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 const MAX_ENTRIES: usize = 10_000;
 
 struct Entry {
+    integration_id: String,
     project_id: String,
     target: Arc<dyn Any + Send + Sync>,
     at: Instant,
@@ -58,6 +59,19 @@ impl CallTargets {
         project_id: &str,
         target: Arc<T>,
     ) {
+        self.insert_keyed(generation, integration_id, integration_id, project_id, target);
+    }
+
+    /// Like [`CallTargets::insert`], under another `key` than the integration's id (what else
+    /// is kept of an integration: its inbound webhook by token); dropped with the integration.
+    pub fn insert_keyed<T: Any + Send + Sync>(
+        &self,
+        generation: u64,
+        key: &str,
+        integration_id: &str,
+        project_id: &str,
+        target: Arc<T>,
+    ) {
         if self.ttl.is_zero() {
             return;
         }
@@ -73,8 +87,9 @@ impl CallTargets {
             }
         }
         entries.insert(
-            integration_id.to_string(),
+            key.to_string(),
             Entry {
+                integration_id: integration_id.to_string(),
                 project_id: project_id.to_string(),
                 target,
                 at: Instant::now(),
@@ -82,11 +97,13 @@ impl CallTargets {
         );
     }
 
-    /// Drops an integration's entry (updated, enabled or disabled, credentials rotated, deleted).
+    /// Drops an integration's entries (updated, enabled or disabled, credentials rotated,
+    /// deleted, its inbound webhook changed).
     pub fn invalidate(&self, integration_id: &str) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         self.generation.fetch_add(1, Ordering::SeqCst);
         entries.remove(integration_id);
+        entries.retain(|_, entry| entry.integration_id != integration_id);
     }
 
     /// Drops the entries of a project's integrations (the project was deleted).
@@ -120,5 +137,11 @@ mod tests {
         assert!(targets.get::<u32>("i1").is_none());
         targets.invalidate("i2");
         assert!(targets.get::<u32>("i2").is_none());
+        // Entries kept under another key go with their integration.
+        let g = targets.generation();
+        targets.insert_keyed(g, "hook:x", "i3", "p3", Arc::new(3u32));
+        assert_eq!(targets.get::<u32>("hook:x").as_deref(), Some(&3));
+        targets.invalidate("i3");
+        assert!(targets.get::<u32>("hook:x").is_none());
     }
 }

@@ -7,34 +7,43 @@ use diesel::{QueryResult, RunQueryDsl};
 use diesel_async::AsyncPgConnection;
 
 use super::group::{GroupInsert, GroupWriter};
-use super::rows::{AuditEventRow, RequestLogRow};
-use super::schema::{audit_events, request_logs};
+use super::rows::{AuditEventRow, InboundEventRow, RequestLogRow};
+use super::schema::{audit_events, inbound_webhook_events, request_logs};
 use crate::error::{AppError, AppResult};
 
 #[derive(Clone)]
 pub enum JournalRow {
     RequestLog(RequestLogRow),
     Audit(AuditEventRow),
+    /// Kept once per provider delivery id: a second one is dropped.
+    Inbound(InboundEventRow),
 }
 
+type Split = (Vec<RequestLogRow>, Vec<AuditEventRow>, Vec<InboundEventRow>);
+
 impl JournalRow {
-    fn split(rows: Vec<Self>) -> (Vec<RequestLogRow>, Vec<AuditEventRow>) {
-        let mut logs = Vec::new();
-        let mut audits = Vec::new();
+    fn split(rows: Vec<Self>) -> Split {
+        let (mut logs, mut audits, mut inbound) = (Vec::new(), Vec::new(), Vec::new());
         for row in rows {
             match row {
                 JournalRow::RequestLog(row) => logs.push(row),
                 JournalRow::Audit(row) => audits.push(row),
+                JournalRow::Inbound(row) => inbound.push(row),
             }
         }
-        (logs, audits)
+        (logs, audits, inbound)
     }
 }
 
 impl GroupInsert for JournalRow {
     fn insert_sqlite(conn: &mut diesel::SqliteConnection, rows: Vec<Self>) -> QueryResult<()> {
         // One statement per row: SQLite caches it, and the cost is in the b-trees anyway.
-        let (logs, audits) = Self::split(rows);
+        let (logs, audits, inbound) = Self::split(rows);
+        for row in &inbound {
+            diesel::insert_or_ignore_into(inbound_webhook_events::table)
+                .values(row)
+                .execute(conn)?;
+        }
         for row in &logs {
             diesel::insert_into(request_logs::table)
                 .values(row)
@@ -49,7 +58,16 @@ impl GroupInsert for JournalRow {
     }
 
     async fn insert_postgres(conn: &mut AsyncPgConnection, rows: Vec<Self>) -> QueryResult<()> {
-        let (logs, audits) = Self::split(rows);
+        let (logs, audits, inbound) = Self::split(rows);
+        if !inbound.is_empty() {
+            diesel_async::RunQueryDsl::execute(
+                diesel::insert_into(inbound_webhook_events::table)
+                    .values(&inbound)
+                    .on_conflict_do_nothing(),
+                conn,
+            )
+            .await?;
+        }
         if !logs.is_empty() {
             diesel_async::RunQueryDsl::execute(
                 diesel::insert_into(request_logs::table).values(&logs),
@@ -137,6 +155,12 @@ impl Journal {
     /// events call it first.
     pub async fn flush(&self) -> AppResult<()> {
         self.writer.flush().await
+    }
+
+    /// Stores an inbound webhook event (unless one with its delivery id is there); returns
+    /// once it is committed.
+    pub async fn inbound_event(&self, row: InboundEventRow) -> AppResult<()> {
+        self.writer.write(JournalRow::Inbound(row)).await
     }
 
     /// Stores an audit row; returns once it is committed.

@@ -1,11 +1,11 @@
 //! The rows the journal group-commits for the domains above: request logs (the `logs`
-//! domain) and audit events (`audit`). Defined here, below both, so the journal needs no
+//! domain), audit events (`audit`) and inbound webhook events (`webhooks`). Defined here, below both, so the journal needs no
 //! domain.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::schema::{audit_events, request_logs};
+use super::schema::{audit_events, inbound_webhook_events, request_logs};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = audit_events)]
@@ -45,4 +45,20 @@ pub struct RequestLogRow {
     pub actor: String,
     pub correlation_id: String,
     pub created_at: NaiveDateTime,
+}
+
+/// An event a provider pushed (an inbound webhook).
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = inbound_webhook_events)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct InboundEventRow {
+    pub id: String,
+    pub team_id: String,
+    pub project_id: String,
+    pub integration_id: String,
+    pub provider: String,
+    pub event_type: String,
+    pub delivery_id: String,
+    pub payload: String,
+    pub received_at: NaiveDateTime,
 }

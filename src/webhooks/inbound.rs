@@ -48,20 +48,7 @@ pub struct InboundRow {
     pub created_at: NaiveDateTime,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
-#[diesel(table_name = inbound_webhook_events)]
-#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
-pub struct InboundEventRow {
-    pub id: String,
-    pub team_id: String,
-    pub project_id: String,
-    pub integration_id: String,
-    pub provider: String,
-    pub event_type: String,
-    pub delivery_id: String,
-    pub payload: String,
-    pub received_at: NaiveDateTime,
-}
+pub use crate::db::rows::InboundEventRow;
 
 /// How a provider proves a push is its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,6 +263,52 @@ impl From<AppError> for Refused {
     }
 }
 
+/// An open hook: its integration and secret, kept by the replica like call targets (dropped
+/// when the integration or its hook changes here; elsewhere within
+/// `HUB_INTEGRATION_CACHE_SECS`).
+struct Hook {
+    integration: IntegrationRow,
+    secret: String,
+}
+
+async fn open_hook(state: &AppState, token: &str) -> Result<std::sync::Arc<Hook>, Refused> {
+    let key = format!("hook:{}", token_hash(token));
+    if let Some(hook) = state.call_targets.get::<Hook>(&key) {
+        return Ok(hook);
+    }
+    let generation = state.call_targets.generation();
+    let mut db = state.pool.get().await?;
+    let row: Option<InboundRow> = with_conn!(&mut db, |c| inbound_webhooks::table
+        .filter(inbound_webhooks::token_hash.eq(token_hash(token)))
+        .select(InboundRow::as_select())
+        .first(c)
+        .await
+        .optional())
+    .map_err(AppError::from)?;
+    let row = row.ok_or(Refused::Unknown)?;
+    let integration =
+        crate::integrations::store::get(&mut db, &row.team_id, &row.integration_id).await?;
+    let secret = String::from_utf8(super::graphql::open(
+        state,
+        &row.secret_sealed,
+        &row.integration_id,
+        "inbound",
+    )?)
+    .map_err(|_| AppError::internal(anyhow::anyhow!("an inbound secret is not text")))?;
+    let hook = std::sync::Arc::new(Hook {
+        integration,
+        secret,
+    });
+    state.call_targets.insert_keyed(
+        generation,
+        &key,
+        &hook.integration.id,
+        &hook.integration.project_id,
+        hook.clone(),
+    );
+    Ok(hook)
+}
+
 async fn accept(
     state: &AppState,
     token: &str,
@@ -285,26 +318,10 @@ async fn accept(
     if token.len() > 100 {
         return Err(Refused::Unknown);
     }
-    let mut db = state.pool.get().await?;
-    let hook: Option<InboundRow> = with_conn!(&mut db, |c| inbound_webhooks::table
-        .filter(inbound_webhooks::token_hash.eq(token_hash(token)))
-        .select(InboundRow::as_select())
-        .first(c)
-        .await
-        .optional())
-    .map_err(AppError::from)?;
-    let hook = hook.ok_or(Refused::Unknown)?;
-    let integration =
-        crate::integrations::store::get(&mut db, &hook.team_id, &hook.integration_id).await?;
-    let secret = String::from_utf8(super::graphql::open(
-        state,
-        &hook.secret_sealed,
-        &hook.integration_id,
-        "inbound",
-    )?)
-    .map_err(|_| AppError::internal(anyhow::anyhow!("an inbound secret is not text")))?;
+    let hook = open_hook(state, token).await?;
+    let integration = &hook.integration;
     let scheme = scheme(&integration.provider_key);
-    verify(scheme, &secret, req, raw).map_err(Refused::Signature)?;
+    verify(scheme, &hook.secret, req, raw).map_err(Refused::Signature)?;
     if !integration.enabled {
         return Err(Refused::Disabled);
     }
@@ -318,6 +335,19 @@ async fn accept(
         ));
     }
     let (event_type, delivery_id) = identify(scheme, req, &body, raw);
+    let seen: i64 = {
+        let mut db = state.pool.get().await?;
+        with_conn!(&mut db, |c| inbound_webhook_events::table
+            .filter(inbound_webhook_events::integration_id.eq(&integration.id))
+            .filter(inbound_webhook_events::delivery_id.eq(&delivery_id))
+            .count()
+            .get_result(c)
+            .await)
+        .map_err(AppError::from)?
+    };
+    if seen > 0 {
+        return Ok(Accepted::Duplicate);
+    }
     let row = InboundEventRow {
         id: new_id(),
         team_id: integration.team_id.clone(),
@@ -329,28 +359,11 @@ async fn accept(
         payload: String::from_utf8_lossy(raw).into_owned(),
         received_at: now(),
     };
-    let inserted = match &mut db {
-        DbConn::Postgres(c) => {
-            diesel::insert_into(inbound_webhook_events::table)
-                .values(&row)
-                .on_conflict_do_nothing()
-                .execute(&mut **c)
-                .await
-        }
-        DbConn::Sqlite(c) => {
-            diesel::insert_or_ignore_into(inbound_webhook_events::table)
-                .values(&row)
-                .execute(&mut **c)
-                .await
-        }
-    }
-    .map_err(AppError::from)?;
-    drop(db);
-    if inserted == 0 {
-        return Ok(Accepted::Duplicate);
-    }
+    // Group-committed with other writes; stored before the answer.
+    state.journal.inbound_event(row.clone()).await?;
     let state = state.clone();
-    tokio::spawn(async move { after_accept(&state, &integration, row, body).await });
+    let hook = hook.clone();
+    tokio::spawn(async move { after_accept(&state, &hook.integration, row, body).await });
     Ok(Accepted::Stored)
 }
 
@@ -489,6 +502,12 @@ fn describe(scheme: Scheme) -> &'static str {
     }
 }
 
+/// Drops the replica's open hook of the integration once the change has committed.
+fn forget_hook(ctx: &Context<'_>, integration_id: &str) {
+    let id = integration_id.to_string();
+    crate::context::unit::after_commit(ctx, move |state| state.call_targets.invalidate(&id));
+}
+
 #[derive(Default)]
 pub struct InboundQuery;
 
@@ -582,6 +601,7 @@ impl InboundMutation {
             .values(&row)
             .execute(c)
             .await)?;
+        forget_hook(ctx, &integration.id);
         Ok(InboundWebhook {
             url: format!("{}/hooks/{token}", state.public_base()),
             secret,
@@ -606,6 +626,7 @@ impl InboundMutation {
         )
         .execute(c)
         .await)?;
+        forget_hook(ctx, &integration.id);
         Ok(removed > 0)
     }
 }
