@@ -59,7 +59,13 @@ impl CallTargets {
         project_id: &str,
         target: Arc<T>,
     ) {
-        self.insert_keyed(generation, integration_id, integration_id, project_id, target);
+        self.insert_keyed(
+            generation,
+            integration_id,
+            integration_id,
+            project_id,
+            target,
+        );
     }
 
     /// Like [`CallTargets::insert`], under another `key` than the integration's id (what else
