@@ -50,9 +50,15 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     }
     let sealed = {
         let mut conn = pool.get().await.map_err(describe)?;
-        crate::integrations::store::sealed_samples(&mut conn)
+        let mut samples = crate::integrations::store::sealed_samples(&mut conn)
             .await
-            .map_err(describe)?
+            .map_err(describe)?;
+        samples.extend(
+            crate::webhooks::store::sealed_samples(&mut conn)
+                .await
+                .map_err(describe)?,
+        );
+        samples
     };
     let (keyring, key_file_created) = load_keyring(&config, &sealed)?;
     {

@@ -129,7 +129,8 @@ pub struct UpdateIntegrationInput {
 
 #[derive(SimpleObject)]
 pub struct ResealResult {
-    /// How many integrations had their credentials re-sealed.
+    /// How many sealed values (integrations' credentials, webhook secrets and headers) were
+    /// re-sealed.
     pub resealed: u64,
     pub active_key_id: String,
 }
@@ -421,21 +422,6 @@ impl IntegrationMutation {
         store::delete(&mut db, &caller.team_id, &id).await?;
         publish(ctx, EventKind::IntegrationDeleted, &row);
         Ok(id)
-    }
-
-    /// Re-seals the team's credentials under the active encryption key (after adding a key to
-    /// `HUB_ENCRYPTION_KEYS`). Needs `admin`.
-    #[graphql(guard = "ScopeGuard(Scope::Admin)")]
-    async fn reseal_credentials(&self, ctx: &Context<'_>) -> async_graphql::Result<ResealResult> {
-        let caller = principal(ctx)?;
-        caller.require_unrestricted()?;
-        let keyring = &state(ctx).keyring;
-        let resealed =
-            service::reseal_all(&mut *conn(ctx).await?, keyring, Some(&caller.team_id)).await?;
-        Ok(ResealResult {
-            resealed,
-            active_key_id: keyring.active_key_id().to_string(),
-        })
     }
 }
 

@@ -19,6 +19,7 @@ use crate::context::{AppState, Connection, Page, asks_total, conn, state};
 use crate::db::{Fetch, new_id, now};
 use crate::error::{AppError, AppResult};
 use crate::events::EventKind;
+use crate::integrations::graphql::ResealResult;
 
 /// Seals a secret value of an endpoint (bound to the endpoint and what it is).
 fn seal(state: &AppState, plain: &[u8], endpoint_id: &str, what: &str) -> AppResult<String> {
@@ -832,6 +833,24 @@ impl WebhookMutation {
         let delivery = store::get_delivery(&mut db, &caller.team_id, &delivery.id).await?;
         wake(ctx);
         Ok(WebhookDeliveryNode(delivery))
+    }
+
+    /// Re-seals the team's credentials, webhook secrets and webhook headers under the active
+    /// encryption key (after adding a key to `HUB_ENCRYPTION_KEYS`). Needs `admin`.
+    #[graphql(guard = "ScopeGuard(Scope::Admin)")]
+    async fn reseal_credentials(&self, ctx: &Context<'_>) -> async_graphql::Result<ResealResult> {
+        let caller = principal(ctx)?;
+        caller.require_unrestricted()?;
+        let keyring = &state(ctx).keyring;
+        let mut db = conn(ctx).await?;
+        let credentials =
+            crate::integrations::service::reseal_all(&mut db, keyring, Some(&caller.team_id))
+                .await?;
+        let webhooks = store::reseal_all(&mut db, keyring, Some(&caller.team_id)).await?;
+        Ok(ResealResult {
+            resealed: credentials + webhooks,
+            active_key_id: keyring.active_key_id().to_string(),
+        })
     }
 
     /// Queues again every delivery to the endpoint since `since` that failed (for a receiver

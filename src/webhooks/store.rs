@@ -495,3 +495,146 @@ pub async fn prune(conn: &mut DbConn, cutoff: NaiveDateTime) -> AppResult<usize>
     .execute(c)
     .await)?)
 }
+
+/// Every sealed value of the webhooks (endpoint secrets, previous secrets and headers, inbound
+/// secrets), of one team or all: (table, row id, column, `<key id>:<sealed>`, context).
+async fn sealed_values(
+    conn: &mut DbConn,
+    team_id: Option<&str>,
+) -> AppResult<Vec<(&'static str, String, &'static str, String, String)>> {
+    use crate::db::schema::inbound_webhooks;
+    type EndpointSecrets = (String, String, Option<String>, Option<String>);
+    let endpoints: Vec<EndpointSecrets> = with_conn!(conn, |c| {
+        let mut query = webhook_endpoints::table
+            .select((
+                webhook_endpoints::id,
+                webhook_endpoints::secret_sealed,
+                webhook_endpoints::previous_secret_sealed,
+                webhook_endpoints::headers_sealed,
+            ))
+            .into_boxed();
+        if let Some(team) = team_id {
+            query = query.filter(webhook_endpoints::team_id.eq(team.to_string()));
+        }
+        query.load(c).await
+    })?;
+    let inbound: Vec<(String, String)> = with_conn!(conn, |c| {
+        let mut query = inbound_webhooks::table
+            .select((
+                inbound_webhooks::integration_id,
+                inbound_webhooks::secret_sealed,
+            ))
+            .into_boxed();
+        if let Some(team) = team_id {
+            query = query.filter(inbound_webhooks::team_id.eq(team.to_string()));
+        }
+        query.load(c).await
+    })?;
+    let mut values = Vec::new();
+    for (id, secret, previous, headers) in endpoints {
+        let context = |what: &str| format!("webhook:{id}:{what}");
+        values.push((
+            "webhook_endpoints",
+            id.clone(),
+            "secret_sealed",
+            secret,
+            context("secret"),
+        ));
+        if let Some(previous) = previous {
+            values.push((
+                "webhook_endpoints",
+                id.clone(),
+                "previous_secret_sealed",
+                previous,
+                context("secret"),
+            ));
+        }
+        if let Some(headers) = headers {
+            values.push((
+                "webhook_endpoints",
+                id.clone(),
+                "headers_sealed",
+                headers,
+                context("headers"),
+            ));
+        }
+    }
+    for (id, secret) in inbound {
+        let context = format!("webhook:{id}:inbound");
+        values.push(("inbound_webhooks", id, "secret_sealed", secret, context));
+    }
+    Ok(values)
+}
+
+/// One sealed value per key id, to check at start that every key they need is held and
+/// opens them: (key id, context, sealed text).
+pub async fn sealed_samples(conn: &mut DbConn) -> AppResult<Vec<(String, String, String)>> {
+    let mut samples: Vec<(String, String, String)> = Vec::new();
+    for (_, _, _, stored, context) in sealed_values(conn, None).await? {
+        if let Some((key_id, sealed)) = stored.split_once(':')
+            && !samples.iter().any(|s| s.0 == key_id)
+        {
+            samples.push((key_id.to_string(), context, sealed.to_string()));
+        }
+    }
+    Ok(samples)
+}
+
+/// Re-seals every webhook secret and header set not under the active key (of one team, or
+/// all); returns how many values changed. A value changed meanwhile is left to it.
+pub async fn reseal_all(
+    conn: &mut DbConn,
+    keyring: &crate::crypto::Keyring,
+    team_id: Option<&str>,
+) -> AppResult<u64> {
+    use crate::db::schema::inbound_webhooks;
+    let active = keyring.active_key_id();
+    let mut count = 0;
+    for (table, id, column, stored, context) in sealed_values(conn, team_id).await? {
+        let Some((key_id, sealed)) = stored.split_once(':') else {
+            continue;
+        };
+        if key_id == active {
+            continue;
+        }
+        let clear = keyring.open(key_id, sealed, &context)?;
+        let (new_key, resealed) = keyring.seal(&clear, &context)?;
+        let new = format!("{new_key}:{resealed}");
+        let changed = match (table, column) {
+            ("inbound_webhooks", _) => with_conn!(conn, |c| diesel::update(
+                inbound_webhooks::table
+                    .filter(inbound_webhooks::integration_id.eq(&id))
+                    .filter(inbound_webhooks::secret_sealed.eq(&stored))
+            )
+            .set(inbound_webhooks::secret_sealed.eq(&new))
+            .execute(c)
+            .await)?,
+            (_, "secret_sealed") => with_conn!(conn, |c| diesel::update(
+                webhook_endpoints::table
+                    .filter(webhook_endpoints::id.eq(&id))
+                    .filter(webhook_endpoints::secret_sealed.eq(&stored))
+            )
+            .set(webhook_endpoints::secret_sealed.eq(&new))
+            .execute(c)
+            .await)?,
+            (_, "previous_secret_sealed") => with_conn!(conn, |c| diesel::update(
+                webhook_endpoints::table
+                    .filter(webhook_endpoints::id.eq(&id))
+                    .filter(webhook_endpoints::previous_secret_sealed.eq(&stored))
+            )
+            .set(webhook_endpoints::previous_secret_sealed.eq(&new))
+            .execute(c)
+            .await)?,
+            _ => with_conn!(conn, |c| diesel::update(
+                webhook_endpoints::table
+                    .filter(webhook_endpoints::id.eq(&id))
+                    .filter(webhook_endpoints::headers_sealed.eq(&stored))
+            )
+            .set(webhook_endpoints::headers_sealed.eq(&new))
+            .execute(c)
+            .await)?,
+        };
+        count += changed as u64;
+    }
+    Ok(count)
+}

@@ -25,6 +25,7 @@ on_both_backends!(
     endpoints_are_confined_to_their_team_and_reach,
     bad_endpoints_are_refused,
     test_events_stats_and_live_updates,
+    webhook_secrets_follow_a_key_rotation,
 );
 
 const CREATE: &str = "mutation($input: CreateWebhookEndpointInput!) {
@@ -671,5 +672,62 @@ async fn test_events_stats_and_live_updates(backend: Backend) {
     assert_eq!(stats["failed"], 0);
     assert_eq!(stats["successRate"], 0.5);
     assert!(stats["p95LatencyMs"].as_i64().unwrap() >= stats["p50LatencyMs"].as_i64().unwrap());
+    app.stop().await;
+}
+
+async fn webhook_secrets_follow_a_key_rotation(backend: Backend) {
+    let app = app(backend, "100ms").await;
+    let receiver = scripted(vec![(200, None)]).await;
+    let (id, secret) = endpoint(
+        &app,
+        &app.admin_key,
+        json!({ "url": receiver.url("/k"), "headers": { "X-Token": "kept" } }),
+    )
+    .await;
+    let old_keys = app.state.config.encryption_keys.clone().unwrap();
+    let new_key = integration_hub::crypto::Keyring::generate_spec("test2");
+
+    // Without the key the secrets are sealed under, the hub does not start.
+    let mut new_only = app.state.config.clone();
+    new_only.encryption_keys = Some(new_key.clone());
+    let refused = integration_hub::app::prepare(new_only.clone()).await;
+    let message = refused.err().expect("refused").to_string();
+    assert!(message.contains("`test1`"), "{message}");
+
+    // Rotate: new key in front, reseal, then the new key alone.
+    let mut both = app.state.config.clone();
+    both.encryption_keys = Some(format!("{new_key},{old_keys}"));
+    let app = app.restart(both).await;
+    let resealed = app
+        .gql(
+            &app.admin_key,
+            "mutation { resealCredentials { resealed } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        resealed.data()["resealCredentials"]["resealed"],
+        2,
+        "secret and headers"
+    );
+    let app = app.restart(new_only).await;
+    app.gql(
+        &app.admin_key,
+        "mutation($id: ID!) { sendTestWebhook(id: $id) { id } }",
+        json!({ "id": id }),
+    )
+    .await
+    .data();
+    wait_for("the delivery", Duration::from_secs(5), async || {
+        receiver.count() >= 1
+    })
+    .await;
+    let delivered = &receiver.requests()[0];
+    assert_eq!(
+        signed_by(&secret, delivered),
+        [true],
+        "the same secret signs"
+    );
+    assert_eq!(delivered.header("x-token"), Some("kept"));
     app.stop().await;
 }
