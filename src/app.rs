@@ -476,6 +476,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// Binds and starts serving in the background.
 pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
+    crate::metrics::install();
     let addr = state.config.bind_addr().map_err(anyhow::Error::msg)?;
     let workers = state.config.worker_count();
     let shutdown = state.config.shutdown_timeout_secs;

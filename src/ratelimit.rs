@@ -152,6 +152,19 @@ impl RateLimits {
 
     /// Counts one request against `subject`.
     pub fn check(&self, subject: &Subject<'_>) -> Decision {
+        let kind = match subject {
+            Subject::ApiKey { .. } => "api_key",
+            Subject::User(_) => "user",
+            Subject::Anonymous(_) => "anonymous",
+        };
+        let decision = self.decide_for(subject);
+        if !decision.allowed {
+            metrics::counter!("hub_rate_limited_total", "subject" => kind).increment(1);
+        }
+        decision
+    }
+
+    fn decide_for(&self, subject: &Subject<'_>) -> Decision {
         match subject {
             Subject::ApiKey { id, spec } => {
                 let spec = spec.unwrap_or(self.api_key_default);

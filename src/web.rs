@@ -85,12 +85,23 @@ pub async fn request_context(
     // The access line's parts are copied only when it is written.
     let line = tracing::enabled!(tracing::Level::INFO)
         .then(|| (req.method().clone(), req.path().to_string()));
+    let route = route_of(req.path());
     req.extensions_mut().insert(id.clone());
     let mut response = TRACEPARENT
         .scope(traceparent, next.call(req))
         .instrument(span.clone())
         .await?;
     response.headers_mut().insert(X_REQUEST_ID, id.0);
+    let status = match response.status().as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::counter!("hub_http_requests_total", "route" => route, "status" => status).increment(1);
+    metrics::histogram!("hub_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
     if let Some((method, path)) = line {
         span.in_scope(|| {
             tracing::info!(
@@ -103,6 +114,19 @@ pub async fn request_context(
         });
     }
     Ok(response)
+}
+
+/// The route of a path, from a fixed set (a label; never the path itself, which may carry a
+/// token).
+fn route_of(path: &str) -> &'static str {
+    match path {
+        "/graphql" => "graphql",
+        "/metrics" => "metrics",
+        "/healthz" | "/readyz" => "health",
+        _ if path.starts_with("/hooks/") => "hooks",
+        _ if path.starts_with("/graphiql/") => "graphiql",
+        _ => "other",
+    }
 }
 
 /// Inside the compressor: small answers are marked `identity`, which it leaves alone. A

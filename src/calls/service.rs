@@ -230,7 +230,10 @@ async fn send_logged(
             correlation_id: correlation_id.clone(),
         }),
     };
-    let outcome = state.outbound.send(&prepared.integration.id, request).await;
+    let outcome = state
+        .outbound
+        .send(&prepared.integration.id, prepared.provider.key, request)
+        .await;
     let duration_ms = started.elapsed().as_millis() as i64;
     let call = in_flight.call.take().expect("taken once");
     let (status, bytes_in, error) = match &outcome {

@@ -108,8 +108,11 @@ fn rows_of<T: Clone>(jobs: &[Job<T>]) -> Vec<T> {
 /// flush (a job without a row) always succeeds: it asks only that everything before it was
 /// tried, and a reader must not fail because somebody else's row did.
 async fn commit<T: Clone>(jobs: Vec<Job<T>>, write: &mut impl AsyncFnMut(Vec<T>) -> Outcome) {
+    let started = std::time::Instant::now();
     let outcome = write_through_outages(|| rows_of(&jobs), write).await;
     let rows = jobs.iter().filter(|(row, _)| row.is_some()).count();
+    metrics::histogram!("hub_journal_batch_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("hub_journal_batch_rows").record(rows as f64);
     if outcome.is_err() && rows > 1 {
         for (row, waiter) in jobs {
             let outcome = write_through_outages(|| row.iter().cloned().collect(), write).await;

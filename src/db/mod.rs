@@ -108,6 +108,18 @@ macro_rules! with_conn {
 }
 
 impl DbPool {
+    /// Connections (in use, idle) of the pool.
+    pub fn usage(&self) -> (usize, usize) {
+        let status = match self {
+            DbPool::Postgres(pool) => pool.status(),
+            DbPool::Sqlite(pool, _, _) => pool.status(),
+        };
+        let idle = status.available;
+        (status.size.saturating_sub(idle), idle)
+    }
+}
+
+impl DbPool {
     /// A pool whose every wait is bounded by `timeout`: checkout, connecting, recycling, and
     /// on the server PostgreSQL's `statement_timeout` or SQLite's busy wait.
     pub fn connect(

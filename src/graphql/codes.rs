@@ -28,9 +28,40 @@ fn tag(error: &mut ServerError) {
     if extensions.get("code").is_none() {
         extensions.set("code", "VALIDATION_FAILED");
     }
+    let code = match extensions.get("code") {
+        Some(async_graphql::Value::String(code)) => known_code(code),
+        _ => "OTHER",
+    };
+    metrics::counter!("hub_graphql_errors_total", "code" => code).increment(1);
     if error.message.contains('\n') {
         error.message = one_line(&error.message, &error.locations);
     }
+}
+
+/// A code as a label from the fixed set (anything else is `OTHER`).
+fn known_code(code: &str) -> &'static str {
+    const CODES: [&str; 15] = [
+        "UNAUTHENTICATED",
+        "FORBIDDEN",
+        "NOT_FOUND",
+        "VALIDATION_FAILED",
+        "INVALID_CONFIGURATION",
+        "CONFLICT",
+        "RATE_LIMITED",
+        "QUERY_TOO_COMPLEX",
+        "UPSTREAM_TIMEOUT",
+        "UPSTREAM_ERROR",
+        "UPSTREAM_BLOCKED",
+        "INTEGRATION_DISABLED",
+        "UNAVAILABLE",
+        "PERSISTED_QUERY_NOT_FOUND",
+        "INTERNAL",
+    ];
+    CODES
+        .iter()
+        .find(|c| **c == code)
+        .copied()
+        .unwrap_or("OTHER")
 }
 
 /// The parser's multi-line report (source excerpt, caret, `= expected ...`) as one line:

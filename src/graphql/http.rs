@@ -345,7 +345,38 @@ async fn execute(
         request.data.insert(AuditTargets::default());
         request.data.insert(WriteUnit::default());
     }
+    // Each operation's type, for the metrics (the documents are parsed already).
+    let types: Vec<&'static str> = batch
+        .iter_mut()
+        .map(|request| match request.parsed_query() {
+            Ok(document) => match &document.operations {
+                async_graphql::parser::types::DocumentOperations::Single(op) => {
+                    type_label(op.node.ty)
+                }
+                async_graphql::parser::types::DocumentOperations::Multiple(ops) => {
+                    match ops.values().next() {
+                        Some(op) if ops.len() == 1 => type_label(op.node.ty),
+                        _ => "multiple",
+                    }
+                }
+            },
+            Err(_) => "invalid",
+        })
+        .collect();
+    let started = std::time::Instant::now();
     let response = schema.execute_batch(batch).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let errors: Vec<bool> = match &response {
+        BatchResponse::Single(single) => vec![!single.errors.is_empty()],
+        BatchResponse::Batch(responses) => responses.iter().map(|r| !r.errors.is_empty()).collect(),
+    };
+    for (kind, failed) in types.into_iter().zip(errors) {
+        let outcome = if failed { "error" } else { "ok" };
+        metrics::counter!("hub_graphql_operations_total", "type" => kind, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("hub_graphql_operation_duration_seconds", "type" => kind)
+            .record(seconds);
+    }
     let (status, body, headers) = match response {
         BatchResponse::Single(single) => {
             // A request error (parse, validation, limits) means nothing was executed: the spec
@@ -387,6 +418,14 @@ async fn execute(
         ));
     }
     builder.content_type(format.content_type()).body(body)
+}
+
+fn type_label(ty: OperationType) -> &'static str {
+    match ty {
+        OperationType::Query => "query",
+        OperationType::Mutation => "mutation",
+        OperationType::Subscription => "subscription",
+    }
 }
 
 fn is_outage(error: &async_graphql::ServerError) -> bool {

@@ -105,7 +105,10 @@ impl Breakers {
         let mut circuits = self.circuits.lock().unwrap_or_else(|e| e.into_inner());
         match outcome {
             Outcome::Success => {
-                circuits.remove(key);
+                if circuits.remove(key).is_some_and(|c| c.opened_at.is_some()) {
+                    metrics::counter!("hub_breaker_transitions_total", "to" => "closed")
+                        .increment(1);
+                }
             }
             Outcome::Failure => {
                 let circuit = circuits.entry(key.to_string()).or_default();
@@ -114,6 +117,10 @@ impl Breakers {
                     circuit.trial_in_flight = false;
                 }
                 if circuit.failures >= self.threshold || circuit.opened_at.is_some() {
+                    if circuit.opened_at.is_none() || trial {
+                        metrics::counter!("hub_breaker_transitions_total", "to" => "open")
+                            .increment(1);
+                    }
                     circuit.opened_at = Some(Instant::now());
                 }
             }

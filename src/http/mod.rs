@@ -190,6 +190,34 @@ fn client(
         .build()
 }
 
+/// Counts an outbound call by provider and status class (or error kind), with its duration.
+fn record(
+    provider: &'static str,
+    outcome: &Result<OutboundResponse, OutboundError>,
+    started: Instant,
+) {
+    let status: &'static str = match outcome {
+        Ok(response) => match response.status.as_u16() {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        },
+        Err(OutboundError::Blocked(_)) => "blocked",
+        Err(OutboundError::Timeout) => "timeout",
+        Err(OutboundError::CircuitOpen { .. }) => "circuit_open",
+        Err(OutboundError::TooLarge(_)) => "too_large",
+        Err(OutboundError::CrossOrigin(_)) => "cross_origin",
+        Err(OutboundError::Invalid(_)) => "invalid",
+        Err(OutboundError::Transport(_)) => "transport",
+    };
+    metrics::counter!("hub_outbound_requests_total", "provider" => provider, "status" => status)
+        .increment(1);
+    metrics::histogram!("hub_outbound_request_duration_seconds", "provider" => provider)
+        .record(started.elapsed().as_secs_f64());
+}
+
 /// A client for webhook deliveries: the same guard, no redirects, no proxy.
 fn hook_client(
     guard: &Arc<AddressGuard>,
@@ -270,6 +298,18 @@ impl Outbound {
             builder = builder.body(body);
         }
         let started = Instant::now();
+        let outcome = self.deliver_from(builder, started, timeout, keep).await;
+        record("webhook", &outcome, started);
+        outcome
+    }
+
+    async fn deliver_from(
+        &self,
+        builder: reqwest::RequestBuilder,
+        started: Instant,
+        timeout: Duration,
+        keep: usize,
+    ) -> Result<OutboundResponse, OutboundError> {
         let mut response = builder.send().await.map_err(|err| self.classify(err))?;
         let status = response.status();
         let headers = response.headers().clone();
@@ -307,6 +347,19 @@ impl Outbound {
     pub async fn send(
         &self,
         key: &str,
+        provider: &'static str,
+        request: OutboundRequest,
+    ) -> Result<OutboundResponse, OutboundError> {
+        let started = Instant::now();
+        let outcome = self.send_measured(key, provider, request).await;
+        record(provider, &outcome, started);
+        outcome
+    }
+
+    async fn send_measured(
+        &self,
+        key: &str,
+        provider: &'static str,
         request: OutboundRequest,
     ) -> Result<OutboundResponse, OutboundError> {
         self.guard
@@ -347,6 +400,8 @@ impl Outbound {
             };
             match (retry_delay, backoff.next()) {
                 (Some(server_delay), Some(our_delay)) => {
+                    metrics::counter!("hub_outbound_retries_total", "provider" => provider)
+                        .increment(1);
                     let delay = server_delay.map_or(our_delay, |d| d.min(self.max_retry_after));
                     tracing::debug!(
                         key,

@@ -112,15 +112,23 @@ impl Member {
     /// Queues the result's frame, or counts it as missed when the member is behind. A result
     /// stands for `events` events (more than one when it is itself a notice of missed ones).
     fn offer(&self, payload: &str, events: u64) {
+        static DELIVERED: std::sync::LazyLock<metrics::Counter> = std::sync::LazyLock::new(|| {
+            metrics::counter!("hub_subscription_results_delivered_total")
+        });
+        static MISSED: std::sync::LazyLock<metrics::Counter> =
+            std::sync::LazyLock::new(|| metrics::counter!("hub_subscription_events_missed_total"));
         let mut lag = lock(&self.lag);
         if lag.lagging {
             lag.missed += events;
+            MISSED.increment(events);
             return;
         }
         let frame = text_frame(&next_message(self.protocol, &self.id_json, payload));
         match self.frames.try_send(frame) {
-            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Ok(()) => DELIVERED.increment(1),
+            Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(_)) => {
+                MISSED.increment(events);
                 *lag = Lag {
                     lagging: true,
                     missed: events,

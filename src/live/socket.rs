@@ -339,6 +339,15 @@ struct Connection {
 
 impl Connection {
     async fn run(mut self, payload: web::Payload, mut control: mpsc::UnboundedReceiver<Control>) {
+        /// Counts the connection open while it lives.
+        struct Open;
+        impl Drop for Open {
+            fn drop(&mut self) {
+                metrics::gauge!("hub_websocket_connections").decrement(1.0);
+            }
+        }
+        metrics::gauge!("hub_websocket_connections").increment(1.0);
+        let _open = Open;
         let mut incoming = Incoming {
             payload,
             buf: BytesMut::new(),

@@ -589,6 +589,22 @@ async fn execute_run(
     // The final state is announced once, by the event that ends the run.
     count(&mut run, &tally);
     save_final(state, &run).await;
+    let status: &'static str = match run.status.as_str() {
+        "cancelled" => "cancelled",
+        "failed" => "failed",
+        "partially_failed" => "partially_failed",
+        _ => "succeeded",
+    };
+    metrics::counter!("hub_sync_runs_total", "status" => status).increment(1);
+    for (kind, records) in [
+        ("read", run.records_read),
+        ("written", run.records_written),
+        ("skipped", run.records_skipped),
+        ("failed", run.records_failed),
+    ] {
+        metrics::counter!("hub_sync_records_total", "kind" => kind)
+            .increment(records.max(0) as u64);
+    }
     let kind = if run.status == "failed" {
         EventKind::SyncFailed
     } else {

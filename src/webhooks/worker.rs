@@ -189,6 +189,12 @@ impl Worker {
             ),
             Err(err) => (None, Some(describe(err)), None),
         };
+        let outcome = match status {
+            Some(200..=299) => "delivered",
+            Some(_) => "refused",
+            None => "unanswered",
+        };
+        metrics::counter!("hub_webhook_attempts_total", "outcome" => outcome).increment(1);
         delivery.attempts += 1;
         delivery.last_status = status;
         delivery.last_error = error.clone();

@@ -17,6 +17,7 @@ mod jwt;
 mod key_dominance;
 mod key_lifecycle;
 mod mapping_props;
+mod metrics;
 mod migrations;
 mod outages;
 mod projects;
