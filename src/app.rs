@@ -122,6 +122,8 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             calls_in_flight: Arc::default(),
             wake_deliveries: Arc::default(),
             public_base: Arc::default(),
+            websockets: Arc::default(),
+            max_websockets: Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX)),
             journal: Journal::spawn(&pool, &config).map_err(describe)?,
             config,
             pool,
@@ -475,8 +477,31 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Binds and starts serving in the background.
+/// Raises the soft open-file limit to the hard one and says what it got; the WebSocket cap
+/// is `HUB_MAX_CONNECTIONS`, or that limit less headroom for database and upstream sockets.
+fn open_file_budget(state: &AppState) {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            tracing::info!(open_files = limit, "open-file limit");
+            limit as usize
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "open-file limit not raised");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft as usize)
+        }
+    };
+    let cap = match state.config.max_connections {
+        0 => limit.saturating_sub((limit / 20).max(256)).max(16),
+        set => set,
+    };
+    state
+        .max_websockets
+        .store(cap, std::sync::atomic::Ordering::SeqCst);
+}
+
 pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
     crate::metrics::install();
+    open_file_budget(&state);
     let addr = state.config.bind_addr().map_err(anyhow::Error::msg)?;
     let workers = state.config.worker_count();
     let shutdown = state.config.shutdown_timeout_secs;

@@ -175,6 +175,10 @@ pub struct Config {
     /// The hub's external base URL (inbound webhook URLs start with it); default
     /// `http://<the bound address>`.
     pub public_url: Option<String>,
+    /// WebSocket connections open at once; beyond it upgrades are refused with 503 and
+    /// `Retry-After` (0: derived from the open-file limit, with headroom for database and
+    /// upstream sockets).
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -253,6 +257,7 @@ impl Default for Config {
             webhook_endpoint_concurrency: 8,
             webhook_poll_ms: 1000,
             public_url: None,
+            max_connections: 0,
         }
     }
 }

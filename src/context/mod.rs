@@ -63,6 +63,10 @@ pub struct AppState {
     /// The hub's external base URL, known once it listens (`HUB_PUBLIC_URL`, or the bound
     /// address).
     pub public_base: Arc<std::sync::OnceLock<String>>,
+    /// WebSockets open on this replica, and how many may be (`HUB_MAX_CONNECTIONS`, or
+    /// derived at start from the open-file limit).
+    pub websockets: Arc<std::sync::atomic::AtomicUsize>,
+    pub max_websockets: Arc<std::sync::atomic::AtomicUsize>,
     /// Wakes the webhook delivery worker (a delivery was queued or became due).
     pub wake_deliveries: Arc<tokio::sync::Notify>,
     /// Calls on their way upstream; the shutdown waits for their logs (cut ones included).

@@ -187,6 +187,22 @@ pub async fn graphql_ws(
             .body("offer the subprotocol graphql-transport-ws or graphql-ws"));
     };
     actix_http::ws::verify_handshake(req.head())?;
+    // Beyond the cap a client is told to come back, rather than left waiting for a socket
+    // the process cannot open.
+    let open = state
+        .websockets
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let slot = Slot(state.websockets.clone());
+    if open
+        >= state
+            .max_websockets
+            .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        drop(slot);
+        return Ok(HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, "5"))
+            .body("too many connections; try again later"));
+    }
     let accept = req
         .headers()
         .get(header::SEC_WEBSOCKET_KEY)
@@ -208,6 +224,7 @@ pub async fn graphql_ws(
         subscriptions: HashMap::new(),
         tokens: 0,
         heard_at: Instant::now(),
+        _slot: slot,
     };
     actix_web::rt::spawn(connection.run(payload, control_rx));
     let body = futures_util::stream::poll_fn(move |cx| {
@@ -220,6 +237,15 @@ pub async fn graphql_ws(
         .insert_header((header::SEC_WEBSOCKET_ACCEPT, &accept[..]))
         .insert_header((header::SEC_WEBSOCKET_PROTOCOL, protocol.name()))
         .streaming(body))
+}
+
+/// An open WebSocket's place under `HUB_MAX_CONNECTIONS`, given back when it closes.
+struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// The client's frames, decoded; fragmented messages are put back together.
@@ -322,6 +348,8 @@ struct Connection {
     schema: HubSchema,
     /// Subscriptions running on this replica, shared by subscribers who ask the same.
     fanout: Arc<Fanout>,
+    /// Counts the socket among the open ones while it lives.
+    _slot: Slot,
     protocol: Protocol,
     frames: mpsc::Sender<Bytes>,
     control: mpsc::UnboundedSender<Control>,

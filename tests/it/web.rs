@@ -21,6 +21,7 @@ on_both_backends!(
     errors_read_as_one_line,
     health_counts_what_is_the_integrations_fault,
     connections_have_nodes_and_total_count,
+    websockets_beyond_the_cap_are_told_to_come_back,
 );
 
 const APP_ORIGIN: &str = "http://localhost:5173";
@@ -624,6 +625,56 @@ async fn connections_have_nodes_and_total_count(backend: Backend) {
     assert_eq!(
         runs.data()["syncRuns"],
         json!({ "totalCount": 0, "nodes": [] })
+    );
+    app.stop().await;
+}
+
+async fn websockets_beyond_the_cap_are_told_to_come_back(backend: Backend) {
+    let app = TestApp::start_configured(backend, |config| config.max_connections = 2).await;
+    let open = async || {
+        let url = format!("{}/graphql", app.base.replace("http://", "ws://"));
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            "graphql-transport-ws".parse().unwrap(),
+        );
+        tokio_tungstenite::connect_async(request).await
+    };
+    let first = open().await.expect("first");
+    let _second = open().await.expect("second");
+    match open().await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 503);
+            assert_eq!(
+                response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()),
+                Some("5")
+            );
+        }
+        other => panic!(
+            "a third socket over the cap of 2: {:?}",
+            other.map(|r| r.1.status())
+        ),
+    }
+    // Plain HTTP is unaffected.
+    app.gql(&app.admin_key, "{ viewer { kind } }", json!({}))
+        .await
+        .data();
+    // A closed socket frees its place.
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..50 {
+        if let Ok(socket) = open().await {
+            reopened = Some(socket);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        reopened.is_some(),
+        "the place of a closed socket is given back"
     );
     app.stop().await;
 }
