@@ -553,7 +553,8 @@ impl WebhookQuery {
         Ok(page.connection(rows, total, |r| &r.id, WebhookDeliveryNode))
     }
 
-    /// An endpoint's figures since a time (default: the last 24 hours).
+    /// An endpoint's figures since a time (default: the last 24 hours). Attempts, success
+    /// rate and latencies are over at most the newest 100,000 attempts.
     #[graphql(guard = "ScopeGuard(Scope::WebhooksRead)")]
     async fn webhook_stats(
         &self,

@@ -449,7 +449,8 @@ pub async fn undelivered_since(
         .await)?)
 }
 
-/// An endpoint's attempts since a time: (status, duration) of each, for its statistics.
+/// The newest attempts of an endpoint since a time (at most [`STATS_SAMPLE`]): (status,
+/// duration) of each, for its statistics.
 pub async fn attempt_outcomes(
     conn: &mut DbConn,
     endpoint_id: &str,
@@ -458,14 +459,18 @@ pub async fn attempt_outcomes(
     Ok(with_conn!(conn, |c| webhook_attempts::table
         .filter(webhook_attempts::endpoint_id.eq(endpoint_id))
         .filter(webhook_attempts::attempted_at.ge(since))
+        .order(webhook_attempts::attempted_at.desc())
         .select((
             webhook_attempts::response_status,
             webhook_attempts::duration_ms
         ))
-        .limit(1_000_000)
+        .limit(STATS_SAMPLE)
         .load(c)
         .await)?)
 }
+
+/// Statistics read at most this many attempts (the newest), whatever the period asked.
+pub const STATS_SAMPLE: i64 = 100_000;
 
 /// How an endpoint's deliveries since a time ended: (delivered, failed).
 pub async fn delivery_outcomes(
