@@ -335,6 +335,11 @@ async fn accept(
         ));
     }
     let (event_type, delivery_id) = identify(scheme, req, &body, raw);
+    // The same delivery pushed twice at once: the second waits for nothing and is a duplicate
+    // (on this replica; across replicas the row is still stored once).
+    let Some(_receiving) = Receiving::start(&integration.id, &delivery_id) else {
+        return Ok(Accepted::Duplicate);
+    };
     let seen: i64 = {
         let mut db = state.pool.get().await?;
         with_conn!(&mut db, |c| inbound_webhook_events::table
@@ -365,6 +370,26 @@ async fn accept(
     let hook = hook.clone();
     tokio::spawn(async move { after_accept(&state, &hook.integration, row, body).await });
     Ok(Accepted::Stored)
+}
+
+/// Deliveries being received now, by integration and delivery id.
+static RECEIVING: std::sync::LazyLock<dashmap::DashSet<String>> =
+    std::sync::LazyLock::new(dashmap::DashSet::new);
+
+/// A delivery being received; none if it already is.
+struct Receiving(String);
+
+impl Receiving {
+    fn start(integration_id: &str, delivery_id: &str) -> Option<Self> {
+        let key = format!("{integration_id}:{delivery_id}");
+        RECEIVING.insert(key.clone()).then_some(Self(key))
+    }
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        RECEIVING.remove(&self.0);
+    }
 }
 
 /// What follows an accepted event, after the answer: the event on the bus, and the syncs

@@ -157,6 +157,7 @@ impl Worker {
             store::endpoint_by_id(&mut conn, &delivery.endpoint_id).await?
         };
         let Some(endpoint) = endpoint else {
+            self.gates.remove(&delivery.endpoint_id);
             return Ok(()); // deleted with its deliveries
         };
         if !endpoint.enabled {
