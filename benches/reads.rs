@@ -4,7 +4,9 @@
 //! async-graphql server answering `{ hello }` in this process, with no auth and no
 //! database, loaded the same way in the same run. For each query it prints req/s, p50, p99
 //! and the share of the ceiling. `BENCH_CALLERS` (64) concurrent callers, `BENCH_SECS` (5)
-//! per query.
+//! per query; `BENCH_ONLY` runs only the queries whose name contains it. The dashboard read
+//! (a project and its 20 integrations with their health and metrics) runs over integrations
+//! that each have `BENCH_LOGS` (50) request logs.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -119,7 +121,10 @@ async fn run() {
     tokio::spawn(ceiling_server.run());
 
     let database = std::env::var("BENCH_DATABASE_URL").ok();
-    let mut env = vec![("HUB_HEALTH_INTERVAL_SECS", "0")];
+    let mut env = vec![
+        ("HUB_HEALTH_INTERVAL_SECS", "0"),
+        ("HUB_RATE_LIMIT_ANONYMOUS", "100000000/1s"),
+    ];
     if let Some(url) = &database {
         env.push(("DATABASE_URL", url.as_str()));
     }
@@ -136,15 +141,38 @@ async fn run() {
         .as_str()
         .unwrap()
         .to_string();
+    // An upstream answering at once, for the calls whose logs the dashboard aggregates.
+    let upstream = HttpServer::new(|| {
+        App::new().default_service(web::to(|| async { HttpResponse::Ok().json(json!({})) }))
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let upstream_url = format!("http://{}", upstream.addrs()[0]);
+    tokio::spawn(upstream.run());
+    let logs = env_or("BENCH_LOGS", 50);
     for i in 0..20 {
-        gql(
+        let answer = gql(
             &client,
             &hub,
             "mutation($input: RegisterIntegrationInput!) { registerIntegration(input: $input) { id } }",
             json!({ "input": { "projectId": project, "provider": "github", "name": format!("gh {i}"),
-                "config": { "owner": "acme" }, "credentials": { "token": format!("t{i}") } } }),
+                "config": { "owner": "acme", "baseUrl": upstream_url }, "credentials": { "token": format!("t{i}") } } }),
         )
         .await;
+        let id = answer["data"]["registerIntegration"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        for _ in 0..logs {
+            gql(
+                &client,
+                &hub,
+                "mutation($id: ID!) { executeRequest(integrationId: $id, input: { method: \"GET\", path: \"/x\" }) { status } }",
+                json!({ "id": id }),
+            )
+            .await;
+        }
     }
     let hub_url = format!("http://{}/graphql", hub.addr);
     let (ceiling, c50, c99, _) = load(&ceiling_url, None, &json!({ "query": "{ hello }" })).await;
@@ -156,7 +184,10 @@ async fn run() {
             "SQLite"
         }
     );
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let anonymous = "{ __typename } without a key";
     let queries = [
+        (anonymous, "{ __typename }".to_string()),
         ("{ __typename }", "{ __typename }".to_string()),
         (
             "{ viewer { kind scopes } }",
@@ -180,12 +211,31 @@ async fn run() {
                 "{{ integrations(projectId: \"{project}\", first: 20) {{ nodes {{ id name status config credentials {{ isSet fields keyId updatedAt }} }} }} }}"
             ),
         ),
+        (
+            "dashboard: project + 20 integrations with health and metrics",
+            format!(
+                "{{ project(id: \"{project}\") {{ id name }} integrations(projectId: \"{project}\", first: 20) {{ nodes {{ id name status health {{ status uptimePercent errorRate checksInWindow circuit }} metrics {{ totalRequests failedRequests averageResponseMs p95ResponseMs lastActivity }} }} }} }}"
+            ),
+        ),
     ];
+    let mut without_key = None;
     for (name, query) in queries {
-        let (rate, p50, p99, refused) =
-            load(&hub_url, Some(&hub.key), &json!({ "query": query })).await;
+        if !name.contains(only.as_str()) {
+            continue;
+        }
+        let key = (name != anonymous).then_some(hub.key.as_str());
+        let (rate, p50, p99, refused) = load(&hub_url, key, &json!({ "query": query })).await;
+        if key.is_none() {
+            without_key = Some(rate);
+        }
+        let versus = match (key, without_key) {
+            (Some(_), Some(bare)) if name == "{ __typename }" => {
+                format!(", {:.2} of the same without a key", rate / bare)
+            }
+            _ => String::new(),
+        };
         println!(
-            "{name}: {rate:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms, share of the ceiling {:.2}{}",
+            "{name}: {rate:.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms, share of the ceiling {:.2}{versus}{}",
             rate / ceiling,
             if refused > 0 {
                 format!(" ({refused} non-2xx!)")

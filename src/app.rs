@@ -476,10 +476,13 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// Binds and starts serving in the background.
-/// Raises the soft open-file limit to the hard one and says what it got; the WebSocket cap
-/// is `HUB_MAX_CONNECTIONS`, or that limit less headroom for database and upstream sockets.
-fn open_file_budget(state: &AppState) {
+/// Raises the soft open-file limit to the hard one and says what it got. Returns how many
+/// connections the server may hold open (that limit less headroom for database files and
+/// sockets, upstream calls and logs): beyond it the server stops accepting until one closes,
+/// instead of failing accepts on EMFILE. The WebSocket cap is `HUB_MAX_CONNECTIONS`, or 95 %
+/// of the connection cap, so plain requests (and the 503 that refuses a WebSocket beyond its
+/// cap) always have room.
+fn open_file_budget(state: &AppState) -> usize {
     let limit = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => {
             tracing::info!(open_files = limit, "open-file limit");
@@ -490,20 +493,33 @@ fn open_file_budget(state: &AppState) {
             rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft as usize)
         }
     };
-    let cap = match state.config.max_connections {
-        0 => limit.saturating_sub((limit / 20).max(256)).max(16),
+    let connections = limit.saturating_sub((limit / 20).max(256)).max(32);
+    let websockets = match state.config.max_connections {
+        0 => connections - connections / 20,
+        set if set > connections - 16 => {
+            tracing::warn!(
+                asked = set,
+                allowed = connections - 16,
+                "HUB_MAX_CONNECTIONS is beyond what the open-file limit allows; lowered"
+            );
+            connections - 16
+        }
         set => set,
     };
+    tracing::info!(connections, websockets, "connection caps");
     state
         .max_websockets
-        .store(cap, std::sync::atomic::Ordering::SeqCst);
+        .store(websockets, std::sync::atomic::Ordering::SeqCst);
+    connections
 }
 
+/// Binds and starts serving in the background.
 pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
     crate::metrics::install();
-    open_file_budget(&state);
+    let connections = open_file_budget(&state);
     let addr = state.config.bind_addr().map_err(anyhow::Error::msg)?;
     let workers = state.config.worker_count();
+    let per_worker = connections.div_ceil(workers.max(1));
     let shutdown = state.config.shutdown_timeout_secs;
     let schema = build_schema(state.clone());
     let origins =
@@ -524,6 +540,7 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
             .configure(|cfg| routes(cfg, &app_state, &schema, &fanout))
     })
     .workers(workers)
+    .max_connections(per_worker)
     .shutdown_timeout(shutdown)
     // Signals are ours (below): WebSockets are told to go away before the graceful stop.
     .disable_signals()

@@ -46,6 +46,9 @@ pub struct Config {
     pub shutdown_timeout_secs: u64,
     /// Bearer token for `GET /metrics` (Prometheus); unset, /metrics is not served.
     pub metrics_token: Option<String>,
+    /// Operation names that get their own `operation` label in the GraphQL metrics
+    /// (comma-separated, at most 100); every other operation is counted as `other`.
+    pub metrics_operations: String,
     /// Origins browser apps may call from (`scheme://host[:port]`, comma-separated, or `*`);
     /// empty: no CORS headers.
     pub cors_origins: String,
@@ -198,6 +201,7 @@ impl Default for Config {
             log_format: "text".into(),
             shutdown_timeout_secs: 30,
             metrics_token: None,
+            metrics_operations: String::new(),
             cors_origins: String::new(),
             jwt_hs256_secret: None,
             jwt_public_key_file: None,
@@ -350,6 +354,19 @@ impl Config {
             return Err("HUB_METRICS_TOKEN must be at least 16 characters without spaces".into());
         }
         cors_origins(&self.cors_origins)?;
+        let names: Vec<&str> = self.metrics_operations().collect();
+        if names.len() > 100 {
+            return Err("HUB_METRICS_OPERATIONS lists at most 100 operation names".into());
+        }
+        if let Some(bad) = names.iter().find(|n| {
+            n.len() > 64
+                || n.starts_with(|c: char| c.is_ascii_digit())
+                || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }) {
+            return Err(format!(
+                "HUB_METRICS_OPERATIONS: `{bad}` is not a GraphQL operation name (letters, digits and _, at most 64)"
+            ));
+        }
         if self.journal_max_pending == 0 {
             return Err("HUB_JOURNAL_MAX_PENDING must be at least 1".into());
         }
@@ -404,6 +421,23 @@ impl Config {
     }
 
     /// The SSRF guard's allow-list.
+    /// The operation names `HUB_METRICS_OPERATIONS` registers.
+    pub fn metrics_operations(&self) -> impl Iterator<Item = &str> {
+        self.metrics_operations
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+    }
+
+    /// The `operation` label of an operation named `name`: its name when registered, `other`
+    /// otherwise (so a caller cannot add series).
+    pub fn operation_label(&self, name: Option<&str>) -> String {
+        match name {
+            Some(name) if self.metrics_operations().any(|n| n == name) => name.to_string(),
+            _ => "other".to_string(),
+        }
+    }
+
     pub fn outbound_allow_list(&self) -> Result<Vec<ipnet::IpNet>, String> {
         self.outbound_allow
             .split(',')

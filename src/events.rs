@@ -146,4 +146,9 @@ impl EventBus {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.sender.subscribe()
     }
+
+    /// Streams listening now (each running subscription holds one).
+    pub fn listeners(&self) -> usize {
+        self.sender.receiver_count()
+    }
 }

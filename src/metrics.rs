@@ -50,7 +50,7 @@ fn describe_events() {
         ),
         (
             "hub_graphql_operations_total",
-            "GraphQL operations by type and outcome",
+            "GraphQL operations by type, registered operation name (HUB_METRICS_OPERATIONS, else `other`) and outcome",
         ),
         ("hub_graphql_errors_total", "GraphQL errors by code"),
         (
@@ -126,6 +126,10 @@ fn describe() {
         "Log lines (or messages) the process could not write to its output"
     );
     metrics::describe_gauge!("hub_db_connections", "Database connections by state");
+    metrics::describe_counter!(
+        "hub_db_statements_total",
+        "SQL statements the server's database connections ran"
+    );
     metrics::describe_gauge!("process_resident_memory_bytes", "Resident memory");
     metrics::describe_counter!(
         "process_cpu_seconds_total",
@@ -189,6 +193,7 @@ pub async fn serve(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
         let (in_use, idle) = state.pool.usage();
         metrics::gauge!("hub_db_connections", "state" => "in_use").set(in_use as f64);
         metrics::gauge!("hub_db_connections", "state" => "idle").set(idle as f64);
+        metrics::counter!("hub_db_statements_total").absolute(state.pool.statements().count());
         let (rss, cpu, fds) = process();
         metrics::gauge!("process_resident_memory_bytes").set(rss);
         metrics::counter!("process_cpu_seconds_total").absolute(cpu as u64);

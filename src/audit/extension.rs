@@ -47,6 +47,9 @@ impl Extension for AuditLog {
         let path = info.path_node.to_string();
         let key = info.alias.unwrap_or(info.name).to_string();
         let acts = CALLS.contains(&action.as_str()) || ACTIONS.contains(&action.as_str());
+        if let Some(unit) = ctx.data_opt::<WriteUnit>() {
+            unit.enter_mutation();
+        }
         let unit = ctx.data_opt::<WriteUnit>().filter(|_| !acts);
         if let Some(unit) = unit {
             unit.open();

@@ -90,13 +90,23 @@ pub fn state<'a>(ctx: &'a Context<'_>) -> &'a AppState {
 }
 
 /// A database connection for a resolver: inside a mutation's unit of work, the unit's
-/// transaction (see [`unit`]); elsewhere one from the pool.
+/// transaction (see [`unit`]); elsewhere in a mutation one from the pool; in a query or a
+/// subscription's start, a reader (on SQLite the calling thread's own, see
+/// [`crate::db::reader`]).
 pub async fn conn(ctx: &Context<'_>) -> AppResult<Db> {
     let state = state(ctx);
-    match unit::current(ctx) {
-        Some(unit) => Ok(Db::Unit(unit.conn(state, state.config.db_timeout()).await?)),
-        None => Ok(Db::Pooled(state.pool.get().await?)),
+    if let Some(unit) = unit::current(ctx) {
+        return Ok(Db::Unit(unit.conn(state, state.config.db_timeout()).await?));
     }
+    // Requests without a unit are the subscriptions a fan-out runs, which only read.
+    let mutating = ctx
+        .data_opt::<unit::WriteUnit>()
+        .is_some_and(unit::WriteUnit::is_mutating);
+    Ok(Db::Pooled(if mutating {
+        state.pool.get().await?
+    } else {
+        state.pool.read().await?
+    }))
 }
 
 /// What [`conn`] gives: use it as `&mut DbConn`.
@@ -127,8 +137,14 @@ impl std::ops::DerefMut for Db {
 }
 
 /// A connection for reading request logs or audit events: the journal is flushed first, so
-/// the reader sees every call and mutation that ended before it asked.
+/// the reader sees every call and mutation that ended before it asked. Outside a unit it
+/// comes from the pool: these reads may scan many rows, which the blocking pool does off the
+/// request threads.
 pub async fn journal_conn(ctx: &Context<'_>) -> AppResult<Db> {
-    state(ctx).journal.flush().await?;
-    conn(ctx).await
+    let state = state(ctx);
+    state.journal.flush().await?;
+    match unit::current(ctx) {
+        Some(_) => conn(ctx).await,
+        None => Ok(Db::Pooled(state.pool.get().await?)),
+    }
 }

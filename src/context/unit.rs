@@ -22,6 +22,9 @@ type Effect = Box<dyn FnOnce(&AppState) + Send>;
 #[derive(Default)]
 pub struct WriteUnit {
     open: AtomicBool,
+    /// Set once a root mutation field starts: from then on the request's connections come
+    /// from the pool (a mutation outside a unit may still write), never a thread's readers.
+    mutating: AtomicBool,
     conn: Arc<Mutex<Option<DbConn>>>,
     effects: SyncMutex<Vec<Effect>>,
 }
@@ -49,6 +52,16 @@ impl WriteUnit {
         let conn = self.conn.lock().await.take();
         let effects = std::mem::take(&mut *self.effects.lock().unwrap_or_else(|e| e.into_inner()));
         Closed { conn, effects }
+    }
+
+    /// Marks the request as a mutation (see [`WriteUnit::mutating`]).
+    pub fn enter_mutation(&self) {
+        self.mutating.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a root mutation field has started in this request.
+    pub fn is_mutating(&self) -> bool {
+        self.mutating.load(Ordering::SeqCst)
     }
 
     fn is_open(&self) -> bool {

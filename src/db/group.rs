@@ -11,6 +11,8 @@
 //! connection per batch.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use diesel::{Connection, QueryResult};
@@ -41,6 +43,16 @@ pub struct GroupWriter<T> {
     /// How long a waiter waits for its row (or a flush) before it is told UNAVAILABLE; the
     /// row itself stays queued and is stored once the database is back.
     wait: Duration,
+    /// Rows handed to the writer, and rows it has tried (stored, or failed and logged): a
+    /// flush that finds them equal has nothing to wait for, and returns without a round trip
+    /// to the writer.
+    progress: Arc<Progress>,
+}
+
+#[derive(Default)]
+struct Progress {
+    queued: AtomicU64,
+    tried: AtomicU64,
 }
 
 impl<T> Clone for GroupWriter<T> {
@@ -48,6 +60,7 @@ impl<T> Clone for GroupWriter<T> {
         Self {
             sender: self.sender.clone(),
             wait: self.wait,
+            progress: self.progress.clone(),
         }
     }
 }
@@ -107,7 +120,11 @@ fn rows_of<T: Clone>(jobs: &[Job<T>]) -> Vec<T> {
 /// deleted meanwhile) must not cost the others theirs, and is logged with its failure. A
 /// flush (a job without a row) always succeeds: it asks only that everything before it was
 /// tried, and a reader must not fail because somebody else's row did.
-async fn commit<T: Clone>(jobs: Vec<Job<T>>, write: &mut impl AsyncFnMut(Vec<T>) -> Outcome) {
+async fn commit<T: Clone>(
+    jobs: Vec<Job<T>>,
+    write: &mut impl AsyncFnMut(Vec<T>) -> Outcome,
+    progress: &Progress,
+) {
     let started = std::time::Instant::now();
     let outcome = write_through_outages(|| rows_of(&jobs), write).await;
     let rows = jobs.iter().filter(|(row, _)| row.is_some()).count();
@@ -126,8 +143,12 @@ async fn commit<T: Clone>(jobs: Vec<Job<T>>, write: &mut impl AsyncFnMut(Vec<T>)
                 let _ = waiter.send(outcome);
             }
         }
+        progress.tried.fetch_add(rows as u64, Ordering::SeqCst);
         return;
     }
+    // Counted before any waiter hears: whoever learns its row is stored and then flushes
+    // finds it tried.
+    progress.tried.fetch_add(rows as u64, Ordering::SeqCst);
     for (row, waiter) in jobs {
         if let Some(waiter) = waiter {
             let _ = waiter.send(if row.is_some() {
@@ -143,10 +164,16 @@ async fn commit<T: Clone>(jobs: Vec<Job<T>>, write: &mut impl AsyncFnMut(Vec<T>)
 async fn drain<T: Clone>(
     mut receiver: mpsc::Receiver<Job<T>>,
     max_batch: usize,
+    progress: Arc<Progress>,
     mut write: impl AsyncFnMut(Vec<T>) -> Outcome,
 ) {
     while let Some(first) = receiver.recv().await {
-        commit(gather(first, &mut receiver, max_batch), &mut write).await;
+        commit(
+            gather(first, &mut receiver, max_batch),
+            &mut write,
+            &progress,
+        )
+        .await;
     }
 }
 
@@ -197,46 +224,62 @@ impl<T: GroupInsert> GroupWriter<T> {
         wait: Duration,
     ) -> AppResult<Self> {
         let (sender, receiver) = mpsc::channel::<Job<T>>(max_pending.max(1));
+        let progress = Arc::new(Progress::default());
         match pool {
-            DbPool::Sqlite(_, path, timeout) => {
+            DbPool::Sqlite(_, path, timeout, statements) => {
                 let open = {
                     let (path, pragmas) = (path.clone(), sqlite_pragmas(*timeout));
+                    let statements = statements.clone();
                     move || -> AppResult<diesel::SqliteConnection> {
                         let mut conn =
                             diesel::SqliteConnection::establish(&path).map_err(|err| {
                                 AppError::Unavailable(format!("database unavailable: {err}"))
                             })?;
                         diesel::connection::SimpleConnection::batch_execute(&mut conn, &pragmas)?;
+                        conn.set_instrumentation(statements.instrumentation());
                         Ok(conn)
                     }
                 };
                 let mut conn = open()?;
                 let runtime = tokio::runtime::Handle::try_current().map_err(AppError::internal)?;
+                let writer_progress = progress.clone();
                 std::thread::Builder::new()
                     .name("journal-writer".into())
                     .spawn(move || {
-                        runtime.block_on(drain(receiver, max_batch, async |rows| {
-                            let outcome = write_sqlite(&mut conn, rows);
-                            if outcome.as_ref().is_err_and(|code| code == OUTAGE) {
-                                // A connection that went through a full disk or an I/O error
-                                // may stay broken: write the retry on a fresh one.
-                                if let Ok(fresh) = open() {
-                                    conn = fresh;
+                        runtime.block_on(drain(
+                            receiver,
+                            max_batch,
+                            writer_progress,
+                            async |rows| {
+                                let outcome = write_sqlite(&mut conn, rows);
+                                if outcome.as_ref().is_err_and(|code| code == OUTAGE) {
+                                    // A connection that went through a full disk or an I/O error
+                                    // may stay broken: write the retry on a fresh one.
+                                    if let Ok(fresh) = open() {
+                                        conn = fresh;
+                                    }
                                 }
-                            }
-                            outcome
-                        }))
+                                outcome
+                            },
+                        ))
                     })
                     .map_err(AppError::internal)?;
             }
-            DbPool::Postgres(pool) => {
+            DbPool::Postgres(pool, _) => {
                 let pool = pool.clone();
-                tokio::spawn(drain(receiver, max_batch, async move |rows| {
-                    write_postgres(&pool, rows).await
-                }));
+                tokio::spawn(drain(
+                    receiver,
+                    max_batch,
+                    progress.clone(),
+                    async move |rows| write_postgres(&pool, rows).await,
+                ));
             }
         }
-        Ok(Self { sender, wait })
+        Ok(Self {
+            sender,
+            wait,
+            progress,
+        })
     }
 
     /// True while fewer than `max_pending` rows wait to be written.
@@ -253,10 +296,15 @@ impl<T: GroupInsert> GroupWriter<T> {
         let (done, outcome) = oneshot::channel();
         let unavailable =
             || AppError::Unavailable("the database has not taken the journal's writes".into());
-        let sent = tokio::time::timeout(self.wait, self.sender.send((row, Some(done))))
-            .await
-            .map_err(|_| unavailable())?;
-        sent.map_err(|_| AppError::internal(anyhow::anyhow!("writer stopped")))?;
+        let counted = row.is_some();
+        let sent = self.handed(counted, async {
+            match tokio::time::timeout(self.wait, self.sender.send((row, Some(done)))).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(AppError::internal(anyhow::anyhow!("writer stopped"))),
+                Err(_) => Err(unavailable()),
+            }
+        });
+        sent.await?;
         match tokio::time::timeout(self.wait, outcome).await {
             Err(_) => Err(unavailable()),
             Ok(Ok(Ok(()))) => Ok(()),
@@ -276,23 +324,51 @@ impl<T: GroupInsert> GroupWriter<T> {
     /// Queues `row` without waiting for it to be written (waiting only while the queue is
     /// full, as long as a waiter would). A failure is logged by the writer.
     pub async fn queue(&self, row: T) -> AppResult<()> {
-        match tokio::time::timeout(self.wait, self.sender.send((Some(row), None))).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(AppError::internal(anyhow::anyhow!("writer stopped"))),
-            Err(_) => Err(AppError::Unavailable(
-                "the journal is full: the database has not taken its writes".into(),
-            )),
+        self.handed(true, async {
+            match tokio::time::timeout(self.wait, self.sender.send((Some(row), None))).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(AppError::internal(anyhow::anyhow!("writer stopped"))),
+                Err(_) => Err(AppError::Unavailable(
+                    "the journal is full: the database has not taken its writes".into(),
+                )),
+            }
+        })
+        .await
+    }
+
+    /// Runs `send`, counting its row as queued (uncounted again if it was not sent).
+    async fn handed(&self, row: bool, send: impl Future<Output = AppResult<()>>) -> AppResult<()> {
+        if row {
+            self.progress.queued.fetch_add(1, Ordering::SeqCst);
         }
+        let sent = send.await;
+        if row && sent.is_err() {
+            self.progress.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+        sent
     }
 
     /// Queues `row` if there is room right now, without waiting (for callers that cannot wait,
     /// like a drop); false when the queue is full or the writer stopped.
     pub fn try_queue(&self, row: T) -> bool {
-        self.sender.try_send((Some(row), None)).is_ok()
+        self.progress.queued.fetch_add(1, Ordering::SeqCst);
+        let sent = self.sender.try_send((Some(row), None)).is_ok();
+        if !sent {
+            self.progress.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+        sent
     }
 
-    /// Returns once every row queued before is stored (or has failed).
+    /// Returns once every row queued before is stored (or has failed): at once when the
+    /// writer has tried every row handed to it so far, else after a round trip through it.
     pub async fn flush(&self) -> AppResult<()> {
+        // Tried first, then queued: every tried row was counted as queued before, so when
+        // the rows tried at the first reading are at least those queued at the second, no
+        // row was waiting at either.
+        let tried = self.progress.tried.load(Ordering::SeqCst);
+        if tried >= self.progress.queued.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         self.send(None).await
     }
 }
@@ -320,7 +396,7 @@ mod tests {
                 ((row, Some(done)), outcome)
             })
             .unzip();
-        commit(jobs, &mut write).await;
+        commit(jobs, &mut write, &Progress::default()).await;
         for outcome in outcomes {
             assert_eq!(outcome.await.unwrap(), Ok(()));
         }
@@ -347,8 +423,8 @@ mod tests {
             })
             .unzip();
         let together = alone.split_off(2);
-        commit(alone, &mut write).await;
-        commit(together, &mut write).await;
+        commit(alone, &mut write, &Progress::default()).await;
+        commit(together, &mut write, &Progress::default()).await;
         let mut got = Vec::new();
         for outcome in outcomes {
             got.push(outcome.await.unwrap());

@@ -3,6 +3,7 @@
 
 pub mod group;
 pub mod journal;
+pub mod reader;
 pub mod rows;
 pub mod schema;
 
@@ -21,7 +22,9 @@ use futures_util::FutureExt;
 
 use crate::error::AppError;
 
-pub type SqliteConnection = SyncConnectionWrapper<diesel::SqliteConnection>;
+/// diesel-async's SQLite connection, running its statements on the blocking pool (pooled
+/// connections) or on the calling thread (a thread's readers, see [`reader`]).
+pub type SqliteConnection = SyncConnectionWrapper<diesel::SqliteConnection, reader::Hop>;
 
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -39,10 +42,38 @@ pub(crate) fn sqlite_pragmas(timeout: Duration) -> String {
 
 #[derive(Clone)]
 pub enum DbPool {
-    Postgres(Pool<AsyncPgConnection>),
+    Postgres(Pool<AsyncPgConnection>, Statements),
     /// The pool, the file it opens and the wait bound (for connections of their own, like
-    /// the journal's).
-    Sqlite(Pool<SqliteConnection>, std::sync::Arc<str>, Duration),
+    /// the journal's and the threads' readers).
+    Sqlite(
+        Pool<SqliteConnection>,
+        std::sync::Arc<str>,
+        Duration,
+        Statements,
+    ),
+}
+
+/// How many statements this pool's connections (and the SQLite readers and journal opened
+/// beside it) have run: `hub_db_statements_total`, and how a test sees that a query's
+/// statements do not grow with its page.
+#[derive(Clone, Default)]
+pub struct Statements(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Statements {
+    pub fn count(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts a connection's statements (set on every connection when it opens).
+    pub fn instrumentation(&self) -> impl diesel::connection::Instrumentation + use<> {
+        use diesel::connection::InstrumentationEvent;
+        let counter = self.0.clone();
+        move |event: InstrumentationEvent<'_>| {
+            if matches!(event, InstrumentationEvent::StartQuery { .. }) {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// A connection checked out of the pool; store functions take `&mut DbConn`.
@@ -50,7 +81,32 @@ pub enum DbPool {
 #[allow(clippy::large_enum_variant)]
 pub enum DbConn {
     Postgres(Object<AsyncPgConnection>),
-    Sqlite(Object<SqliteConnection>),
+    Sqlite(SqliteHandle),
+}
+
+/// A SQLite connection from the pool, or one of the calling thread's readers.
+pub enum SqliteHandle {
+    Pooled(Object<SqliteConnection>),
+    Reader(reader::Reader),
+}
+
+impl std::ops::Deref for SqliteHandle {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        match self {
+            SqliteHandle::Pooled(conn) => conn,
+            SqliteHandle::Reader(conn) => conn,
+        }
+    }
+}
+
+impl std::ops::DerefMut for SqliteHandle {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        match self {
+            SqliteHandle::Pooled(conn) => conn,
+            SqliteHandle::Reader(conn) => conn,
+        }
+    }
 }
 
 pub use crate::config::{DatabaseUrl, redact_url};
@@ -111,8 +167,8 @@ impl DbPool {
     /// Connections (in use, idle) of the pool.
     pub fn usage(&self) -> (usize, usize) {
         let status = match self {
-            DbPool::Postgres(pool) => pool.status(),
-            DbPool::Sqlite(pool, _, _) => pool.status(),
+            DbPool::Postgres(pool, _) => pool.status(),
+            DbPool::Sqlite(pool, ..) => pool.status(),
         };
         let idle = status.available;
         (status.size.saturating_sub(idle), idle)
@@ -129,11 +185,15 @@ impl DbPool {
     ) -> Result<Self, AppError> {
         match url {
             DatabaseUrl::Postgres(url) => {
+                let statements = Statements::default();
+                let counted = statements.clone();
                 let mut config = ManagerConfig::<AsyncPgConnection>::default();
                 config.custom_setup = Box::new(move |url| {
                     let url = url.to_string();
+                    let counted = counted.clone();
                     async move {
                         let mut conn = AsyncPgConnection::establish(&url).await?;
+                        conn.set_instrumentation(counted.instrumentation());
                         conn.batch_execute(&format!(
                             "SET statement_timeout = {}; SET lock_timeout = {0}",
                             timeout.as_millis()
@@ -156,7 +216,7 @@ impl DbPool {
                     .runtime(deadpool::Runtime::Tokio1)
                     .build()
                     .map_err(AppError::internal)?;
-                Ok(Self::Postgres(pool))
+                Ok(Self::Postgres(pool, statements))
             }
             DatabaseUrl::Sqlite(path) => {
                 private_files(path).map_err(|err| {
@@ -164,13 +224,17 @@ impl DbPool {
                         "cannot secure the SQLite file {path}: {err}"
                     ))
                 })?;
+                let statements = Statements::default();
+                let counted = statements.clone();
                 let mut config = ManagerConfig::<SqliteConnection>::default();
                 let pragmas = sqlite_pragmas(timeout);
                 config.custom_setup = Box::new(move |path| {
                     let path = path.to_string();
                     let pragmas = pragmas.clone();
+                    let counted = counted.clone();
                     async move {
                         let mut conn = SqliteConnection::establish(&path).await?;
+                        conn.set_instrumentation(counted.instrumentation());
                         conn.batch_execute(&pragmas)
                             .await
                             .map_err(ConnectionError::CouldntSetupConfiguration)?;
@@ -190,35 +254,77 @@ impl DbPool {
                     .runtime(deadpool::Runtime::Tokio1)
                     .build()
                     .map_err(AppError::internal)?;
-                Ok(Self::Sqlite(pool, path.as_str().into(), timeout))
+                Ok(Self::Sqlite(
+                    pool,
+                    path.as_str().into(),
+                    timeout,
+                    statements,
+                ))
             }
+        }
+    }
+
+    /// Statements run so far (see [`Statements`]).
+    pub fn statements(&self) -> &Statements {
+        match self {
+            Self::Postgres(_, statements) | Self::Sqlite(.., statements) => statements,
         }
     }
 
     pub fn backend_name(&self) -> &'static str {
         match self {
-            Self::Postgres(_) => "postgres",
+            Self::Postgres(..) => "postgres",
             Self::Sqlite(..) => "sqlite",
         }
     }
 
     pub async fn get(&self) -> Result<DbConn, AppError> {
         match self {
-            Self::Postgres(pool) => pool.get().await.map(DbConn::Postgres),
-            Self::Sqlite(pool, ..) => pool.get().await.map(DbConn::Sqlite),
+            Self::Postgres(pool, _) => pool.get().await.map(DbConn::Postgres),
+            Self::Sqlite(pool, ..) => pool
+                .get()
+                .await
+                .map(|c| DbConn::Sqlite(SqliteHandle::Pooled(c))),
         }
         .map_err(|err| AppError::Unavailable(format!("database unavailable: {err}")))
+    }
+
+    /// A connection for short reads: on SQLite one of the calling thread's read-only
+    /// connections, whose statements run inline (see [`reader`]); on PostgreSQL one from the
+    /// pool.
+    pub async fn read(&self) -> Result<DbConn, AppError> {
+        match self {
+            Self::Sqlite(_, path, timeout, statements) => {
+                reader::Reader::take(path, *timeout, statements)
+                    .map(|r| DbConn::Sqlite(SqliteHandle::Reader(r)))
+            }
+            Self::Postgres(..) => self.get().await,
+        }
+    }
+
+    /// A connection from the pool itself (what the migration harness takes).
+    async fn pooled_sqlite(&self) -> Result<Object<SqliteConnection>, AppError> {
+        match self {
+            Self::Sqlite(pool, ..) => pool
+                .get()
+                .await
+                .map_err(|err| AppError::Unavailable(format!("database unavailable: {err}"))),
+            Self::Postgres(..) => Err(AppError::internal(anyhow::anyhow!("not a SQLite pool"))),
+        }
     }
 
     /// Applies pending migrations. Uses `block_in_place`: call it from a multi-thread runtime,
     /// never from an actix worker.
     pub async fn migrate(&self) -> Result<usize, AppError> {
-        let conn = self.get().await?;
-        let applied = match conn {
-            DbConn::Postgres(c) => AsyncMigrationHarness::new(c)
-                .run_pending_migrations(POSTGRES_MIGRATIONS)
-                .map(|v| v.len()),
-            DbConn::Sqlite(c) => AsyncMigrationHarness::new(c)
+        let applied = match self {
+            DbPool::Postgres(pool, _) => AsyncMigrationHarness::new(
+                pool.get()
+                    .await
+                    .map_err(|err| AppError::Unavailable(format!("database unavailable: {err}")))?,
+            )
+            .run_pending_migrations(POSTGRES_MIGRATIONS)
+            .map(|v| v.len()),
+            DbPool::Sqlite(..) => AsyncMigrationHarness::new(self.pooled_sqlite().await?)
                 .run_pending_migrations(SQLITE_MIGRATIONS)
                 .map(|v| v.len()),
         };
@@ -227,12 +333,15 @@ impl DbPool {
 
     /// Reverts every applied migration (newest first); used by the migration tests.
     pub async fn revert_all(&self) -> Result<usize, AppError> {
-        let conn = self.get().await?;
-        let reverted = match conn {
-            DbConn::Postgres(c) => AsyncMigrationHarness::new(c)
-                .revert_all_migrations(POSTGRES_MIGRATIONS)
-                .map(|v| v.len()),
-            DbConn::Sqlite(c) => AsyncMigrationHarness::new(c)
+        let reverted = match self {
+            DbPool::Postgres(pool, _) => AsyncMigrationHarness::new(
+                pool.get()
+                    .await
+                    .map_err(|err| AppError::Unavailable(format!("database unavailable: {err}")))?,
+            )
+            .revert_all_migrations(POSTGRES_MIGRATIONS)
+            .map(|v| v.len()),
+            DbPool::Sqlite(..) => AsyncMigrationHarness::new(self.pooled_sqlite().await?)
                 .revert_all_migrations(SQLITE_MIGRATIONS)
                 .map(|v| v.len()),
         };

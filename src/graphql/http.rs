@@ -345,22 +345,34 @@ async fn execute(
         request.data.insert(AuditTargets::default());
         request.data.insert(WriteUnit::default());
     }
-    // Each operation's type, for the metrics (the documents are parsed already).
-    let types: Vec<&'static str> = batch
+    // Each operation's type and registered name, for the metrics (the documents are parsed
+    // already).
+    let types: Vec<(&'static str, String)> = batch
         .iter_mut()
-        .map(|request| match request.parsed_query() {
-            Ok(document) => match &document.operations {
-                async_graphql::parser::types::DocumentOperations::Single(op) => {
-                    type_label(op.node.ty)
-                }
-                async_graphql::parser::types::DocumentOperations::Multiple(ops) => {
-                    match ops.values().next() {
-                        Some(op) if ops.len() == 1 => type_label(op.node.ty),
-                        _ => "multiple",
+        .map(|request| {
+            let asked = request.operation_name.clone();
+            let (kind, name) = match request.parsed_query() {
+                Ok(document) => match &document.operations {
+                    async_graphql::parser::types::DocumentOperations::Single(op) => {
+                        (type_label(op.node.ty), asked)
                     }
-                }
-            },
-            Err(_) => "invalid",
+                    async_graphql::parser::types::DocumentOperations::Multiple(ops) => {
+                        let chosen = match &asked {
+                            Some(name) => ops.get(name.as_str()).map(|op| (name.clone(), op)),
+                            None if ops.len() == 1 => {
+                                ops.iter().next().map(|(n, op)| (n.to_string(), op))
+                            }
+                            None => None,
+                        };
+                        match chosen {
+                            Some((name, op)) => (type_label(op.node.ty), Some(name)),
+                            None => ("multiple", None),
+                        }
+                    }
+                },
+                Err(_) => ("invalid", None),
+            };
+            (kind, state.config.operation_label(name.as_deref()))
         })
         .collect();
     let started = std::time::Instant::now();
@@ -370,12 +382,14 @@ async fn execute(
         BatchResponse::Single(single) => vec![!single.errors.is_empty()],
         BatchResponse::Batch(responses) => responses.iter().map(|r| !r.errors.is_empty()).collect(),
     };
-    for (kind, failed) in types.into_iter().zip(errors) {
+    for ((kind, operation), failed) in types.into_iter().zip(errors) {
         let outcome = if failed { "error" } else { "ok" };
-        metrics::counter!("hub_graphql_operations_total", "type" => kind, "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!("hub_graphql_operation_duration_seconds", "type" => kind)
-            .record(seconds);
+        metrics::counter!("hub_graphql_operations_total", "type" => kind,
+            "operation" => operation.clone(), "outcome" => outcome)
+        .increment(1);
+        metrics::histogram!("hub_graphql_operation_duration_seconds", "type" => kind,
+            "operation" => operation)
+        .record(seconds);
     }
     let (status, body, headers) = match response {
         BatchResponse::Single(single) => {

@@ -1,4 +1,4 @@
-use async_graphql::{Context, Enum, ID, Object, SimpleObject, Subscription, Union};
+use async_graphql::{Context, ID, Object, SimpleObject, Subscription, Union};
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 
@@ -7,33 +7,10 @@ use crate::auth::{Scope, ScopeGuard, principal};
 use crate::context::live::{EventsMissed, Live, watch};
 use crate::context::{conn, journal_conn, state};
 use crate::events::EventKind;
-use crate::http::breaker::CircuitState;
 use crate::integrations::graphql::{IntegrationNode, reachable};
+use crate::integrations::insight::IntegrationHealth;
 use crate::integrations::model::IntegrationStatus;
 use crate::providers::{self, ProviderCategory};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-pub enum Circuit {
-    Closed,
-    Open,
-    HalfOpen,
-}
-
-#[derive(SimpleObject)]
-pub struct IntegrationHealth {
-    pub status: IntegrationStatus,
-    /// Successful checks ÷ checks over the health window, in percent.
-    pub uptime_percent: Option<f64>,
-    /// Failed requests ÷ requests over the health window.
-    pub error_rate: Option<f64>,
-    pub last_response_ms: Option<i64>,
-    pub last_error: Option<String>,
-    pub last_check_at: Option<DateTime<Utc>>,
-    pub consecutive_failures: i32,
-    pub checks_in_window: i64,
-    /// The outbound circuit breaker of this integration on this replica.
-    pub circuit: Circuit,
-}
 
 #[derive(SimpleObject)]
 pub struct CategoryCount {
@@ -89,22 +66,7 @@ impl HealthQuery {
         let caller = principal(ctx)?;
         let integration = reachable(ctx, caller, &integration_id).await?;
         let stats = window_stats(state(ctx), &integration).await?;
-        let circuit = match state(ctx).outbound.breakers().state(&integration.id) {
-            CircuitState::Closed => Circuit::Closed,
-            CircuitState::Open => Circuit::Open,
-            CircuitState::HalfOpen => Circuit::HalfOpen,
-        };
-        Ok(IntegrationHealth {
-            status: IntegrationStatus::parse(&integration.status),
-            uptime_percent: stats.uptime_percent(),
-            error_rate: stats.error_rate(),
-            last_response_ms: integration.last_response_ms,
-            last_error: integration.last_error,
-            last_check_at: integration.last_check_at.map(|t| t.and_utc()),
-            consecutive_failures: integration.consecutive_failures,
-            checks_in_window: stats.checks,
-            circuit,
-        })
+        Ok(IntegrationHealth::new(state(ctx), &integration, &stats))
     }
 
     /// Counts by category and status, health, and request totals of a project's integrations.
@@ -158,16 +120,20 @@ impl HealthQuery {
             })
             .count() as i64;
         let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-        let totals = crate::logs::store::totals(&mut db, &caller.team_id, &ids, None).await?;
+        let per_integration =
+            crate::integrations::insight::totals(&mut db, &caller.team_id, &ids, None, false)
+                .await?;
+        let (requests, duration_ms) = per_integration
+            .values()
+            .fold((0, 0), |(n, ms), t| (n + t.total, ms + t.duration_ms));
         Ok(ProjectStatistics {
             total_integrations: rows.len() as i64,
             by_category,
             by_status,
             healthy,
             unhealthy,
-            total_requests: totals.total,
-            average_response_ms: (totals.total > 0)
-                .then(|| totals.duration_ms as f64 / totals.total as f64),
+            total_requests: requests,
+            average_response_ms: (requests > 0).then(|| duration_ms as f64 / requests as f64),
         })
     }
 }
@@ -249,7 +215,7 @@ impl HealthMutation {
             status: outcome.status.map(i32::from),
             duration_ms: outcome.duration_ms.min(i32::MAX as i64) as i32,
             error: outcome.error,
-            integration: IntegrationNode(updated),
+            integration: IntegrationNode::one(updated),
         })
     }
 }

@@ -6,7 +6,6 @@ pub mod graphql;
 pub mod monitor;
 pub mod store;
 
-use chrono::{Duration, NaiveDateTime};
 use serde_json::json;
 
 use crate::calls::service::{CheckOutcome, check};
@@ -14,6 +13,7 @@ use crate::context::AppState;
 use crate::db::{new_id, now};
 use crate::error::AppResult;
 use crate::events::{Event, EventKind};
+use crate::integrations::insight::{self, WindowStats};
 use crate::integrations::model::{IntegrationRow, IntegrationStatus};
 use store::HealthCheckRow;
 
@@ -24,51 +24,17 @@ const DEGRADED_ERROR_RATE: f64 = 0.10;
 /// Consecutive failed checks after which it is disconnected.
 const DISCONNECTED_AFTER: i32 = 3;
 
-/// Uptime and error rate over the health window.
-#[derive(Debug, Clone, Default)]
-pub struct WindowStats {
-    pub checks: i64,
-    pub checks_ok: i64,
-    pub requests: i64,
-    /// Requests that failed because of the integration (see `logs::store::Totals::unhealthy`).
-    pub requests_failed: i64,
-}
-
-impl WindowStats {
-    pub fn uptime_percent(&self) -> Option<f64> {
-        (self.checks > 0).then(|| 100.0 * self.checks_ok as f64 / self.checks as f64)
-    }
-
-    pub fn error_rate(&self) -> Option<f64> {
-        (self.requests > 0).then(|| self.requests_failed as f64 / self.requests as f64)
-    }
-}
-
-pub fn window_start(state: &AppState) -> NaiveDateTime {
-    now() - Duration::seconds(state.config.health_window_secs as i64)
-}
-
+/// The health-window statistics of one integration (see [`insight::window_stats`]), after
+/// flushing the journal so the window holds every call that ended.
 pub async fn window_stats(
     state: &AppState,
     integration: &IntegrationRow,
 ) -> AppResult<WindowStats> {
     state.journal.flush().await?;
     let mut conn = state.pool.get().await?;
-    let since = window_start(state);
-    let (checks, checks_ok) = store::check_counts(&mut conn, &integration.id, since).await?;
-    let totals = crate::logs::store::totals(
-        &mut conn,
-        &integration.team_id,
-        std::slice::from_ref(&integration.id),
-        Some(since),
-    )
-    .await?;
-    Ok(WindowStats {
-        checks,
-        checks_ok,
-        requests: totals.total,
-        requests_failed: totals.unhealthy,
-    })
+    let ids = std::slice::from_ref(&integration.id);
+    let mut stats = insight::window_stats(state, &mut conn, &integration.team_id, ids).await?;
+    Ok(stats.remove(&integration.id).unwrap_or_default())
 }
 
 /// The status a check leads to, and why when it is not CONNECTED (the integration's

@@ -1,7 +1,5 @@
 use chrono::NaiveDateTime;
-use diesel::dsl::{count_star, sql};
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
 
 use crate::db::DbConn;
@@ -29,23 +27,6 @@ pub async fn insert(conn: &mut DbConn, row: &HealthCheckRow) -> AppResult<()> {
         .execute(c)
         .await)?;
     Ok(())
-}
-
-/// (checks, successful checks) since a time.
-pub async fn check_counts(
-    conn: &mut DbConn,
-    integration_id: &str,
-    since: NaiveDateTime,
-) -> AppResult<(i64, i64)> {
-    Ok(with_conn!(conn, |c| health_checks::table
-        .filter(health_checks::integration_id.eq(integration_id))
-        .filter(health_checks::checked_at.ge(since))
-        .select((
-            count_star(),
-            sql::<BigInt>("CAST(COALESCE(SUM(CASE WHEN ok THEN 1 ELSE 0 END), 0) AS BIGINT)"),
-        ))
-        .get_result::<(i64, i64)>(c)
-        .await)?)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -5,6 +5,9 @@ use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 use serde_json::json;
 
+use std::sync::Arc;
+
+use super::insight::{IntegrationHealth, IntegrationMetrics, Siblings};
 use super::model::{IntegrationFilter, IntegrationRow, IntegrationStatus};
 use super::service::{self, IntegrationUpdate, NewIntegration};
 use super::store;
@@ -20,7 +23,25 @@ use crate::events::{Event, EventKind};
 use crate::providers::graphql::ProviderNode;
 use crate::providers::{self, ProviderCategory};
 
-pub struct IntegrationNode(pub IntegrationRow);
+/// An integration as the schema shows it, with the page it was listed on (its siblings), so
+/// its `health` and `metrics` load for the whole page at once.
+pub struct IntegrationNode(pub IntegrationRow, Arc<Siblings>);
+
+impl IntegrationNode {
+    /// An integration on its own.
+    pub fn one(row: IntegrationRow) -> Self {
+        let siblings = Siblings::of(std::slice::from_ref(&row));
+        Self(row, siblings)
+    }
+
+    /// A page of integrations, sharing their loads.
+    pub fn page(rows: Vec<IntegrationRow>) -> Vec<Self> {
+        let siblings = Siblings::of(&rows);
+        rows.into_iter()
+            .map(|row| Self(row, siblings.clone()))
+            .collect()
+    }
+}
 
 /// Which credential fields are set. Values are write-only and never returned.
 #[derive(SimpleObject)]
@@ -76,6 +97,23 @@ impl IntegrationNode {
     }
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at.and_utc()
+    }
+    /// Health over the window (as `integrationHealth`); for a page of integrations, loaded
+    /// for all of them in one set of statements.
+    async fn health(&self, ctx: &Context<'_>) -> async_graphql::Result<IntegrationHealth> {
+        let state = state(ctx);
+        let stats = self.1.window_stats(state, &self.0.id).await?;
+        Ok(IntegrationHealth::new(state, &self.0, &stats))
+    }
+    /// Call metrics since `since` (all time when omitted; as `integrationMetrics`); for a
+    /// page of integrations, loaded for all of them in one set of statements.
+    async fn metrics(
+        &self,
+        ctx: &Context<'_>,
+        since: Option<DateTime<Utc>>,
+    ) -> async_graphql::Result<IntegrationMetrics> {
+        let since = since.map(|t| t.naive_utc());
+        Ok(self.1.totals(state(ctx), &self.0.id, since).await?.into())
     }
 }
 
@@ -300,7 +338,8 @@ impl IntegrationQuery {
         } else {
             None
         };
-        Ok(page.connection(rows, total, |r| &r.id, IntegrationNode))
+        let nodes = IntegrationNode::page(rows);
+        Ok(page.connection(nodes, total, |n| &n.0.id, |n| n))
     }
 
     #[graphql(guard = "ScopeGuard(Scope::IntegrationsRead)")]
@@ -310,7 +349,7 @@ impl IntegrationQuery {
         id: ID,
     ) -> async_graphql::Result<IntegrationNode> {
         let caller = principal(ctx)?;
-        Ok(IntegrationNode(
+        Ok(IntegrationNode::one(
             visible(&mut *conn(ctx).await?, caller, &id).await?,
         ))
     }
@@ -349,7 +388,7 @@ impl IntegrationMutation {
         .await?;
         audit::target(ctx, "integration", &row.id);
         publish(ctx, EventKind::IntegrationCreated, &row);
-        Ok(IntegrationNode(row))
+        Ok(IntegrationNode::one(row))
     }
 
     #[graphql(guard = "ScopeGuard(Scope::IntegrationsWrite)")]
@@ -369,7 +408,7 @@ impl IntegrationMutation {
         };
         let row = service::update(&mut db, &caller.team_id, &id, update).await?;
         publish(ctx, EventKind::IntegrationUpdated, &row);
-        Ok(IntegrationNode(row))
+        Ok(IntegrationNode::one(row))
     }
 
     #[graphql(guard = "ScopeGuard(Scope::IntegrationsWrite)")]
@@ -385,7 +424,7 @@ impl IntegrationMutation {
         visible(&mut db, caller, &id).await?;
         let row = service::set_enabled(&mut db, &caller.team_id, &id, enabled).await?;
         publish(ctx, EventKind::IntegrationUpdated, &row);
-        Ok(IntegrationNode(row))
+        Ok(IntegrationNode::one(row))
     }
 
     /// Replaces the credentials; the old values are gone.
@@ -409,7 +448,7 @@ impl IntegrationMutation {
         )
         .await?;
         publish(ctx, EventKind::IntegrationUpdated, &row);
-        Ok(IntegrationNode(row))
+        Ok(IntegrationNode::one(row))
     }
 
     /// Deletes the integration; returns its id.

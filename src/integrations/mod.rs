@@ -1,6 +1,7 @@
 //! Integrations: a provider configured for a project, with sealed, write-only credentials.
 
 pub mod graphql;
+pub mod insight;
 pub mod model;
 pub mod service;
 pub mod store;

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use async_graphql::{Context, ID, Object, SimpleObject, Subscription, Union};
+use async_graphql::{Context, ID, Object, Subscription, Union};
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 
@@ -12,6 +12,7 @@ use crate::context::{Connection, Page, asks_total, conn, journal_conn};
 use crate::error::{AppError, AppResult};
 use crate::events::EventKind;
 use crate::integrations::graphql::reachable;
+use crate::integrations::insight::{self, IntegrationMetrics};
 
 pub struct RequestLogNode(pub Arc<RequestLogRow>);
 
@@ -61,33 +62,6 @@ impl RequestLogNode {
     }
     async fn correlation_id(&self) -> &str {
         &self.0.correlation_id
-    }
-}
-
-#[derive(SimpleObject)]
-pub struct IntegrationMetrics {
-    pub total_requests: i64,
-    pub successful_requests: i64,
-    pub failed_requests: i64,
-    pub average_response_ms: Option<f64>,
-    pub p95_response_ms: Option<i64>,
-    pub bytes_in: i64,
-    pub bytes_out: i64,
-    pub last_activity: Option<DateTime<Utc>>,
-}
-
-impl From<store::Totals> for IntegrationMetrics {
-    fn from(t: store::Totals) -> Self {
-        Self {
-            total_requests: t.total,
-            successful_requests: t.successful,
-            failed_requests: t.total - t.successful,
-            average_response_ms: (t.total > 0).then(|| t.duration_ms as f64 / t.total as f64),
-            p95_response_ms: t.p95_ms,
-            bytes_in: t.bytes_in,
-            bytes_out: t.bytes_out,
-            last_activity: t.last_activity.map(|at| at.and_utc()),
-        }
     }
 }
 
@@ -190,13 +164,15 @@ impl LogsQuery {
     ) -> async_graphql::Result<IntegrationMetrics> {
         let caller = principal(ctx)?;
         let integration = reachable(ctx, caller, &integration_id).await?;
-        let totals = store::totals(
+        let mut totals = insight::totals(
             &mut *journal_conn(ctx).await?,
             &caller.team_id,
             std::slice::from_ref(&integration.id),
             since.map(|t| t.naive_utc()),
+            true,
         )
         .await?;
+        let totals = totals.remove(&integration.id).unwrap_or_default();
         Ok(totals.into())
     }
 }

@@ -1,9 +1,8 @@
 //! Queries on `request_logs`.
 
 use chrono::NaiveDateTime;
-use diesel::dsl::{count_star, max, sql};
+use diesel::dsl::count_star;
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
 
 use super::RequestLogRow;
@@ -81,80 +80,6 @@ async fn select_list(
         }
         crate::page_or_count!(query, c, fetch, RequestLogRow, request_logs::id, lt, desc)
     })?)
-}
-
-/// Aggregates over the logs of some integrations since a time.
-#[derive(Debug, Default, Clone)]
-pub struct Totals {
-    pub total: i64,
-    pub successful: i64,
-    /// Calls that say the integration is unwell: no answer (transport failure, timeout,
-    /// refused destination), a 5xx, or the credentials refused (401, 403). Other 4xx answers
-    /// are about the caller's request, not the integration.
-    pub unhealthy: i64,
-    pub duration_ms: i64,
-    pub bytes_in: i64,
-    pub bytes_out: i64,
-    pub last_activity: Option<NaiveDateTime>,
-    pub p95_ms: Option<i64>,
-}
-
-pub async fn totals(
-    conn: &mut DbConn,
-    team_id: &str,
-    integration_ids: &[String],
-    since: Option<NaiveDateTime>,
-) -> AppResult<Totals> {
-    let since = since.unwrap_or_default();
-    let ids = integration_ids.to_vec();
-    let (total, (successful, unhealthy), duration_ms, bytes_in, bytes_out, last_activity) = with_conn!(
-        conn,
-        |c| {
-            request_logs::table
-        .filter(request_logs::team_id.eq(team_id))
-        .filter(request_logs::integration_id.eq_any(ids.clone()))
-        .filter(request_logs::created_at.ge(since))
-        .select((
-            count_star(),
-            (
-                sql::<BigInt>("CAST(COALESCE(SUM(CASE WHEN status < 400 AND error IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT)"),
-                sql::<BigInt>("CAST(COALESCE(SUM(CASE WHEN error IS NOT NULL OR status IS NULL OR status >= 500 OR status IN (401, 403) THEN 1 ELSE 0 END), 0) AS BIGINT)"),
-            ),
-            sql::<BigInt>("CAST(COALESCE(SUM(duration_ms), 0) AS BIGINT)"),
-            sql::<BigInt>("CAST(COALESCE(SUM(bytes_in), 0) AS BIGINT)"),
-            sql::<BigInt>("CAST(COALESCE(SUM(bytes_out), 0) AS BIGINT)"),
-            max(request_logs::created_at),
-        ))
-        .get_result::<(i64, (i64, i64), i64, i64, i64, Option<NaiveDateTime>)>(c)
-        .await
-        }
-    )?;
-    let p95_ms = if total == 0 {
-        None
-    } else {
-        let offset = ((total - 1) as f64 * 0.95).floor() as i64;
-        with_conn!(conn, |c| request_logs::table
-            .filter(request_logs::team_id.eq(team_id))
-            .filter(request_logs::integration_id.eq_any(ids.clone()))
-            .filter(request_logs::created_at.ge(since))
-            .select(request_logs::duration_ms)
-            .order(request_logs::duration_ms.asc())
-            .offset(offset)
-            .limit(1)
-            .first::<i64>(c)
-            .await
-            .optional())?
-    };
-    Ok(Totals {
-        total,
-        successful,
-        unhealthy,
-        duration_ms,
-        bytes_in,
-        bytes_out,
-        last_activity,
-        p95_ms,
-    })
 }
 
 /// Drops logs older than `cutoff` (by their time-ordered ids: the primary key is the only

@@ -9,6 +9,7 @@ mod auth;
 mod binary;
 mod browser;
 mod calls;
+mod dashboard;
 mod http;
 mod inbound;
 mod input_limits;

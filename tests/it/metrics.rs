@@ -10,9 +10,9 @@ use crate::support::{Backend, TestApp};
 
 on_both_backends!(counters_move_with_operations);
 
-const TOKEN: &str = "metrics-token-for-tests";
+pub const TOKEN: &str = "metrics-token-for-tests";
 
-async fn scrape(app: &TestApp) -> String {
+pub async fn scrape(app: &TestApp) -> String {
     let response = reqwest::Client::new()
         .get(format!("{}/metrics", app.base))
         .bearer_auth(TOKEN)
@@ -24,7 +24,7 @@ async fn scrape(app: &TestApp) -> String {
 }
 
 /// The value of the series `name` whose labels include all of `labels` (0 when absent).
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter(|line| {
@@ -43,6 +43,7 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 async fn counters_move_with_operations(backend: Backend) {
     let app = TestApp::start_configured(backend, |config| {
         config.metrics_token = Some(TOKEN.into());
+        config.metrics_operations = "Dashboard, Other_Registered".into();
     })
     .await;
     let upstream = Receiver::start(|_| Reply::json(200, &json!({ "ok": true }))).await;
@@ -62,6 +63,16 @@ async fn counters_move_with_operations(backend: Backend) {
         app.gql(&app.admin_key, "{ viewer { kind } }", json!({}))
             .await
             .data();
+    }
+    // A registered operation name is a label; any other name is counted as `other`.
+    for name in ["Dashboard", "Sneaky"] {
+        app.gql(
+            &app.admin_key,
+            &format!("query {name} {{ viewer {{ kind }} }}"),
+            json!({}),
+        )
+        .await
+        .data();
     }
     let bad = app.gql(&app.admin_key, "{ nope }", json!({})).await;
     assert_eq!(bad.code(), "VALIDATION_FAILED");
@@ -83,6 +94,17 @@ async fn counters_move_with_operations(backend: Backend) {
         "{after}"
     );
     assert!(moved("hub_graphql_operations_total", &[("type", "mutation")]) >= 1.0);
+    assert!(
+        moved(
+            "hub_graphql_operations_total",
+            &[("operation", "Dashboard"), ("outcome", "ok")]
+        ) >= 1.0
+    );
+    assert!(moved("hub_graphql_operations_total", &[("operation", "other")]) >= 3.0);
+    assert!(
+        !after.contains("Sneaky"),
+        "an unregistered name is no label"
+    );
     assert!(moved("hub_graphql_errors_total", &[("code", "VALIDATION_FAILED")]) >= 1.0);
     let outbound = [("provider", "github"), ("status", "2xx")];
     assert!(moved("hub_outbound_requests_total", &outbound) >= 1.0);
