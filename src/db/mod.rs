@@ -598,6 +598,29 @@ pub fn first_id_at(at: chrono::NaiveDateTime) -> String {
 mod tests {
     use super::*;
 
+    /// `.cargo/config.toml` builds the bundled SQLite with the query planner stability
+    /// guarantee; without it every statement with a bound LIMIT is parsed again on each run.
+    #[test]
+    fn sqlite_keeps_its_statements_planned() {
+        use diesel::connection::SimpleConnection;
+        use diesel::prelude::*;
+        #[derive(QueryableByName)]
+        struct CompileOption {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            compile_options: String,
+        }
+        let mut conn = diesel::SqliteConnection::establish(":memory:").unwrap();
+        conn.batch_execute("SELECT 1").unwrap();
+        let options: Vec<CompileOption> =
+            diesel::sql_query("SELECT compile_options FROM pragma_compile_options")
+                .load(&mut conn)
+                .unwrap();
+        assert!(
+            options.iter().any(|o| o.compile_options == "ENABLE_QPSG"),
+            "SQLite was built without SQLITE_ENABLE_QPSG (see .cargo/config.toml)"
+        );
+    }
+
     #[test]
     fn ids_sort_by_time_from_their_first() {
         let before = now();
