@@ -302,6 +302,38 @@ impl DbPool {
         }
     }
 
+    /// Runs `read` — statements that may visit many rows, like aggregates over logs — off the
+    /// request threads: on SQLite on a blocking-pool thread with that thread's reader (its
+    /// statements inline, one hop for all of them and no pool slot held); on PostgreSQL with
+    /// a pooled connection.
+    pub async fn scan<T, F>(&self, read: F) -> Result<T, AppError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(
+                &'c mut DbConn,
+            ) -> futures_util::future::BoxFuture<'c, Result<T, AppError>>
+            + Send
+            + 'static,
+    {
+        match self {
+            Self::Sqlite(_, path, timeout, statements) => {
+                let (path, timeout, statements) = (path.clone(), *timeout, statements.clone());
+                let runtime = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || {
+                    let reader = reader::Reader::take(&path, timeout, &statements)?;
+                    let mut conn = DbConn::Sqlite(SqliteHandle::Reader(reader));
+                    runtime.block_on(read(&mut conn))
+                })
+                .await
+                .map_err(|err| AppError::internal(anyhow::anyhow!("a read stopped: {err}")))?
+            }
+            Self::Postgres(..) => {
+                let mut conn = self.get().await?;
+                read(&mut conn).await
+            }
+        }
+    }
+
     /// A connection from the pool itself (what the migration harness takes).
     async fn pooled_sqlite(&self) -> Result<Object<SqliteConnection>, AppError> {
         match self {

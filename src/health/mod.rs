@@ -33,7 +33,8 @@ pub async fn window_stats(
     state.journal.flush().await?;
     let mut conn = state.pool.get().await?;
     let ids = std::slice::from_ref(&integration.id);
-    let mut stats = insight::window_stats(state, &mut conn, &integration.team_id, ids).await?;
+    let since = insight::window_start(state);
+    let mut stats = insight::window_stats(&mut conn, &integration.team_id, ids, since).await?;
     Ok(stats.remove(&integration.id).unwrap_or_default())
 }
 

@@ -6,7 +6,7 @@
 //! costs the same few statements as one. The nodes of one page share a [`Siblings`]: the
 //! first node whose `health` or `metrics` is asked loads it for all of them, the others
 //! wait for and reuse that answer. These statements aggregate logs, which may be many, so
-//! they run on the pool's connections (off the request threads), after a journal flush.
+//! they run off the request threads ([`crate::db::DbPool::scan`]), after a journal flush.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -238,15 +238,15 @@ pub async fn check_counts(
         .collect())
 }
 
-/// The health-window statistics of each of these integrations of the team (every id gets
-/// one). Three statements, whatever the number of ids.
+/// The health-window statistics (the window starting at `since`) of each of these
+/// integrations of the team (every id gets one). Three statements, whatever the number of
+/// ids.
 pub async fn window_stats(
-    state: &AppState,
     conn: &mut DbConn,
     team_id: &str,
     ids: &[String],
+    since: NaiveDateTime,
 ) -> AppResult<HashMap<String, WindowStats>> {
-    let since = window_start(state);
     let checks = check_counts(conn, ids, since).await?;
     let totals = totals(conn, team_id, ids, Some(since), false).await?;
     Ok(ids
@@ -366,8 +366,14 @@ impl Siblings {
             .health
             .get_or_try_init(|| async {
                 state.journal.flush().await?;
-                let mut conn = state.pool.get().await?;
-                window_stats(state, &mut conn, &self.team_id, &self.ids).await
+                let (team, ids, since) =
+                    (self.team_id.clone(), self.ids.clone(), window_start(state));
+                state
+                    .pool
+                    .scan(move |conn| {
+                        Box::pin(async move { window_stats(conn, &team, &ids, since).await })
+                    })
+                    .await
             })
             .await?;
         Ok(all.get(id).cloned().unwrap_or_default())
@@ -394,8 +400,13 @@ impl Siblings {
         let all = cell
             .get_or_try_init(|| async {
                 state.journal.flush().await?;
-                let mut conn = state.pool.get().await?;
-                totals(&mut conn, &self.team_id, &self.ids, since, true).await
+                let (team, ids) = (self.team_id.clone(), self.ids.clone());
+                state
+                    .pool
+                    .scan(move |conn| {
+                        Box::pin(async move { totals(conn, &team, &ids, since, true).await })
+                    })
+                    .await
             })
             .await?;
         Ok(all.get(id).cloned().unwrap_or_default())
