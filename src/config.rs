@@ -431,10 +431,10 @@ impl Config {
 
     /// The `operation` label of an operation named `name`: its name when registered, `other`
     /// otherwise (so a caller cannot add series).
-    pub fn operation_label(&self, name: Option<&str>) -> String {
+    pub fn operation_label(&self, name: Option<&str>) -> std::borrow::Cow<'static, str> {
         match name {
-            Some(name) if self.metrics_operations().any(|n| n == name) => name.to_string(),
-            _ => "other".to_string(),
+            Some(name) if self.metrics_operations().any(|n| n == name) => name.to_string().into(),
+            _ => "other".into(),
         }
     }
 

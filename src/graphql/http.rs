@@ -347,14 +347,15 @@ async fn execute(
     }
     // Each operation's type and registered name, for the metrics (the documents are parsed
     // already).
-    let types: Vec<(&'static str, String)> = batch
+    let named = !state.config.metrics_operations.trim().is_empty();
+    let types: Vec<(&'static str, std::borrow::Cow<'static, str>)> = batch
         .iter_mut()
         .map(|request| {
             let asked = request.operation_name.clone();
             let (kind, name) = match request.parsed_query() {
                 Ok(document) => match &document.operations {
                     async_graphql::parser::types::DocumentOperations::Single(op) => {
-                        (type_label(op.node.ty), asked)
+                        (type_label(op.node.ty), asked.filter(|_| named))
                     }
                     async_graphql::parser::types::DocumentOperations::Multiple(ops) => {
                         let chosen = match &asked {
@@ -365,7 +366,9 @@ async fn execute(
                             None => None,
                         };
                         match chosen {
-                            Some((name, op)) => (type_label(op.node.ty), Some(name)),
+                            Some((name, op)) => {
+                                (type_label(op.node.ty), Some(name).filter(|_| named))
+                            }
                             None => ("multiple", None),
                         }
                     }
