@@ -315,7 +315,6 @@ impl IntegrationQuery {
         let caller = principal(ctx)?;
         let page = Page::new("integration", first, after)?;
         let mut db = conn(ctx).await?;
-        crate::projects::store::get(&mut db, &caller.team_id, &project_id).await?;
         let mut filter = filter.unwrap_or_default().resolve();
         if !caller.limits.allows_project(&project_id) {
             // A key limited to named integrations sees only those.
@@ -333,6 +332,11 @@ impl IntegrationQuery {
             page.fetch(),
         )
         .await?;
+        if rows.is_empty() {
+            // Rows are confined to the team and project, so any row proves the project is
+            // the team's: only an empty page asks (NOT_FOUND for another team's project).
+            crate::projects::store::get(&mut db, &caller.team_id, &project_id).await?;
+        }
         let total = if asks_total(ctx) {
             Some(store::count(&mut db, &caller.team_id, &project_id, &filter).await?)
         } else {
