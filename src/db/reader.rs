@@ -190,11 +190,13 @@ impl Drop for Reader {
             .is_ok_and(|depth| depth.is_none());
         if clean {
             // Ignored when the thread is ending (its readers are closed with it).
+            // The oldest idle reader makes room (one of a database no longer read, say).
             let _ = IDLE.try_with(|idle| {
                 let mut idle = idle.borrow_mut();
-                if idle.len() < KEEP_PER_THREAD {
-                    idle.push((self.path.clone(), conn));
+                if idle.len() >= KEEP_PER_THREAD {
+                    idle.remove(0);
                 }
+                idle.push((self.path.clone(), conn));
             });
         }
     }
