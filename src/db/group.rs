@@ -231,10 +231,8 @@ impl<T: GroupInsert> GroupWriter<T> {
                     let (path, pragmas) = (path.clone(), sqlite_pragmas(*timeout));
                     let statements = statements.clone();
                     move || -> AppResult<diesel::SqliteConnection> {
-                        let mut conn =
-                            diesel::SqliteConnection::establish(&path).map_err(|err| {
-                                AppError::Unavailable(format!("database unavailable: {err}"))
-                            })?;
+                        let mut conn = diesel::SqliteConnection::establish(&path)
+                            .map_err(super::unavailable)?;
                         diesel::connection::SimpleConnection::batch_execute(&mut conn, &pragmas)?;
                         conn.set_instrumentation(statements.instrumentation());
                         Ok(conn)

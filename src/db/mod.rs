@@ -111,6 +111,12 @@ impl std::ops::DerefMut for SqliteHandle {
 
 pub use crate::config::{DatabaseUrl, redact_url};
 
+/// A connection that could not be had (checked out, opened): UNAVAILABLE, which callers may
+/// retry.
+pub(crate) fn unavailable(err: impl std::fmt::Display) -> AppError {
+    AppError::Unavailable(format!("database unavailable: {err}"))
+}
+
 /// The SQLite file (created here when missing) and its `-wal`/`-shm` files are readable by
 /// the owner only: they hold sealed credentials, key hashes and logs. SQLite creates the
 /// `-wal` and `-shm` files with the database file's mode; files left by an older version are
@@ -286,7 +292,7 @@ impl DbPool {
                 .await
                 .map(|c| DbConn::Sqlite(SqliteHandle::Pooled(c))),
         }
-        .map_err(|err| AppError::Unavailable(format!("database unavailable: {err}")))
+        .map_err(unavailable)
     }
 
     /// A connection for short reads: on SQLite one of the calling thread's read-only
@@ -334,14 +340,18 @@ impl DbPool {
         }
     }
 
-    /// A connection from the pool itself (what the migration harness takes).
+    /// Connections from the pool itself (what the migration harness takes).
     async fn pooled_sqlite(&self) -> Result<Object<SqliteConnection>, AppError> {
         match self {
-            Self::Sqlite(pool, ..) => pool
-                .get()
-                .await
-                .map_err(|err| AppError::Unavailable(format!("database unavailable: {err}"))),
+            Self::Sqlite(pool, ..) => pool.get().await.map_err(unavailable),
             Self::Postgres(..) => Err(AppError::internal(anyhow::anyhow!("not a SQLite pool"))),
+        }
+    }
+
+    async fn pooled_postgres(&self) -> Result<Object<AsyncPgConnection>, AppError> {
+        match self {
+            Self::Postgres(pool, _) => pool.get().await.map_err(unavailable),
+            Self::Sqlite(..) => Err(AppError::internal(anyhow::anyhow!("not a PostgreSQL pool"))),
         }
     }
 
@@ -349,13 +359,9 @@ impl DbPool {
     /// never from an actix worker.
     pub async fn migrate(&self) -> Result<usize, AppError> {
         let applied = match self {
-            DbPool::Postgres(pool, _) => AsyncMigrationHarness::new(
-                pool.get()
-                    .await
-                    .map_err(|err| AppError::Unavailable(format!("database unavailable: {err}")))?,
-            )
-            .run_pending_migrations(POSTGRES_MIGRATIONS)
-            .map(|v| v.len()),
+            DbPool::Postgres(..) => AsyncMigrationHarness::new(self.pooled_postgres().await?)
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.len()),
             DbPool::Sqlite(..) => AsyncMigrationHarness::new(self.pooled_sqlite().await?)
                 .run_pending_migrations(SQLITE_MIGRATIONS)
                 .map(|v| v.len()),
@@ -366,13 +372,9 @@ impl DbPool {
     /// Reverts every applied migration (newest first); used by the migration tests.
     pub async fn revert_all(&self) -> Result<usize, AppError> {
         let reverted = match self {
-            DbPool::Postgres(pool, _) => AsyncMigrationHarness::new(
-                pool.get()
-                    .await
-                    .map_err(|err| AppError::Unavailable(format!("database unavailable: {err}")))?,
-            )
-            .revert_all_migrations(POSTGRES_MIGRATIONS)
-            .map(|v| v.len()),
+            DbPool::Postgres(..) => AsyncMigrationHarness::new(self.pooled_postgres().await?)
+                .revert_all_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.len()),
             DbPool::Sqlite(..) => AsyncMigrationHarness::new(self.pooled_sqlite().await?)
                 .revert_all_migrations(SQLITE_MIGRATIONS)
                 .map(|v| v.len()),

@@ -139,13 +139,13 @@ impl Reader {
         let conn = match idle {
             Some(conn) => conn,
             None => {
-                let mut raw = diesel::SqliteConnection::establish(path)
-                    .map_err(|err| AppError::Unavailable(format!("database unavailable: {err}")))?;
+                let mut raw =
+                    diesel::SqliteConnection::establish(path).map_err(super::unavailable)?;
                 raw.batch_execute(&format!(
                     "{} PRAGMA query_only = ON;",
                     super::sqlite_pragmas(timeout)
                 ))
-                .map_err(|err| AppError::Unavailable(format!("database unavailable: {err}")))?;
+                .map_err(super::unavailable)?;
                 raw.set_instrumentation(statements.instrumentation());
                 SqliteConnection::with_runtime(raw, Hop::Inline)
             }
