@@ -35,9 +35,11 @@ use targets::CallTargets;
 /// What every request and resolver shares. Cheap to clone: the parts are handles.
 #[derive(Clone)]
 pub struct AppState {
-    pub config: Config,
+    /// Shared, not copied: the state is cloned into every task and connection (a copy of
+    /// the configuration and the keyring cost each WebSocket 4.5 KB).
+    pub config: Arc<Config>,
     pub pool: DbPool,
-    pub keyring: Keyring,
+    pub keyring: Arc<Keyring>,
     pub credentials: Arc<CredentialCache>,
     /// Integrations opened for calls, per replica.
     pub call_targets: Arc<CallTargets>,

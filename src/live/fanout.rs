@@ -74,7 +74,7 @@ impl Operation {
 /// One subscriber: where its frames go and how far behind it is.
 pub struct Member {
     frames: mpsc::Sender<Bytes>,
-    control: mpsc::UnboundedSender<Control>,
+    control: futures_channel::mpsc::UnboundedSender<Control>,
     protocol: Protocol,
     /// The subscription id as the client sent it, and as a JSON string.
     id: String,
@@ -93,7 +93,7 @@ struct Lag {
 impl Member {
     pub fn new(
         frames: mpsc::Sender<Bytes>,
-        control: mpsc::UnboundedSender<Control>,
+        control: futures_channel::mpsc::UnboundedSender<Control>,
         protocol: Protocol,
         id: &str,
         token: u64,
@@ -133,7 +133,7 @@ impl Member {
                     lagging: true,
                     missed: events,
                 };
-                let _ = self.control.send(Control::Lagging {
+                let _ = self.control.unbounded_send(Control::Lagging {
                     id: self.id.clone(),
                     token: self.token,
                 });
@@ -322,7 +322,7 @@ impl Group {
         for member in list.values() {
             let text = super::socket::error_message(member.protocol, &member.id, errors.clone());
             let _ = member.frames.try_send(text_frame(&text));
-            let _ = member.control.send(Control::Failed {
+            let _ = member.control.unbounded_send(Control::Failed {
                 id: member.id.clone(),
                 token: member.token,
             });
@@ -344,7 +344,7 @@ impl Group {
     fn end(self: &Arc<Self>) {
         let list = self.close_members();
         for member in list.values() {
-            let _ = member.control.send(Control::Ended {
+            let _ = member.control.unbounded_send(Control::Ended {
                 id: member.id.clone(),
                 token: member.token,
             });

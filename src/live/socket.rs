@@ -209,7 +209,8 @@ pub async fn graphql_ws(
         .map(|key| hash_key(key.as_bytes()))
         .ok_or_else(|| actix_web::error::ErrorBadRequest("Sec-WebSocket-Key is missing"))?;
     let (frames, mut outgoing) = mpsc::channel::<Bytes>(state.config.ws_send_buffer.max(1));
-    let (control, control_rx) = mpsc::unbounded_channel();
+    // Control messages are rare: a channel that allocates per message, not a block up front.
+    let (control, control_rx) = futures_channel::mpsc::unbounded();
     let connection = Connection {
         client_ip: req.peer_addr().map_or([127, 0, 0, 1].into(), |a| a.ip()),
         state: state.get_ref().clone(),
@@ -352,7 +353,7 @@ struct Connection {
     _slot: Slot,
     protocol: Protocol,
     frames: mpsc::Sender<Bytes>,
-    control: mpsc::UnboundedSender<Control>,
+    control: futures_channel::mpsc::UnboundedSender<Control>,
     /// Set by a successful `connection_init` (the credential is kept in memory only, to be
     /// checked again at each `subscribe`).
     credential: Option<String>,
@@ -366,7 +367,14 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(mut self, payload: web::Payload, mut control: mpsc::UnboundedReceiver<Control>) {
+    /// The connection's task. It lives as long as the socket, so its state is kept small:
+    /// the work done per message runs in boxed futures (inline, their state made this task
+    /// 7.9 KB per connection).
+    async fn run(
+        mut self,
+        payload: web::Payload,
+        mut control: futures_channel::mpsc::UnboundedReceiver<Control>,
+    ) {
         /// Counts the connection open while it lives.
         struct Open;
         impl Drop for Open {
@@ -399,20 +407,20 @@ impl Connection {
             let flow = tokio::select! {
                 frame = incoming.next() => match frame {
                     None => Flow::Close,
-                    Some(Err(err)) => self.close(1002, &err).await,
+                    Some(Err(err)) => Box::pin(self.close(1002, &err)).await,
                     Some(Ok(frame)) => {
                         self.heard_at = Instant::now();
-                        self.on_frame(frame).await
+                        Box::pin(self.on_frame(frame)).await
                     }
                 },
-                Some(message) = control.recv() => self.on_control(message).await,
-                _ = keepalive.tick() => self.keep_alive(every).await,
+                Some(message) = control.next() => Box::pin(self.on_control(message)).await,
+                _ = keepalive.tick() => Box::pin(self.keep_alive(every)).await,
                 _ = going_away.wait_for(|stopping| *stopping) => {
-                    self.close(1001, "the server is shutting down").await
+                    Box::pin(self.close(1001, "the server is shutting down")).await
                 }
                 _ = sleep_until(deadline) => match self.principal {
-                    None => self.close(4408, "connection initialisation timeout").await,
-                    Some(_) => self.close(4403, "the credential expired").await,
+                    None => Box::pin(self.close(4408, "connection initialisation timeout")).await,
+                    Some(_) => Box::pin(self.close(4403, "the credential expired")).await,
                 },
             };
             if let Flow::Close = flow {
@@ -643,14 +651,14 @@ impl Connection {
                     let _ = frames
                         .send(text_frame(&error_message(protocol, &id, errors)))
                         .await;
-                    let _ = control.send(Control::Failed { id, token });
+                    let _ = control.unbounded_send(Control::Failed { id, token });
                     return;
                 }
                 let payload = serde_json::to_string(&response).unwrap_or_default();
                 let _ = frames
                     .send(text_frame(&next_message(protocol, &id_json, &payload)))
                     .await;
-                let _ = control.send(Control::Ended { id, token });
+                let _ = control.unbounded_send(Control::Ended { id, token });
             }))
         };
         self.subscriptions

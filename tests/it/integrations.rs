@@ -409,7 +409,7 @@ async fn reseal_moves_credentials_to_the_active_key(backend: Backend) {
     let old_keys = app.state.config.encryption_keys.clone().unwrap();
 
     // A new active key in front of the old one, as an operator rotating keys would configure.
-    let mut config = app.state.config.clone();
+    let mut config = integration_hub::config::Config::clone(&app.state.config);
     config.encryption_keys = Some(format!(
         "{},{old_keys}",
         integration_hub::crypto::Keyring::generate_spec("test2")
@@ -455,7 +455,7 @@ async fn reseal_moves_credentials_to_the_active_key(backend: Backend) {
     assert_eq!(again.data()["resealCredentials"]["resealed"], 0);
 
     // The values survive and now open with the new key alone.
-    let mut config = app.state.config.clone();
+    let mut config = integration_hub::config::Config::clone(&app.state.config);
     let new_only = config
         .encryption_keys
         .clone()

@@ -626,7 +626,7 @@ async fn cancel_interrupt_and_rerun(backend: Backend) {
     while target.len() < before + 2 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let config_now = app.state.config.clone();
+    let config_now = integration_hub::config::Config::clone(&app.state.config);
     let app = app.restart(config_now).await;
     let interrupted = wait_run(&app, &config, &run_id).await;
     assert_eq!(interrupted["status"], "INTERRUPTED", "{interrupted}");

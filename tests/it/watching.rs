@@ -352,7 +352,7 @@ async fn old_logs_are_pruned_by_age_and_count(backend: Backend) {
     );
 
     // By age: the ten-day-old log goes at the next start, the rest stay.
-    let config = app.state.config.clone();
+    let config = integration_hub::config::Config::clone(&app.state.config);
     let app = app.restart(config.clone()).await;
     let kept = until_logs(&app, &id, 4).await;
     assert_eq!(paths(&kept), ["/call/2", "/call/1", "/call/0", "/six-days"]);

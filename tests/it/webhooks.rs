@@ -688,14 +688,14 @@ async fn webhook_secrets_follow_a_key_rotation(backend: Backend) {
     let new_key = integration_hub::crypto::Keyring::generate_spec("test2");
 
     // Without the key the secrets are sealed under, the hub does not start.
-    let mut new_only = app.state.config.clone();
+    let mut new_only = integration_hub::config::Config::clone(&app.state.config);
     new_only.encryption_keys = Some(new_key.clone());
     let refused = integration_hub::app::prepare(new_only.clone()).await;
     let message = refused.err().expect("refused").to_string();
     assert!(message.contains("`test1`"), "{message}");
 
     // Rotate: new key in front, reseal, then the new key alone.
-    let mut both = app.state.config.clone();
+    let mut both = integration_hub::config::Config::clone(&app.state.config);
     both.encryption_keys = Some(format!("{new_key},{old_keys}"));
     let app = app.restart(both).await;
     let resealed = app
