@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_service::ServiceFactoryExt;
 use actix_web::dev::ServerHandle;
 use actix_web::middleware::{Compress, Condition, from_fn};
-use actix_web::{App, HttpResponse, HttpServer, guard, web};
+use actix_web::{App, HttpResponse, guard, web};
 
 use crate::auth::cache::CredentialCache;
 use crate::auth::jwt::JwtVerifier;
@@ -419,11 +420,6 @@ pub fn routes(
         .app_data(fanout.clone())
         .service(
             web::resource("/graphql")
-                .route(
-                    web::get()
-                        .guard(guard::fn_guard(is_websocket))
-                        .to(crate::live::graphql_ws),
-                )
                 .route(web::post().to(graphql_post))
                 .route(web::get().to(graphql_get))
                 .route(
@@ -456,13 +452,6 @@ pub fn routes(
             "/graphiql/{version}/{file}",
             web::get().to(crate::graphiql::asset),
         );
-}
-
-fn is_websocket(ctx: &guard::GuardContext<'_>) -> bool {
-    ctx.head()
-        .headers()
-        .get("upgrade")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
 /// Ready when the database answers within a second (a down, frozen or locked one is not).
@@ -513,6 +502,19 @@ fn open_file_budget(state: &AppState) -> usize {
     connections
 }
 
+/// A listening socket as `HttpServer` makes one: the address reusable at once after a
+/// restart, and a backlog of 2,048 (the standard library's 128 refuses bursts of clients).
+fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(2048)?.into_std()
+}
+
 /// Binds and starts serving in the background.
 pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
     crate::metrics::install();
@@ -528,29 +530,63 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
     // Subscriptions running on this replica, shared by subscribers who ask the same.
     let fanout = web::Data::new(Fanout::default());
     let fanout_handle = fanout.clone().into_inner();
-    let server = HttpServer::new(move || {
-        App::new()
-            .wrap(crate::web::PlainSmallAnswers)
-            .wrap(Compress::default())
-            .wrap(Condition::new(
-                !origins.is_empty(),
-                crate::web::cors(&origins),
-            ))
-            .wrap(from_fn(crate::web::request_context))
-            .configure(|cfg| routes(cfg, &app_state, &schema, &fanout))
-    })
-    .workers(workers)
-    .max_connections(per_worker)
-    .shutdown_timeout(shutdown)
-    // Signals are ours (below): WebSockets are told to go away before the graceful stop.
-    .disable_signals()
-    .bind(addr)
-    .map_err(|err| anyhow::anyhow!("cannot listen on {addr}: {err}"))?;
-    let addr = *server
-        .addrs()
-        .first()
-        .ok_or_else(|| anyhow::anyhow!("no listening address"))?;
+    let listener = listen(addr).map_err(|err| anyhow::anyhow!("cannot listen on {addr}: {err}"))?;
+    let addr = listener.local_addr()?;
     let _ = state.public_base.set(format!("http://{addr}"));
+    let upgrades = crate::live::Upgrades {
+        state: state.clone(),
+        schema: schema.clone(),
+        fanout: fanout.clone().into_inner(),
+        origins: Arc::new(origins.clone()),
+    };
+    // actix-web's `HttpServer`, built by hand for one thing it does not expose: WebSocket
+    // upgrades are taken over from the HTTP/1 dispatcher with their socket
+    // (`live::upgrade`), which frees the dispatcher's buffers for the connection's life.
+    // Everything else is served by the App as `HttpServer` would serve it.
+    let server = actix_server::Server::build()
+        .workers(workers)
+        .max_concurrent_connections(per_worker)
+        .shutdown_timeout(shutdown)
+        // Signals are ours (below): WebSockets are told to go away before the graceful stop.
+        .disable_signals()
+        .listen("integration-hub", listener, move || {
+            let (app_state, schema, fanout, origins) = (
+                app_state.clone(),
+                schema.clone(),
+                fanout.clone(),
+                origins.clone(),
+            );
+            let app = App::new()
+                .wrap(crate::web::PlainSmallAnswers)
+                .wrap(Compress::default())
+                .wrap(Condition::new(
+                    !origins.is_empty(),
+                    crate::web::cors(&origins),
+                ))
+                .wrap(from_fn(crate::web::request_context))
+                .configure(|cfg| routes(cfg, &app_state, &schema, &fanout));
+            let upgrades = upgrades.clone();
+            let upgrade = actix_service::fn_service(
+                move |(req, framed): (actix_http::Request, actix_codec::Framed<_, _>)| {
+                    crate::live::upgrade(&upgrades, req, framed)
+                },
+            );
+            actix_http::HttpService::build()
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .local_addr(addr)
+                .upgrade(upgrade)
+                .finish(actix_service::map_config(
+                    actix_service::IntoServiceFactory::into_factory(app)
+                        .map_err(|err: actix_web::Error| err.error_response()),
+                    // What `HttpServer` gives its App: the bound address as the fallback
+                    // host (a request without `Host`). actix-web exposes this constructor
+                    // only as hidden API; Cargo.lock pins the version it is checked against.
+                    move |_| {
+                        actix_web::dev::AppConfig::__priv_test_new(false, addr.to_string(), addr)
+                    },
+                ))
+                .tcp()
+        })?;
     let server = server.run();
     let handle = server.handle();
     let task = tokio::spawn(server);

@@ -42,6 +42,32 @@ fn new_id() -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
+/// The id of a request with these headers: the client's, if acceptable, or a new one.
+pub fn request_id_of(headers: &header::HeaderMap) -> RequestId {
+    RequestId(match headers.get(&X_REQUEST_ID).filter(accepted_id) {
+        Some(id) => id.clone(),
+        None => new_id(),
+    })
+}
+
+/// Counts a request served on `path` in the HTTP metrics.
+pub fn count_request(path: &str, status: u16, started: Instant) {
+    count_route(route_of(path), status, started);
+}
+
+fn count_route(route: &'static str, status: u16, started: Instant) {
+    let status = match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::counter!("hub_http_requests_total", "route" => route, "status" => status).increment(1);
+    metrics::histogram!("hub_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+}
+
 /// `version-traceid-parentid-flags` in lower-case hex, not all zeros, version not `ff`.
 fn valid_traceparent(value: &HeaderValue) -> bool {
     let Ok(text) = value.to_str() else {
@@ -71,16 +97,12 @@ pub async fn request_context(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let id = match req.headers().get(&X_REQUEST_ID).filter(accepted_id) {
-        Some(id) => id.clone(),
-        None => new_id(),
-    };
+    let id = request_id_of(req.headers());
     let traceparent = req
         .headers()
         .get("traceparent")
         .filter(|v| valid_traceparent(v))
         .cloned();
-    let id = RequestId(id);
     let span = tracing::info_span!("request", request_id = %id.as_str());
     // The access line's parts are copied only when it is written.
     let line = tracing::enabled!(tracing::Level::INFO)
@@ -92,16 +114,7 @@ pub async fn request_context(
         .instrument(span.clone())
         .await?;
     response.headers_mut().insert(X_REQUEST_ID, id.0);
-    let status = match response.status().as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
-    metrics::counter!("hub_http_requests_total", "route" => route, "status" => status).increment(1);
-    metrics::histogram!("hub_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    count_route(route, response.status().as_u16(), started);
     if let Some((method, path)) = line {
         span.in_scope(|| {
             tracing::info!(
@@ -221,7 +234,7 @@ pub fn cors(origins: &[String]) -> Cors {
 
 /// Whether a WebSocket upgrade's `Origin` may connect: any when no origins are configured;
 /// otherwise a listed one, or the hub's own (GraphiQL served by the hub).
-pub fn websocket_origin_allowed(origins: &[String], req: &actix_web::HttpRequest) -> bool {
+pub fn websocket_origin_allowed(origins: &[String], req: &actix_web::dev::RequestHead) -> bool {
     if origins.is_empty() || origins.iter().any(|o| o == "*") {
         return true;
     }
@@ -236,7 +249,9 @@ pub fn websocket_origin_allowed(origins: &[String], req: &actix_web::HttpRequest
     if origins.iter().any(|o| o == origin) {
         return true;
     }
-    let host = req.connection_info().host().to_string();
+    let Some(host) = forwarded_host(req) else {
+        return false;
+    };
     url::Url::parse(origin)
         .ok()
         .and_then(|url| {
@@ -244,6 +259,33 @@ pub fn websocket_origin_allowed(origins: &[String], req: &actix_web::HttpRequest
             url.host_str().map(|h| format!("{h}{port}"))
         })
         .is_some_and(|origin_host| origin_host == host)
+}
+
+/// The host a request was sent to, as actix's `ConnectionInfo` finds it: `Forwarded: host=`,
+/// then `X-Forwarded-Host`, then `Host`.
+fn forwarded_host(req: &actix_web::dev::RequestHead) -> Option<String> {
+    let headers = req.headers();
+    let forwarded = headers
+        .get_all(header::FORWARDED)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([';', ',']))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("host")
+                .then(|| value.trim().trim_matches('"').to_string())
+        });
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_string())
+    };
+    forwarded
+        .or_else(|| first("x-forwarded-host"))
+        .or_else(|| first("host"))
+        .filter(|host| !host.is_empty())
 }
 
 #[cfg(test)]

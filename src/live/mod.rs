@@ -51,4 +51,4 @@ pub async fn authorize(state: &AppState, credential: &str) -> Result<Arc<Princip
 }
 
 pub use fanout::Fanout;
-pub use socket::graphql_ws;
+pub use socket::{Upgrades, upgrade};

@@ -22,6 +22,7 @@ on_both_backends!(
     health_counts_what_is_the_integrations_fault,
     connections_have_nodes_and_total_count,
     websockets_beyond_the_cap_are_told_to_come_back,
+    upgrades_are_answered_like_requests,
 );
 
 const APP_ORIGIN: &str = "http://localhost:5173";
@@ -676,5 +677,100 @@ async fn websockets_beyond_the_cap_are_told_to_come_back(backend: Backend) {
         reopened.is_some(),
         "the place of a closed socket is given back"
     );
+    app.stop().await;
+}
+
+/// Sends `request` as raw HTTP/1.1 and reads the answer's head (until the blank line).
+async fn raw_exchange(app: &TestApp, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answer).to_lowercase()
+}
+
+/// WebSocket upgrades are taken over from the HTTP server with their socket; they are still
+/// answered as the App answered them: the client's request id on the 101, 404 off /graphql,
+/// 400 for another protocol, the origin checked against the forwarded host.
+async fn upgrades_are_answered_like_requests(backend: Backend) {
+    let app = TestApp::start_configured(backend, |config| {
+        config.cors_origins = APP_ORIGIN.to_string();
+    })
+    .await;
+    let handshake = |path: &str, extra: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nhost: hub.internal:8080\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-protocol: graphql-transport-ws\r\n{extra}\r\n"
+        )
+    };
+    let accepted = raw_exchange(
+        &app,
+        &handshake("/graphql", "x-request-id: ws-client-7\r\n"),
+    )
+    .await;
+    assert!(accepted.starts_with("http/1.1 101"), "{accepted}");
+    // The RFC 6455 example key's answer.
+    assert!(
+        accepted.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{accepted}"
+    );
+    assert!(
+        accepted.contains("sec-websocket-protocol: graphql-transport-ws"),
+        "{accepted}"
+    );
+    assert!(accepted.contains("x-request-id: ws-client-7"), "{accepted}");
+    let elsewhere = raw_exchange(&app, &handshake("/graphiql", "")).await;
+    assert!(elsewhere.starts_with("http/1.1 404"), "{elsewhere}");
+    assert!(elsewhere.contains("x-request-id: "), "{elsewhere}");
+    let h2c = raw_exchange(
+        &app,
+        "GET /graphql?query=%7B__typename%7D HTTP/1.1\r\nhost: hub\r\nconnection: upgrade, http2-settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    // curl --http2 on http:// asks this way: the upgrade is ignored, the query answered.
+    assert!(h2c.starts_with("http/1.1 200"), "{h2c}");
+    let other = raw_exchange(
+        &app,
+        "GET /graphql HTTP/1.1\r\nhost: hub\r\nconnection: upgrade\r\nupgrade: tls/1.3\r\n\r\n",
+    )
+    .await;
+    assert!(other.starts_with("http/1.1 400"), "{other}");
+    let no_key = raw_exchange(
+        &app,
+        "GET /graphql HTTP/1.1\r\nhost: hub\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-protocol: graphql-ws\r\n\r\n",
+    )
+    .await;
+    assert!(no_key.starts_with("http/1.1 400"), "{no_key}");
+    // A page served by the hub itself behind a proxy: its origin is the forwarded host.
+    let proxied = raw_exchange(
+        &app,
+        &handshake(
+            "/graphql",
+            "origin: https://hub.example.com\r\nx-forwarded-host: hub.example.com\r\n",
+        ),
+    )
+    .await;
+    assert!(proxied.starts_with("http/1.1 101"), "{proxied}");
+    let foreign = raw_exchange(
+        &app,
+        &handshake("/graphql", "origin: https://evil.example\r\n"),
+    )
+    .await;
+    assert!(foreign.starts_with("http/1.1 403"), "{foreign}");
+    // Plain requests on the same server are untouched.
+    app.gql(&app.admin_key, "{ viewer { kind } }", json!({}))
+        .await
+        .data();
     app.stop().await;
 }
