@@ -63,14 +63,27 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     };
     let (keyring, key_file_created) = load_keyring(&config, &sealed)?;
     {
+        // SQLite has one process: whatever it left running was cut by its last stop. On
+        // PostgreSQL other replicas may be running their runs right now: only runs whose
+        // lease ran out are interrupted (the same check every replica makes each second).
         let mut conn = pool.get().await.map_err(describe)?;
-        let interrupted = crate::sync::store::interrupt_unfinished(&mut conn, crate::db::now())
-            .await
-            .map_err(describe)?;
+        let at = crate::db::now();
+        let interrupted = match &pool {
+            DbPool::Sqlite(..) => crate::sync::store::interrupt_unfinished(&mut conn, at).await,
+            DbPool::Postgres(..) => {
+                let lease = chrono::Duration::seconds(config.job_lease_secs as i64);
+                let reason = format!(
+                    "no heartbeat for {} s: the process running it stopped or lost the database",
+                    config.job_lease_secs
+                );
+                crate::sync::store::interrupt_stale(&mut conn, at - lease, &[], &reason, at).await
+            }
+        }
+        .map_err(describe)?;
         if interrupted > 0 {
             tracing::warn!(
                 interrupted,
-                "sync runs left unfinished by the last stop marked interrupted"
+                "sync runs left unfinished by a stopped process marked interrupted"
             );
         }
     }
@@ -322,7 +335,31 @@ impl RunningServer {
         self.maintenance.abort();
         self.monitor.abort();
         self.scheduler.abort();
+        // This replica's runs stop here: their leases are given back at once (marked
+        // interrupted), so no replica waits a lease to know. If the database cannot be
+        // reached now, the leases run out as after a crash.
+        let mine = self.state.jobs.ids();
         self.state.jobs.abort_all();
+        if !mine.is_empty() {
+            let released = tokio::time::timeout(Duration::from_secs(2), async {
+                let mut conn = self.state.pool.get().await?;
+                let at = crate::db::now();
+                crate::sync::store::interrupt_runs(
+                    &mut conn,
+                    &mine,
+                    "the server stopped during the run",
+                    at,
+                )
+                .await
+            })
+            .await;
+            if !matches!(released, Ok(Ok(_))) {
+                tracing::warn!(
+                    runs = mine.len(),
+                    "sync runs not released at shutdown; their leases will run out"
+                );
+            }
+        }
         self.webhooks.stop(&self.state).await;
         if let Err(err) = self.state.usage.flush(&self.state.pool).await {
             tracing::warn!(code = err.code(), "usage counts not written at shutdown");

@@ -261,7 +261,30 @@ pub async fn interrupt_stale(
     .await)?)
 }
 
-/// Runs left queued or running by a stopped process: marked interrupted.
+/// Runs `ids` (this replica's, at a graceful stop) marked interrupted with `reason` if still
+/// queued or running: their leases are given back at once, not left to run out.
+pub async fn interrupt_runs(
+    conn: &mut DbConn,
+    ids: &[String],
+    reason: &str,
+    at: NaiveDateTime,
+) -> AppResult<usize> {
+    Ok(with_conn!(conn, |c| diesel::update(
+        sync_runs::table
+            .filter(sync_runs::id.eq_any(ids))
+            .filter(sync_runs::status.eq_any(["queued", "running"]))
+    )
+    .set((
+        sync_runs::status.eq("interrupted"),
+        sync_runs::finished_at.eq(Some(at)),
+        sync_runs::error.eq(Some(reason)),
+    ))
+    .execute(c)
+    .await)?)
+}
+
+/// Runs left queued or running by a stopped process: marked interrupted. Only where one
+/// process uses the database (SQLite): with PostgreSQL another replica may be running them.
 pub async fn interrupt_unfinished(conn: &mut DbConn, at: NaiveDateTime) -> AppResult<usize> {
     Ok(with_conn!(conn, |c| diesel::update(
         sync_runs::table.filter(sync_runs::status.eq_any(["queued", "running"]))

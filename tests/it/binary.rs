@@ -670,6 +670,7 @@ async fn a_sync_killed_mid_page_writes_again_only_what_was_in_flight(backend: Ba
     let env = [
         ("HUB_OUTBOUND_ALLOW", "127.0.0.1/32"),
         ("HUB_OUTBOUND_RATE_LIMIT", "100000/1s"),
+        ("HUB_JOB_LEASE_SECS", "2"),
         ("RUST_LOG", "warn"),
     ];
     let running = start_with(&db, &env).await;
@@ -718,9 +719,20 @@ async fn a_sync_killed_mid_page_writes_again_only_what_was_in_flight(backend: Ba
         "killed mid-page ({before_kill} written)"
     );
 
-    // Restart (the run is marked interrupted) and run again to the end.
+    // Restart and run again to the end. On SQLite (one process) the start marks the cut
+    // run interrupted; on PostgreSQL another replica could be running it, so it is marked
+    // once its lease (2 s here) has run out, and until then a second run is refused.
     let back = start_with(&db, &env).await;
-    let again = gql(&back.addr, &admin, run, json!({ "id": config })).await;
+    let restarted_at = std::time::Instant::now();
+    let mut again = gql(&back.addr, &admin, run, json!({ "id": config })).await;
+    if backend == Backend::Postgres {
+        while again["errors"][0]["extensions"]["code"] == "CONFLICT"
+            && restarted_at.elapsed() < Duration::from_secs(15)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            again = gql(&back.addr, &admin, run, json!({ "id": config })).await;
+        }
+    }
     assert!(again["data"]["runSync"]["id"].is_string(), "{again}");
     let mut status = Value::Null;
     for _ in 0..300 {

@@ -957,3 +957,83 @@ async fn scheduler_confinement_and_live_progress(backend: Backend) {
     );
     app.stop().await;
 }
+
+/// Two replicas on one PostgreSQL database (PostgreSQL only: SQLite is one process). A replica
+/// that starts leaves alone a run another live replica is executing: starts used to mark
+/// every running run interrupted, after which `runSync` accepted a second run of the config
+/// and the target received its records twice. The second replica refuses a second run while
+/// the first runs; the run ends on its own replica with every record written once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_replica_leaves_live_runs_alone() {
+    let source = Records::new("key", issues(40));
+    let target = Records::new("externalId", vec![]);
+    target.delay_ms.store(100, Ordering::SeqCst);
+    let (source_server, target_server) = (serve(&source).await, serve(&target).await);
+    let app = TestApp::start_configured(Backend::Postgres, |config| {
+        config.sync_write_concurrency = 2;
+    })
+    .await;
+    let (project, source_id, target_id) = project_with(&app, &source_server, &target_server).await;
+    let config = create_config(
+        &app,
+        json!({ "projectId": project, "name": "slow", "sourceIntegrationId": source_id, "targetIntegrationId": target_id,
+            "sourceRead": { "path": "/page/items", "recordsPointer": "/data/items", "pagination": { "kind": "PAGE", "size": 10 } },
+            "targetWrite": { "createPath": "/items", "updatePath": "/items/{key}" },
+            "sourceKey": "key", "targetKey": "externalId", "mappings": basic_mappings() }),
+    )
+    .await;
+    let started = app.gql(&app.admin_key, RUN, json!({ "id": config })).await;
+    let run_id = started.data()["runSync"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    while target.len() < 2 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Replica B starts on the same database while A runs.
+    let prepared =
+        integration_hub::app::prepare(integration_hub::config::Config::clone(&app.state.config))
+            .await
+            .expect("prepare replica B");
+    let replica = integration_hub::app::start(prepared.state).expect("start replica B");
+    let on_b = app
+        .client
+        .post(format!("http://{}/graphql", replica.addr))
+        .bearer_auth(&app.admin_key)
+        .json(&json!({ "query": RUN, "variables": { "id": config } }))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        on_b["errors"][0]["extensions"]["code"], "CONFLICT",
+        "replica B refuses a second run while A runs: {on_b}"
+    );
+    let status = app
+        .gql(
+            &app.admin_key,
+            "query($c: ID!) { syncRuns(configId: $c, first: 1) { nodes { id status } } }",
+            json!({ "c": config }),
+        )
+        .await;
+    assert_eq!(
+        status.data()["syncRuns"]["nodes"][0],
+        json!({ "id": run_id, "status": "RUNNING" }),
+        "B's start did not interrupt A's run"
+    );
+
+    let done = wait_run(&app, &config, &run_id).await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    assert_eq!(done["recordsWritten"], 40, "{done}");
+    assert_eq!(target.len(), 40);
+    assert_eq!(
+        target.creates.load(Ordering::SeqCst) + target.updates.load(Ordering::SeqCst),
+        40,
+        "each record written once"
+    );
+    replica.stop().await;
+    app.stop().await;
+}
