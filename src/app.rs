@@ -561,6 +561,7 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
     let per_worker = connections.div_ceil(workers.max(1));
     let shutdown = state.config.shutdown_timeout_secs;
     let schema = build_schema(state.clone());
+    let queries = web::Data::new(crate::graphql::build_query_schema(state.clone()));
     let origins =
         crate::config::cors_origins(&state.config.cors_origins).map_err(anyhow::Error::msg)?;
     let app_state = state.clone();
@@ -587,9 +588,10 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
         // Signals are ours (below): WebSockets are told to go away before the graceful stop.
         .disable_signals()
         .listen("integration-hub", listener, move || {
-            let (app_state, schema, fanout, origins) = (
+            let (app_state, schema, queries, fanout, origins) = (
                 app_state.clone(),
                 schema.clone(),
+                queries.clone(),
                 fanout.clone(),
                 origins.clone(),
             );
@@ -601,6 +603,7 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
                     crate::web::cors(&origins),
                 ))
                 .wrap(from_fn(crate::web::request_context))
+                .app_data(queries)
                 .configure(|cfg| routes(cfg, &app_state, &schema, &fanout));
             let upgrades = upgrades.clone();
             let upgrade = actix_service::fn_service(

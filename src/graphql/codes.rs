@@ -81,7 +81,7 @@ fn one_line(message: &str, locations: &[async_graphql::Pos]) -> String {
     }
 }
 
-fn tagged(mut response: Response) -> Response {
+pub fn tagged(mut response: Response) -> Response {
     response.errors.iter_mut().for_each(tag);
     response
 }

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 
-use super::HubSchema;
 use super::authenticate::authenticate_from;
+use super::{HubSchema, QuerySchema};
 use crate::audit::AuditTargets;
 use crate::auth::Principal;
 use crate::context::AppState;
@@ -198,6 +198,7 @@ fn selects_mutation(request: &Request) -> bool {
 pub async fn graphql_post(
     state: web::Data<AppState>,
     schema: web::Data<HubSchema>,
+    queries: web::Data<QuerySchema>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
@@ -222,7 +223,10 @@ pub async fn graphql_post(
     };
     let mut response = match read_body(payload, state.config.max_body_bytes, format).await {
         Ok(body) => match parse_batch(&state, &body) {
-            Ok(batch) => execute(&state, &schema, &req, batch, principal, &decision, format).await,
+            Ok(batch) => {
+                let schemas = (schema.get_ref(), queries.get_ref());
+                execute(&state, schemas, &req, batch, principal, &decision, format).await
+            }
             Err(err) => error_response(err, format),
         },
         Err(response) => response,
@@ -265,6 +269,7 @@ fn parse_batch(state: &AppState, body: &[u8]) -> Result<BatchRequest, AppError> 
 pub async fn graphql_get(
     state: web::Data<AppState>,
     schema: web::Data<HubSchema>,
+    queries: web::Data<QuerySchema>,
     req: HttpRequest,
 ) -> HttpResponse {
     let wants_html = req
@@ -311,7 +316,7 @@ pub async fn graphql_get(
     };
     let mut response = execute(
         &state,
-        &schema,
+        (schema.get_ref(), queries.get_ref()),
         &req,
         BatchRequest::Single(request),
         principal,
@@ -325,7 +330,7 @@ pub async fn graphql_get(
 
 async fn execute(
     state: &AppState,
-    schema: &HubSchema,
+    (schema, queries): (&HubSchema, &QuerySchema),
     req: &HttpRequest,
     mut batch: BatchRequest,
     principal: Option<Arc<Principal>>,
@@ -379,7 +384,15 @@ async fn execute(
         })
         .collect();
     let started = std::time::Instant::now();
-    let response = schema.execute_batch(batch).await;
+    // A single query runs on the schema without extensions (see `QuerySchema`).
+    let response = match batch {
+        BatchRequest::Single(request)
+            if types.first().is_some_and(|(kind, _)| *kind == "query") =>
+        {
+            BatchResponse::Single(queries.execute(request).await)
+        }
+        batch => schema.execute_batch(batch).await,
+    };
     let seconds = started.elapsed().as_secs_f64();
     let errors: Vec<bool> = match &response {
         BatchResponse::Single(single) => vec![!single.errors.is_empty()],

@@ -26,7 +26,7 @@ pub const MAX_VARIABLE_DEPTH: usize = 64;
 
 /// Variables nesting deeper than [`MAX_VARIABLE_DEPTH`] are refused before parsing, named;
 /// walked without recursion.
-fn check_variables(variables: &Variables) -> ServerResult<()> {
+pub fn check_variables(variables: &Variables) -> ServerResult<()> {
     use async_graphql::Value;
     for (name, value) in variables.iter() {
         let mut stack = vec![(value, 0usize)];
@@ -144,7 +144,24 @@ impl<'a> Walker<'a> {
 }
 
 impl QueryLimits {
-    fn check_document(&self, doc: &ExecutableDocument) -> ServerResult<()> {
+    /// async-graphql's own depth and complexity refusals (the query schema sets its limits
+    /// instead of reading the validation result) in our words, QUERY_TOO_COMPLEX.
+    pub fn explain(&self, error: &mut ServerError) {
+        let message = match error.message.as_str() {
+            "Query is nested too deep." => format!(
+                "the query is nested more than {} levels deep (the limit)",
+                self.max_depth
+            ),
+            "Query is too complex." => format!(
+                "the query's complexity is above {} (the limit)",
+                self.max_complexity
+            ),
+            _ => return,
+        };
+        *error = too_complex(message);
+    }
+
+    pub fn check_document(&self, doc: &ExecutableDocument) -> ServerResult<()> {
         let mut walker = Walker {
             doc,
             limits: *self,

@@ -6,6 +6,7 @@ use crate::on_both_backends;
 use crate::support::{Backend, TestApp};
 
 on_both_backends!(
+    depth_and_complexity_in_our_words,
     abusive_documents_are_refused,
     production_switches,
     every_error_has_a_code
@@ -245,5 +246,54 @@ async fn every_error_has_a_code(backend: Backend) {
             );
         }
     }
+    app.stop().await;
+}
+
+/// Queries over HTTP run on a schema without extensions (async-graphql's per-field fast
+/// path), mutations on the one with them: both refuse depth and complexity beyond the limits
+/// with QUERY_TOO_COMPLEX in the same words, and tag every other error with its code.
+async fn depth_and_complexity_in_our_words(backend: Backend) {
+    let app = TestApp::start_configured(backend, |config| {
+        config.max_depth = 3;
+        config.max_complexity = 6;
+    })
+    .await;
+    let key = app.admin_key.clone();
+    let deep = "{ projects { integrations(first: 1) { nodes { health { status } } } } }";
+    let refused = app.gql(&key, deep, json!({})).await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert_eq!(refused.code(), "QUERY_TOO_COMPLEX");
+    assert!(
+        refused.message().contains("levels deep") && refused.message().contains('3'),
+        "{}",
+        refused.body
+    );
+    let wide = "{ viewer { kind scopes } projects { id name createdAt } }";
+    let refused = app.gql(&key, wide, json!({})).await;
+    assert_eq!(refused.code(), "QUERY_TOO_COMPLEX", "{}", refused.body);
+    assert!(refused.message().contains("complexity"), "{}", refused.body);
+    // The same limits on a mutation (the schema with extensions).
+    let mutation = app
+        .gql(
+            &key,
+            "mutation { createProject(input: { name: \"p\" }) { id name description createdAt updatedAt again: id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(mutation.code(), "QUERY_TOO_COMPLEX", "{}", mutation.body);
+    assert!(mutation.message().contains("complexity"), "{}", mutation.body);
+    // Within the limits a query runs; an error found while it runs carries its code.
+    let fine = app.gql(&key, "{ projects { id } }", json!({})).await;
+    assert_eq!(fine.data()["projects"], json!([]));
+    let missing = app
+        .gql(
+            &key,
+            "{ project(id: \"00000000-0000-0000-0000-000000000000\") { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(missing.code(), "NOT_FOUND", "{}", missing.body);
+    let unknown = app.gql(&key, "{ nothing }", json!({})).await;
+    assert_eq!(unknown.code(), "VALIDATION_FAILED", "{}", unknown.body);
     app.stop().await;
 }
