@@ -274,7 +274,8 @@ impl Webhooks {
 /// Events waiting to become webhook deliveries, at most (then they are counted and logged).
 const OUTBOX_QUEUE: usize = 100_000;
 
-/// SIGTERM or SIGINT: WebSockets close at once (1001, going away), then the graceful stop
+/// SIGTERM or SIGINT: `/readyz` turns false and WebSockets close at once (1012, service
+/// restart: clients reconnect, to another replica behind a load balancer), then the graceful stop
 /// (no new connections; in-flight requests finish within the shutdown timeout).
 fn spawn_signal_handler(state: AppState, handle: ServerHandle) {
     // Registered here, before the server is announced: a SIGTERM that comes right after the
@@ -313,7 +314,8 @@ fn spawn_signal_handler(state: AppState, handle: ServerHandle) {
 }
 
 impl RunningServer {
-    /// Graceful stop: WebSockets are closed (1001), in-flight requests finish (up to the
+    /// Graceful stop: `/readyz` turns false, WebSockets are closed (1012), in-flight requests
+    /// finish (up to the
     /// shutdown timeout), then pending usage counts are written.
     pub async fn stop(mut self) {
         self.state.going_away.send_replace(true);
@@ -491,8 +493,15 @@ pub fn routes(
         );
 }
 
-/// Ready when the database answers within a second (a down, frozen or locked one is not).
+/// Ready when the database answers within a second (a down, frozen or locked one is not),
+/// and not once the server has begun to stop: a load balancer sends new clients elsewhere
+/// while this replica finishes what it has.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if *state.going_away.borrow() {
+        return HttpResponse::ServiceUnavailable()
+            .insert_header(("retry-after", "1"))
+            .body("stopping");
+    }
     let ping = tokio::time::timeout(Duration::from_secs(1), state.pool.ping()).await;
     match ping {
         Ok(Ok(())) => HttpResponse::Ok().body("ready"),

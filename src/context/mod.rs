@@ -60,7 +60,8 @@ pub struct AppState {
     pub journal: Journal,
     /// Background work running on this replica (sync runs), cancellable.
     pub jobs: Arc<Jobs>,
-    /// Set when the server starts to stop: every WebSocket closes at once with 1001.
+    /// Set when the server starts to stop: `/readyz` turns false and every WebSocket closes
+    /// at once with 1012 (service restart).
     pub going_away: tokio::sync::watch::Sender<bool>,
     /// The hub's external base URL, known once it listens (`HUB_PUBLIC_URL`, or the bound
     /// address).

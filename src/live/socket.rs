@@ -574,7 +574,7 @@ impl Connection {
                 Some(message) = control.next() => Box::pin(self.on_control(message)).await,
                 _ = keepalive.tick() => Box::pin(self.keep_alive(every)).await,
                 _ = going_away.wait_for(|stopping| *stopping) => {
-                    Box::pin(self.close(1001, "the server is shutting down")).await
+                    Box::pin(self.close(1012, "the server is restarting; reconnect")).await
                 }
                 _ = sleep_until(deadline) => match self.principal {
                     None => Box::pin(self.close(4408, "connection initialisation timeout")).await,

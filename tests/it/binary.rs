@@ -243,7 +243,7 @@ async fn binary_first_start_restart_and_cli(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(traced.headers()["x-request-id"], "trace-me-4711");
-    // SIGTERM with a WebSocket open: the socket is closed at once with 1001 (going away)
+    // SIGTERM with a WebSocket open: the socket is closed at once with 1012 (service restart)
     // and the process exits well before the 30 s grace period.
     let mut socket = open_socket(&first.addr, &admin, &project).await;
     let stopping = std::time::Instant::now();
@@ -258,7 +258,11 @@ async fn binary_first_start_restart_and_cli(backend: Backend) {
         None
     });
     let logs = stop(first).await;
-    assert_eq!(closed.await.unwrap(), Some(1001), "close frame: going away");
+    assert_eq!(
+        closed.await.unwrap(),
+        Some(1012),
+        "close frame: service restart"
+    );
     assert!(
         stopping.elapsed() < Duration::from_secs(15),
         "an open WebSocket held the stop for {:?}",

@@ -281,7 +281,11 @@ async fn depth_and_complexity_in_our_words(backend: Backend) {
         )
         .await;
     assert_eq!(mutation.code(), "QUERY_TOO_COMPLEX", "{}", mutation.body);
-    assert!(mutation.message().contains("complexity"), "{}", mutation.body);
+    assert!(
+        mutation.message().contains("complexity"),
+        "{}",
+        mutation.body
+    );
     // Within the limits a query runs; an error found while it runs carries its code.
     let fine = app.gql(&key, "{ projects { id } }", json!({})).await;
     assert_eq!(fine.data()["projects"], json!([]));

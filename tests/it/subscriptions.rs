@@ -18,6 +18,7 @@ use crate::support::receiver::{Receiver, Reply};
 use crate::support::{Backend, TestApp};
 
 on_both_backends!(
+    a_stopping_replica_hands_over,
     live_logs_on_both_protocols,
     refused_revoked_limited_and_confined,
     integration_and_health_events,
@@ -980,5 +981,35 @@ async fn every_error_over_the_socket_has_a_code(backend: Backend) {
             }
         }
     }
+    app.stop().await;
+}
+
+/// When a replica begins to stop, `/readyz` turns false first (a load balancer sends new
+/// clients elsewhere) and every WebSocket is closed with 1012 (service restart: its client
+/// reconnects, to another replica), while plain requests are still answered until the stop.
+async fn a_stopping_replica_hands_over(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let auth = json!({ "Authorization": format!("Bearer {}", app.admin_key) });
+    let mut transport = WsClient::connect(&app, Protocol::TransportWs, auth.clone())
+        .await
+        .unwrap();
+    let mut legacy = WsClient::connect(&app, Protocol::LegacyWs, auth)
+        .await
+        .unwrap();
+    let ready = |app: &TestApp| {
+        let request = app.client.get(format!("{}/readyz", app.base));
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    assert_eq!(ready(&app).await.0, 200);
+    app.state.going_away.send_replace(true);
+    assert_eq!(transport.close_code().await, Some(1012));
+    assert_eq!(legacy.close_code().await, Some(1012));
+    assert_eq!(ready(&app).await, (503, "stopping".to_string()));
+    app.gql(&app.admin_key, "{ viewer { kind } }", json!({}))
+        .await
+        .data();
     app.stop().await;
 }
