@@ -678,10 +678,19 @@ pub async fn run_scheduled(state: &AppState) -> AppResult<()> {
         let Some(every) = config.schedule_secs else {
             continue;
         };
-        let due = config
-            .last_run_at
-            .is_none_or(|last| at - last >= chrono::Duration::seconds(every));
+        let every = chrono::Duration::seconds(every);
+        let due = config.last_run_at.is_none_or(|last| at - last >= every);
         if due && !state.jobs.runs_group(&config.id) {
+            // With several replicas each sees the period due: the one whose conditional
+            // update moves `last_run_at` runs it, the others skip it.
+            match store::claim_period(&mut state.pool.get().await?, &config.id, at, every).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(err) => {
+                    tracing::warn!(code = err.code(), "scheduled sync not claimed");
+                    continue;
+                }
+            }
             match start_run(state, config, "schedule").await {
                 Ok(_) | Err(AppError::Conflict(_)) => {}
                 Err(err) => tracing::warn!(code = err.code(), "scheduled sync not started"),

@@ -169,12 +169,43 @@ pub async fn set_last_run(conn: &mut DbConn, id: &str, at: NaiveDateTime) -> App
     Ok(())
 }
 
+/// Inserts a queued run; CONFLICT if the config has an active run (the unique index
+/// `sync_runs_one_active` decides, whichever replica asks).
 pub async fn insert_run(conn: &mut DbConn, row: &SyncRunRow) -> AppResult<()> {
     with_conn!(conn, |c| diesel::insert_into(sync_runs::table)
         .values(row)
         .execute(c)
-        .await)?;
+        .await)
+    .map_err(|err| match AppError::from(err) {
+        AppError::Conflict(_) => {
+            AppError::Conflict("a run of this sync is already in progress".into())
+        }
+        other => other,
+    })?;
     Ok(())
+}
+
+/// Claims the schedule's period `[at - every, at]` for this replica: true when this call moved
+/// the config's `last_run_at` (no other replica started a run in the period).
+pub async fn claim_period(
+    conn: &mut DbConn,
+    config_id: &str,
+    at: NaiveDateTime,
+    every: chrono::Duration,
+) -> AppResult<bool> {
+    let claimed = with_conn!(conn, |c| diesel::update(
+        sync_configs::table
+            .filter(sync_configs::id.eq(config_id))
+            .filter(
+                sync_configs::last_run_at
+                    .is_null()
+                    .or(sync_configs::last_run_at.le(at - every))
+            )
+    )
+    .set(sync_configs::last_run_at.eq(Some(at)))
+    .execute(c)
+    .await)?;
+    Ok(claimed == 1)
 }
 
 pub async fn get_run(conn: &mut DbConn, team_id: &str, id: &str) -> AppResult<SyncRunRow> {

@@ -16,6 +16,7 @@ use crate::support::receiver::{Receiver, Recorded, Reply};
 use crate::support::{Backend, TestApp};
 
 on_both_backends!(
+    concurrent_run_requests_start_one_run,
     pagination_styles_create_update_and_skip,
     transformers_preview_and_real_run_agree,
     bidirectional_without_ping_pong_and_conflicts,
@@ -1035,5 +1036,142 @@ async fn a_starting_replica_leaves_live_runs_alone() {
         "each record written once"
     );
     replica.stop().await;
+    app.stop().await;
+}
+
+/// Sixteen `runSync` requests for one config at once: exactly one run starts, every other
+/// request is refused with CONFLICT (the database's unique index decides, so the same holds
+/// across replicas), and the target receives each record once.
+async fn concurrent_run_requests_start_one_run(backend: Backend) {
+    let source = Records::new("key", issues(20));
+    let target = Records::new("externalId", vec![]);
+    target.delay_ms.store(20, Ordering::SeqCst);
+    let (source_server, target_server) = (serve(&source).await, serve(&target).await);
+    let app = TestApp::start(backend).await;
+    let (project, source_id, target_id) = project_with(&app, &source_server, &target_server).await;
+    let config = create_config(
+        &app,
+        json!({ "projectId": project, "name": "once", "sourceIntegrationId": source_id, "targetIntegrationId": target_id,
+            "sourceRead": { "path": "/page/items", "recordsPointer": "/data/items", "pagination": { "kind": "PAGE", "size": 10 } },
+            "targetWrite": { "createPath": "/items", "updatePath": "/items/{key}" },
+            "sourceKey": "key", "targetKey": "externalId", "mappings": basic_mappings() }),
+    )
+    .await;
+    let answers = futures_util::future::join_all(
+        (0..16).map(|_| app.gql(&app.admin_key, RUN, json!({ "id": config }))),
+    )
+    .await;
+    let started: Vec<String> = answers
+        .iter()
+        .filter_map(|a| a.body["data"]["runSync"]["id"].as_str().map(str::to_string))
+        .collect();
+    let refused = answers
+        .iter()
+        .filter(|a| a.body["errors"][0]["extensions"]["code"] == "CONFLICT")
+        .count();
+    assert_eq!(
+        started.len(),
+        1,
+        "one run starts: {answers:?}",
+        answers = answers.iter().map(|a| &a.body).collect::<Vec<_>>()
+    );
+    assert_eq!(refused, 15);
+    let done = wait_run(&app, &config, &started[0]).await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    assert_eq!(
+        target.creates.load(Ordering::SeqCst) + target.updates.load(Ordering::SeqCst),
+        20,
+        "each record written once"
+    );
+    let runs = app
+        .gql(
+            &app.admin_key,
+            "query($c: ID!) { syncRuns(configId: $c, first: 100) { totalCount } }",
+            json!({ "c": config }),
+        )
+        .await;
+    assert_eq!(runs.data()["syncRuns"]["totalCount"], 1);
+    app.stop().await;
+}
+
+/// Three replicas on one PostgreSQL database, each with its scheduler ticking every second,
+/// and a config scheduled every 2 s: each period is claimed by one replica (a conditional
+/// update of the config's last run), so runs start at least 2 s apart, never two in a period.
+/// PostgreSQL only: SQLite is one process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_run_a_schedule_once_per_period() {
+    let source = Records::new("key", issues(5));
+    let target = Records::new("externalId", vec![]);
+    let (source_server, target_server) = (serve(&source).await, serve(&target).await);
+    let app =
+        TestApp::start_configured(Backend::Postgres, |config| config.sync_scheduler_secs = 1).await;
+    let (project, source_id, target_id) = project_with(&app, &source_server, &target_server).await;
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let prepared = integration_hub::app::prepare(integration_hub::config::Config::clone(
+            &app.state.config,
+        ))
+        .await
+        .expect("prepare a replica");
+        replicas.push(integration_hub::app::start(prepared.state).expect("start a replica"));
+    }
+    let config = create_config(
+        &app,
+        json!({ "projectId": project, "name": "every 2 s", "sourceIntegrationId": source_id, "targetIntegrationId": target_id,
+            "sourceRead": { "path": "/all/items", "recordsPointer": "/items" }, "targetWrite": { "createPath": "/items", "updatePath": "/items/{key}" },
+            "sourceKey": "key", "targetKey": "externalId", "mappings": basic_mappings(), "scheduleSeconds": 2 }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let runs = app
+        .gql(
+            &app.admin_key,
+            "query($c: ID!) { syncRuns(configId: $c, first: 100) { nodes { trigger createdAt } } }",
+            json!({ "c": config }),
+        )
+        .await;
+    let mut started: Vec<chrono::DateTime<chrono::FixedOffset>> = runs.data()["syncRuns"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| {
+            assert_eq!(run["trigger"], "schedule", "{run}");
+            chrono::DateTime::parse_from_rfc3339(run["createdAt"].as_str().unwrap()).unwrap()
+        })
+        .collect();
+    started.sort();
+    assert!(
+        (3..=5).contains(&started.len()),
+        "about one run per 2 s period in 9 s: {started:?}"
+    );
+    for pair in started.windows(2) {
+        let apart = pair[1] - pair[0];
+        assert!(
+            apart >= chrono::Duration::milliseconds(1_990),
+            "two runs in one period, {} ms apart: {started:?}",
+            apart.num_milliseconds()
+        );
+    }
+    for replica in replicas {
+        replica.stop().await;
+    }
+    // The claim itself, raced: eight claims of the next period at the same instant, one wins.
+    let at = integration_hub::db::now() + chrono::Duration::seconds(60);
+    let claims = futures_util::future::join_all((0..8).map(|_| {
+        let (pool, config) = (app.state.pool.clone(), config.clone());
+        async move {
+            let mut conn = pool.get().await.unwrap();
+            integration_hub::sync::store::claim_period(
+                &mut conn,
+                &config,
+                at,
+                chrono::Duration::seconds(2),
+            )
+            .await
+            .unwrap()
+        }
+    }))
+    .await;
+    assert_eq!(claims.iter().filter(|won| **won).count(), 1, "{claims:?}");
     app.stop().await;
 }
