@@ -139,6 +139,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             websockets: Arc::default(),
             max_websockets: Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX)),
             journal: Journal::spawn(&pool, &config).map_err(describe)?,
+            peers: crate::context::peers::Peers::new(&pool),
             config: Arc::new(config),
             pool,
             keyring: Arc::new(keyring),
@@ -222,6 +223,8 @@ pub struct RunningServer {
     monitor: tokio::task::JoinHandle<()>,
     scheduler: tokio::task::JoinHandle<()>,
     webhooks: Webhooks,
+    /// Sending this replica's changes to the others, and listening to theirs.
+    peers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// The webhook outbox (events to deliveries) and delivery worker of this replica.
@@ -337,6 +340,9 @@ impl RunningServer {
         self.maintenance.abort();
         self.monitor.abort();
         self.scheduler.abort();
+        for task in &self.peers {
+            task.abort();
+        }
         // This replica's runs stop here: their leases are given back at once (marked
         // interrupted), so no replica waits a lease to know. If the database cannot be
         // reached now, the leases run out as after a crash.
@@ -644,7 +650,13 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
     let monitor = crate::health::monitor::spawn(state.clone());
     let scheduler = spawn_scheduler(state.clone());
     let webhooks = Webhooks::start(&state);
+    let postgres_url = match state.config.database() {
+        crate::config::DatabaseUrl::Postgres(url) => Some(url),
+        crate::config::DatabaseUrl::Sqlite(_) => None,
+    };
+    let peers = crate::context::peers::spawn(&state, postgres_url);
     Ok(RunningServer {
+        peers,
         addr,
         handle,
         task,

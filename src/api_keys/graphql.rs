@@ -223,8 +223,7 @@ fn maybe_ids(value: MaybeUndefined<Vec<ID>>) -> AppResult<Option<Option<BTreeSet
 fn forget(ctx: &Context<'_>, id: &str) {
     let id = id.to_string();
     crate::context::unit::after_commit(ctx, move |state| {
-        state.credentials.invalidate_key(&id);
-        state.rate_limits.forget_key(&id);
+        state.changed(crate::context::peers::Change::Key(id));
     });
 }
 

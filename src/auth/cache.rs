@@ -77,6 +77,14 @@ impl CredentialCache {
         );
     }
 
+    /// Forgets everything (changes may have been missed).
+    pub fn clear(&self) {
+        self.entries
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// Drops every cached credential of this API key (revoked, rolled or changed).
     pub fn invalidate_key(&self, key_id: &str) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());

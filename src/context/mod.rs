@@ -7,6 +7,7 @@ pub mod documents;
 pub mod jobs;
 pub mod live;
 pub mod page;
+pub mod peers;
 pub mod persisted;
 pub mod targets;
 pub mod unit;
@@ -74,6 +75,8 @@ pub struct AppState {
     pub wake_deliveries: Arc<tokio::sync::Notify>,
     /// Calls on their way upstream; the shutdown waits for their logs (cut ones included).
     pub calls_in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    /// The other replicas on the same PostgreSQL, told of changes to their caches.
+    pub peers: peers::Peers,
 }
 
 impl AppState {

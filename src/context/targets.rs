@@ -112,6 +112,13 @@ impl CallTargets {
         entries.retain(|_, entry| entry.integration_id != integration_id);
     }
 
+    /// Forgets everything (changes may have been missed).
+    pub fn clear(&self) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        entries.clear();
+    }
+
     /// Drops the entries of a project's integrations (the project was deleted).
     pub fn invalidate_project(&self, project_id: &str) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());

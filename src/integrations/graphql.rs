@@ -191,7 +191,9 @@ fn publish(ctx: &Context<'_>, kind: EventKind, row: &IntegrationRow) {
         at: now(),
     };
     crate::context::unit::after_commit(ctx, move |state| {
-        state.call_targets.invalidate(&event.subject_id);
+        state.changed(crate::context::peers::Change::Integration(
+            event.subject_id.clone(),
+        ));
         state.events.publish(event);
     });
 }

@@ -148,7 +148,7 @@ impl ProjectMutation {
         store::delete(&mut *conn(ctx).await?, &caller.team_id, &id).await?;
         let project = id.to_string();
         crate::context::unit::after_commit(ctx, move |state| {
-            state.call_targets.invalidate_project(&project)
+            state.changed(crate::context::peers::Change::Project(project))
         });
         Ok(id)
     }

@@ -530,7 +530,9 @@ fn describe(scheme: Scheme) -> &'static str {
 /// Drops the replica's open hook of the integration once the change has committed.
 fn forget_hook(ctx: &Context<'_>, integration_id: &str) {
     let id = integration_id.to_string();
-    crate::context::unit::after_commit(ctx, move |state| state.call_targets.invalidate(&id));
+    crate::context::unit::after_commit(ctx, move |state| {
+        state.changed(crate::context::peers::Change::Integration(id))
+    });
 }
 
 #[derive(Default)]

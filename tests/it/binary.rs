@@ -24,6 +24,9 @@ struct Running {
     child: Child,
     addr: String,
     stdout: String,
+    /// Reads the process's stderr (its logs) as it is written: a pipe nobody reads fills at
+    /// 64 KiB, after which the hub's log writer waits and lines queued at exit are lost.
+    stderr: tokio::task::JoinHandle<String>,
 }
 
 fn command(db: &TestDb, args: &[&str]) -> Command {
@@ -57,6 +60,12 @@ async fn start_with(db: &TestDb, env: &[(&str, &str)]) -> Running {
         .spawn()
         .expect("run the binary");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut errors = child.stderr.take().unwrap();
+    let stderr = tokio::spawn(async move {
+        let mut logs = String::new();
+        let _ = errors.read_to_string(&mut logs).await;
+        logs
+    });
     let mut stdout = String::new();
     let addr = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await.unwrap() {
@@ -74,6 +83,7 @@ async fn start_with(db: &TestDb, env: &[(&str, &str)]) -> Running {
         child,
         addr,
         stdout,
+        stderr,
     }
 }
 
@@ -90,16 +100,10 @@ async fn stop(mut running: Running) -> String {
         .expect("graceful shutdown")
         .unwrap();
     assert!(exit.success(), "exit status {exit:?}");
-    let mut logs = String::new();
-    running
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
+    tokio::time::timeout(Duration::from_secs(10), running.stderr)
         .await
-        .unwrap();
-    logs
+        .expect("stderr ends with the process")
+        .unwrap()
 }
 
 /// A graphql-transport-ws connection, initialised with `key` and running a subscription.

@@ -26,6 +26,7 @@ mod providers;
 mod query_limits;
 mod rate_limits;
 mod redirects;
+mod replicas;
 mod schema;
 mod secrets;
 mod subscriptions;

@@ -1,0 +1,124 @@
+//! Several replicas on one PostgreSQL database (PostgreSQL only: with SQLite the hub is one
+//! process). Replica B is a second server started in this test process on A's database.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::calls::{EXECUTE, register};
+use crate::support::receiver::{Receiver, Reply};
+use crate::support::{Backend, TestApp};
+
+async fn post(app: &TestApp, url: &str, key: &str, query: &str, variables: Value) -> Value {
+    app.client
+        .post(url)
+        .bearer_auth(key)
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits until `check` holds on B's answer, at most `within`; how long it took.
+async fn until<F, Fut>(within: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if check().await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// A key revoked on A is refused on B, and an integration disabled on A refuses calls on B,
+/// within a second, although B cached both (cache periods of 5 minutes here): A's change
+/// reaches B through PostgreSQL's NOTIFY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_reach_the_other_replicas_within_a_second() {
+    let app = TestApp::start_configured(Backend::Postgres, |config| {
+        config.credential_cache_secs = 300;
+        config.integration_cache_secs = 300;
+    })
+    .await;
+    let prepared =
+        integration_hub::app::prepare(integration_hub::config::Config::clone(&app.state.config))
+            .await
+            .expect("prepare replica B");
+    let b = integration_hub::app::start(prepared.state).expect("start replica B");
+    let on_b = format!("http://{}/graphql", b.addr);
+
+    // A key made on A, used on B (B caches it), revoked on A.
+    let created = app
+        .gql(
+            &app.admin_key,
+            "mutation { createApiKey(input: { name: \"ci\", scopes: [\"integrations:read\"] }) { key apiKey { id } } }",
+            json!({}),
+        )
+        .await;
+    let key = created.data()["createApiKey"]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key_id = created.data()["createApiKey"]["apiKey"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let projects = "{ projects { id } }";
+    let used = post(&app, &on_b, &key, projects, json!({})).await;
+    assert!(used["data"]["projects"].is_array(), "{used}");
+    app.gql(
+        &app.admin_key,
+        "mutation($id: ID!) { revokeApiKey(id: $id) { id } }",
+        json!({ "id": key_id }),
+    )
+    .await
+    .data();
+    let refused = until(Duration::from_secs(1), || async {
+        let answer = post(&app, &on_b, &key, projects, json!({})).await;
+        answer["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    })
+    .await;
+    assert!(refused.is_some(), "B still takes the revoked key after 1 s");
+
+    // An integration called through B (B caches its call target), disabled on A.
+    let upstream = Receiver::start(|_| Reply::json(200, &json!({ "ok": true }))).await;
+    let project = app.create_project(&app.admin_key, "replicas").await;
+    let integration = register(
+        &app,
+        &project,
+        "generic_rest",
+        "api",
+        json!({ "baseUrl": upstream.url }),
+        json!({ "token": "t" }),
+    )
+    .await;
+    let call = json!({ "id": integration, "input": { "method": "GET", "path": "/x" } });
+    let called = post(&app, &on_b, &app.admin_key, EXECUTE, call.clone()).await;
+    assert_eq!(called["data"]["executeRequest"]["status"], 200, "{called}");
+    app.gql(
+        &app.admin_key,
+        "mutation($id: ID!) { setIntegrationEnabled(id: $id, enabled: false) { id } }",
+        json!({ "id": integration }),
+    )
+    .await
+    .data();
+    let disabled = until(Duration::from_secs(1), || async {
+        let answer = post(&app, &on_b, &app.admin_key, EXECUTE, call.clone()).await;
+        answer["errors"][0]["extensions"]["code"] == "INTEGRATION_DISABLED"
+    })
+    .await;
+    assert!(
+        disabled.is_some(),
+        "B still calls the disabled integration after 1 s"
+    );
+    b.stop().await;
+    app.stop().await;
+}
