@@ -50,6 +50,23 @@ async fn run_due(state: &AppState, interval: u64) {
     };
     futures_util::stream::iter(due)
         .for_each_concurrent(state.config.health_concurrency, |integration| async move {
+            // Each due check is claimed first, so replicas sharing the database check an
+            // integration once per interval between them, not once each.
+            let claimed = match state.pool.get().await {
+                Ok(mut conn) => {
+                    crate::health::store::claim_check(&mut conn, &integration.id, before, now())
+                        .await
+                }
+                Err(err) => Err(err),
+            };
+            match claimed {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(err) => {
+                    tracing::warn!(integration_id = %integration.id, code = err.code(), "health check not claimed");
+                    return;
+                }
+            }
             if let Err(err) = crate::health::run_check(state, &integration, ACTOR).await {
                 tracing::warn!(integration_id = %integration.id, code = err.code(), "health check failed to run");
             }

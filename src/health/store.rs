@@ -80,6 +80,28 @@ pub async fn due(
         .await)?)
 }
 
+/// Claims integration `id`'s due check for this replica: true when this call moved its
+/// `last_check_at` to `at` (it was still before `before`). With several replicas each lists
+/// the integration as due; the one whose update lands checks it, the others skip it.
+pub async fn claim_check(
+    conn: &mut DbConn,
+    id: &str,
+    before: NaiveDateTime,
+    at: NaiveDateTime,
+) -> AppResult<bool> {
+    let claimed = with_conn!(conn, |c| diesel::update(
+        integrations::table.filter(integrations::id.eq(id)).filter(
+            integrations::last_check_at
+                .is_null()
+                .or(integrations::last_check_at.lt(before))
+        )
+    )
+    .set(integrations::last_check_at.eq(Some(at)))
+    .execute(c)
+    .await)?;
+    Ok(claimed == 1)
+}
+
 pub async fn prune(conn: &mut DbConn, cutoff: NaiveDateTime) -> AppResult<usize> {
     Ok(with_conn!(conn, |c| diesel::delete(
         health_checks::table.filter(health_checks::checked_at.lt(cutoff))

@@ -122,3 +122,66 @@ async fn changes_reach_the_other_replicas_within_a_second() {
     b.stop().await;
     app.stop().await;
 }
+
+/// Three replicas, each with its health monitor, and an integration whose health endpoint
+/// answers in 0.9 s: each due check is claimed by one replica (a conditional update of the
+/// integration's last check), so checks never start less than an interval less its jitter
+/// apart, where unclaimed, replicas that found it due together each checked it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_check_an_integration_once_per_interval() {
+    let upstream = Receiver::start(|_| {
+        Reply::json(200, &json!({ "login": "bot" })).after(Duration::from_millis(900))
+    })
+    .await;
+    let app = TestApp::start_configured(Backend::Postgres, |config| {
+        config.health_interval_secs = 2;
+        config.outbound_max_retries = 0;
+    })
+    .await;
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let prepared = integration_hub::app::prepare(integration_hub::config::Config::clone(
+            &app.state.config,
+        ))
+        .await
+        .expect("prepare a replica");
+        replicas.push(integration_hub::app::start(prepared.state).expect("start a replica"));
+    }
+    let project = app.create_project(&app.admin_key, "watched").await;
+    register(
+        &app,
+        &project,
+        "github",
+        "gh",
+        json!({ "baseUrl": upstream.url }),
+        json!({ "token": "t" }),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let mut starts: Vec<Instant> = upstream
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/user")
+        .map(|r| r.at)
+        .collect();
+    starts.sort();
+    assert!(
+        starts.len() >= 3,
+        "the integration is checked: {}",
+        starts.len()
+    );
+    for pair in starts.windows(2) {
+        let apart = pair[1] - pair[0];
+        // The interval (2 s) less at most 10 % jitter of 10 s: at least 1 s.
+        assert!(
+            apart >= Duration::from_millis(950),
+            "two checks {} ms apart ({} checks in 9 s)",
+            apart.as_millis(),
+            starts.len()
+        );
+    }
+    for replica in replicas {
+        replica.stop().await;
+    }
+    app.stop().await;
+}
