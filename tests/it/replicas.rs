@@ -48,11 +48,7 @@ async fn changes_reach_the_other_replicas_within_a_second() {
         config.integration_cache_secs = 300;
     })
     .await;
-    let prepared =
-        integration_hub::app::prepare(integration_hub::config::Config::clone(&app.state.config))
-            .await
-            .expect("prepare replica B");
-    let b = integration_hub::app::start(prepared.state).expect("start replica B");
+    let b = app.start_replica().await;
     let on_b = format!("http://{}/graphql", b.addr);
 
     // A key made on A, used on B (B caches it), revoked on A.
@@ -138,15 +134,7 @@ async fn three_replicas_check_an_integration_once_per_interval() {
         config.outbound_max_retries = 0;
     })
     .await;
-    let mut replicas = Vec::new();
-    for _ in 0..2 {
-        let prepared = integration_hub::app::prepare(integration_hub::config::Config::clone(
-            &app.state.config,
-        ))
-        .await
-        .expect("prepare a replica");
-        replicas.push(integration_hub::app::start(prepared.state).expect("start a replica"));
-    }
+    let replicas = [app.start_replica().await, app.start_replica().await];
     let project = app.create_project(&app.admin_key, "watched").await;
     register(
         &app,

@@ -993,11 +993,7 @@ async fn a_starting_replica_leaves_live_runs_alone() {
     }
 
     // Replica B starts on the same database while A runs.
-    let prepared =
-        integration_hub::app::prepare(integration_hub::config::Config::clone(&app.state.config))
-            .await
-            .expect("prepare replica B");
-    let replica = integration_hub::app::start(prepared.state).expect("start replica B");
+    let replica = app.start_replica().await;
     let on_b = app
         .client
         .post(format!("http://{}/graphql", replica.addr))
@@ -1106,15 +1102,7 @@ async fn three_replicas_run_a_schedule_once_per_period() {
     let app =
         TestApp::start_configured(Backend::Postgres, |config| config.sync_scheduler_secs = 1).await;
     let (project, source_id, target_id) = project_with(&app, &source_server, &target_server).await;
-    let mut replicas = Vec::new();
-    for _ in 0..2 {
-        let prepared = integration_hub::app::prepare(integration_hub::config::Config::clone(
-            &app.state.config,
-        ))
-        .await
-        .expect("prepare a replica");
-        replicas.push(integration_hub::app::start(prepared.state).expect("start a replica"));
-    }
+    let replicas = [app.start_replica().await, app.start_replica().await];
     let config = create_config(
         &app,
         json!({ "projectId": project, "name": "every 2 s", "sourceIntegrationId": source_id, "targetIntegrationId": target_id,

@@ -319,6 +319,15 @@ impl TestApp {
         self
     }
 
+    /// Another replica on this app's database, with its configuration (its own port): what
+    /// a second `integration-hub` process behind the same load balancer is.
+    pub async fn start_replica(&self) -> RunningServer {
+        let prepared = app::prepare(Config::clone(&self.state.config))
+            .await
+            .expect("prepare a replica");
+        app::start(prepared.state).expect("start a replica")
+    }
+
     pub async fn stop(mut self) {
         if let Some(server) = self.server.take() {
             server.stop().await;
