@@ -283,13 +283,24 @@ pub async fn interrupt_stale(
             )
             .filter(sync_runs::id.ne_all(running_here))
     )
-    .set((
+    .set(interrupted(reason, at))
+    .execute(c)
+    .await)?)
+}
+
+/// The change that marks a run interrupted, with its reason.
+type Interrupted<'a> = (
+    diesel::dsl::Eq<sync_runs::status, &'static str>,
+    diesel::dsl::Eq<sync_runs::finished_at, Option<NaiveDateTime>>,
+    diesel::dsl::Eq<sync_runs::error, Option<&'a str>>,
+);
+
+fn interrupted(reason: &str, at: NaiveDateTime) -> Interrupted<'_> {
+    (
         sync_runs::status.eq("interrupted"),
         sync_runs::finished_at.eq(Some(at)),
         sync_runs::error.eq(Some(reason)),
-    ))
-    .execute(c)
-    .await)?)
+    )
 }
 
 /// Runs `ids` (this replica's, at a graceful stop) marked interrupted with `reason` if still
@@ -305,11 +316,7 @@ pub async fn interrupt_runs(
             .filter(sync_runs::id.eq_any(ids))
             .filter(sync_runs::status.eq_any(["queued", "running"]))
     )
-    .set((
-        sync_runs::status.eq("interrupted"),
-        sync_runs::finished_at.eq(Some(at)),
-        sync_runs::error.eq(Some(reason)),
-    ))
+    .set(interrupted(reason, at))
     .execute(c)
     .await)?)
 }
@@ -320,11 +327,7 @@ pub async fn interrupt_unfinished(conn: &mut DbConn, at: NaiveDateTime) -> AppRe
     Ok(with_conn!(conn, |c| diesel::update(
         sync_runs::table.filter(sync_runs::status.eq_any(["queued", "running"]))
     )
-    .set((
-        sync_runs::status.eq("interrupted"),
-        sync_runs::finished_at.eq(Some(at)),
-        sync_runs::error.eq(Some("the server stopped during the run")),
-    ))
+    .set(interrupted("the server stopped during the run", at))
     .execute(c)
     .await)?)
 }

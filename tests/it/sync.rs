@@ -221,6 +221,19 @@ async fn create_config(app: &TestApp, input: Value) -> String {
 }
 
 /// Runs the config and waits for the run to end; returns the finished run.
+/// A config reading the source's pages of 10 (`/page/items`) into the target by key; its id.
+async fn paged_config(app: &TestApp, source: &Receiver, target: &Receiver, name: &str) -> String {
+    let (project, source_id, target_id) = project_with(app, source, target).await;
+    create_config(
+        app,
+        json!({ "projectId": project, "name": name, "sourceIntegrationId": source_id, "targetIntegrationId": target_id,
+            "sourceRead": { "path": "/page/items", "recordsPointer": "/data/items", "pagination": { "kind": "PAGE", "size": 10 } },
+            "targetWrite": { "createPath": "/items", "updatePath": "/items/{key}" },
+            "sourceKey": "key", "targetKey": "externalId", "mappings": basic_mappings() }),
+    )
+    .await
+}
+
 async fn run_to_end(app: &TestApp, config: &str) -> Value {
     let started = app.gql(&app.admin_key, RUN, json!({ "id": config })).await;
     let run_id = started.data()["runSync"]["id"]
@@ -580,15 +593,7 @@ async fn cancel_interrupt_and_rerun(backend: Backend) {
     target.delay_ms.store(150, Ordering::SeqCst);
     let (source_server, target_server) = (serve(&source).await, serve(&target).await);
     let app = TestApp::start_configured(backend, |config| config.sync_write_concurrency = 2).await;
-    let (project, source_id, target_id) = project_with(&app, &source_server, &target_server).await;
-    let config = create_config(
-        &app,
-        json!({ "projectId": project, "name": "slow", "sourceIntegrationId": source_id, "targetIntegrationId": target_id,
-            "sourceRead": { "path": "/page/items", "recordsPointer": "/data/items", "pagination": { "kind": "PAGE", "size": 10 } },
-            "targetWrite": { "createPath": "/items", "updatePath": "/items/{key}" },
-            "sourceKey": "key", "targetKey": "externalId", "mappings": basic_mappings() }),
-    )
-    .await;
+    let config = paged_config(&app, &source_server, &target_server, "slow").await;
 
     // Cancel mid-run.
     let started = app.gql(&app.admin_key, RUN, json!({ "id": config })).await;
@@ -974,15 +979,7 @@ async fn a_starting_replica_leaves_live_runs_alone() {
         config.sync_write_concurrency = 2;
     })
     .await;
-    let (project, source_id, target_id) = project_with(&app, &source_server, &target_server).await;
-    let config = create_config(
-        &app,
-        json!({ "projectId": project, "name": "slow", "sourceIntegrationId": source_id, "targetIntegrationId": target_id,
-            "sourceRead": { "path": "/page/items", "recordsPointer": "/data/items", "pagination": { "kind": "PAGE", "size": 10 } },
-            "targetWrite": { "createPath": "/items", "updatePath": "/items/{key}" },
-            "sourceKey": "key", "targetKey": "externalId", "mappings": basic_mappings() }),
-    )
-    .await;
+    let config = paged_config(&app, &source_server, &target_server, "slow").await;
     let started = app.gql(&app.admin_key, RUN, json!({ "id": config })).await;
     let run_id = started.data()["runSync"]["id"]
         .as_str()
@@ -1044,15 +1041,7 @@ async fn concurrent_run_requests_start_one_run(backend: Backend) {
     target.delay_ms.store(20, Ordering::SeqCst);
     let (source_server, target_server) = (serve(&source).await, serve(&target).await);
     let app = TestApp::start(backend).await;
-    let (project, source_id, target_id) = project_with(&app, &source_server, &target_server).await;
-    let config = create_config(
-        &app,
-        json!({ "projectId": project, "name": "once", "sourceIntegrationId": source_id, "targetIntegrationId": target_id,
-            "sourceRead": { "path": "/page/items", "recordsPointer": "/data/items", "pagination": { "kind": "PAGE", "size": 10 } },
-            "targetWrite": { "createPath": "/items", "updatePath": "/items/{key}" },
-            "sourceKey": "key", "targetKey": "externalId", "mappings": basic_mappings() }),
-    )
-    .await;
+    let config = paged_config(&app, &source_server, &target_server, "once").await;
     let answers = futures_util::future::join_all(
         (0..16).map(|_| app.gql(&app.admin_key, RUN, json!({ "id": config }))),
     )
