@@ -9,6 +9,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::on_both_backends;
+use crate::support::db::hold_sqlite_write_lock;
 use crate::support::{Backend, TestDb};
 
 on_both_backends!(
@@ -641,12 +642,7 @@ async fn hold_log_table(db: &TestDb) -> LogTableLock {
     match db.backend {
         Backend::Sqlite => {
             let path = db.dir.path().join("integration-hub.db");
-            let mut conn =
-                <diesel::SqliteConnection as diesel::Connection>::establish(path.to_str().unwrap())
-                    .unwrap();
-            diesel::connection::SimpleConnection::batch_execute(&mut conn, "BEGIN EXCLUSIVE")
-                .unwrap();
-            LogTableLock::Sqlite(conn)
+            LogTableLock::Sqlite(hold_sqlite_write_lock(&path).await)
         }
         Backend::Postgres => {
             use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::calls::{EXECUTE, register};
 use crate::on_both_backends;
-use crate::support::db::postgres_admin_url;
+use crate::support::db::{hold_sqlite_write_lock, postgres_admin_url};
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::{Answer, Backend, TestApp};
 
@@ -70,11 +70,8 @@ async fn a_locked_or_stopped_database_is_answered_unavailable(backend: Backend) 
     match backend {
         Backend::Sqlite => {
             // Another process holds SQLite's write lock.
-            let path = app.db.url.strip_prefix("sqlite://").unwrap().to_string();
-            let mut holder =
-                <diesel::SqliteConnection as diesel::Connection>::establish(&path).unwrap();
-            diesel::connection::SimpleConnection::batch_execute(&mut holder, "BEGIN EXCLUSIVE")
-                .unwrap();
+            let path = app.db.url.strip_prefix("sqlite://").unwrap();
+            let mut holder = hold_sqlite_write_lock(path.as_ref()).await;
             let (answer, took) = create_project(&app, "while locked").await;
             assert_unavailable(&answer, took, "write behind a held lock");
             diesel::connection::SimpleConnection::batch_execute(&mut holder, "ROLLBACK").unwrap();
@@ -236,11 +233,8 @@ impl Outage {
     async fn begin(app: &TestApp) -> Self {
         match app.db.backend {
             Backend::Sqlite => {
-                let path = app.db.url.strip_prefix("sqlite://").unwrap().to_string();
-                let mut holder =
-                    <diesel::SqliteConnection as diesel::Connection>::establish(&path).unwrap();
-                diesel::connection::SimpleConnection::batch_execute(&mut holder, "BEGIN EXCLUSIVE")
-                    .unwrap();
+                let path = app.db.url.strip_prefix("sqlite://").unwrap();
+                let holder = hold_sqlite_write_lock(path.as_ref()).await;
                 Self {
                     sqlite: Some(holder),
                     pg_name: None,

@@ -83,6 +83,24 @@ impl TestDb {
     }
 }
 
+/// Another process's hold on SQLite's write lock, taken as a second process would: it waits
+/// out a write the hub has in flight (up to 10 s) instead of failing with "database is
+/// locked". Dropping the connection (or `ROLLBACK`) releases it.
+pub async fn hold_sqlite_write_lock(path: &std::path::Path) -> diesel::SqliteConnection {
+    let path = path.to_str().expect("a UTF-8 path").to_string();
+    tokio::task::spawn_blocking(move || {
+        use diesel::connection::SimpleConnection;
+        let mut holder = <diesel::SqliteConnection as diesel::Connection>::establish(&path)
+            .expect("open the SQLite file");
+        holder
+            .batch_execute("PRAGMA busy_timeout = 10000; BEGIN EXCLUSIVE")
+            .expect("take the write lock");
+        holder
+    })
+    .await
+    .unwrap()
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let Some(name) = self.pg_name.take() else {
