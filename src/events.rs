@@ -2,6 +2,9 @@
 //! health changes, key revocations...) goes through here to subscriptions (and later
 //! webhooks). A bounded broadcast channel: a subscriber that falls behind is told how many
 //! events it missed instead of growing memory.
+//!
+//! With several replicas on one PostgreSQL, every event published here is also relayed to
+//! the other replicas (`context::peers`), which `deliver` it to their own subscribers.
 
 use std::sync::Arc;
 
@@ -33,6 +36,30 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    pub const ALL: [EventKind; 16] = [
+        Self::IntegrationCreated,
+        Self::IntegrationUpdated,
+        Self::IntegrationDeleted,
+        Self::IntegrationHealthChanged,
+        Self::IntegrationRequest,
+        Self::ApiKeyCreated,
+        Self::ApiKeyRevoked,
+        Self::SyncStarted,
+        Self::SyncProgress,
+        Self::SyncCompleted,
+        Self::SyncFailed,
+        Self::ErrorOccurred,
+        Self::WebhookReceived,
+        Self::WebhookTest,
+        Self::WebhookEndpointDisabled,
+        Self::WebhookDeliveryUpdated,
+    ];
+
+    /// The kind `name` names (see [`EventKind::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
     /// The event's name as documented (`integration.created` ...).
     pub fn name(self) -> &'static str {
         match self {
@@ -70,12 +97,72 @@ pub struct Event {
     pub at: NaiveDateTime,
 }
 
+/// An event as it travels between replicas: one line of JSON (serde_json never writes a raw
+/// newline).
+#[derive(serde::Serialize)]
+struct WireOut<'a> {
+    k: &'static str,
+    t: &'a str,
+    p: Option<&'a str>,
+    s: &'a str,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    v: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    l: Option<&'a crate::db::rows::RequestLogRow>,
+    a: NaiveDateTime,
+}
+
+#[derive(serde::Deserialize)]
+struct WireIn {
+    k: String,
+    t: String,
+    p: Option<String>,
+    s: String,
+    #[serde(default)]
+    v: Value,
+    #[serde(default)]
+    l: Option<crate::db::rows::RequestLogRow>,
+    a: NaiveDateTime,
+}
+
+impl Event {
+    /// The event as one line of JSON, for the other replicas.
+    pub fn to_wire(&self) -> String {
+        serde_json::to_string(&WireOut {
+            k: self.kind.name(),
+            t: &self.team_id,
+            p: self.project_id.as_deref(),
+            s: &self.subject_id,
+            v: &self.payload,
+            l: self.request_log.as_deref(),
+            a: self.at,
+        })
+        .unwrap_or_default()
+    }
+
+    /// An event another replica sent; None for what this version cannot read.
+    pub fn from_wire(line: &str) -> Option<Self> {
+        let wire: WireIn = serde_json::from_str(line).ok()?;
+        Some(Self {
+            kind: EventKind::from_name(&wire.k)?,
+            team_id: wire.t,
+            project_id: wire.p,
+            subject_id: wire.s,
+            payload: wire.v,
+            request_log: wire.l.map(Arc::new),
+            at: wire.a,
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct EventBus {
     sender: broadcast::Sender<Arc<Event>>,
     /// Where events that must not be missed also go (the webhook outbox): a queue of its
     /// own, so a burst of other events on the broadcast channel never pushes them out.
     tap: Arc<std::sync::OnceLock<Tap>>,
+    /// Where every event also goes to reach the other replicas (PostgreSQL only).
+    relay: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<Arc<Event>>>>,
 }
 
 struct Tap {
@@ -90,6 +177,7 @@ impl EventBus {
         Self {
             sender,
             tap: Arc::default(),
+            relay: Arc::default(),
         }
     }
 
@@ -108,7 +196,30 @@ impl EventBus {
                 "event not queued for webhooks: the outbox queue is full"
             );
         }
+        if let Some(relay) = self.relay.get()
+            && relay.try_send(event.clone()).is_err()
+        {
+            metrics::counter!("hub_peer_events_dropped_total").increment(1);
+            tracing::warn!(
+                event = event.kind.name(),
+                "event not relayed to the other replicas: the relay queue is full"
+            );
+        }
         let _ = self.sender.send(event);
+    }
+
+    /// An event another replica published: to this replica's subscribers only (the
+    /// publishing replica did the rest, such as queueing webhook deliveries).
+    pub fn deliver(&self, event: Event) {
+        let _ = self.sender.send(Arc::new(event));
+    }
+
+    /// Sets the one relay: every event published from now on is also queued (up to
+    /// `capacity`) for the receiver returned. None if a relay is already set.
+    pub fn relay(&self, capacity: usize) -> Option<tokio::sync::mpsc::Receiver<Arc<Event>>> {
+        let (queue, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
+        self.relay.set(queue).ok()?;
+        Some(receiver)
     }
 
     /// Sets the one tap: the events `wants` picks are also queued (up to `capacity`) for the

@@ -30,7 +30,7 @@ fn mac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-async fn register(
+pub(crate) async fn register(
     app: &TestApp,
     project: &str,
     provider: &str,
@@ -52,7 +52,11 @@ async fn register(
         .to_string()
 }
 
-async fn enable(app: &TestApp, integration: &str, secret: Option<&str>) -> (String, String) {
+pub(crate) async fn enable(
+    app: &TestApp,
+    integration: &str,
+    secret: Option<&str>,
+) -> (String, String) {
     let answer = app
         .gql(
             &app.admin_key,
@@ -67,7 +71,7 @@ async fn enable(app: &TestApp, integration: &str, secret: Option<&str>) -> (Stri
     )
 }
 
-async fn post(url: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
+pub(crate) async fn post(url: &str, headers: &[(&str, String)], body: &[u8]) -> (u16, String) {
     let mut request = reqwest::Client::new().post(url).body(body.to_vec());
     for (name, value) in headers {
         request = request.header(*name, value);
@@ -90,7 +94,11 @@ async fn events(app: &TestApp, integration: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-fn github_headers(secret: &str, body: &[u8], delivery: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn github_headers(
+    secret: &str,
+    body: &[u8],
+    delivery: &str,
+) -> Vec<(&'static str, String)> {
     vec![
         ("x-github-event", "push".into()),
         ("x-github-delivery", delivery.into()),

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::calls::{EXECUTE, register};
+use crate::subscriptions::{Protocol, WsClient};
 use crate::support::receiver::{Receiver, Reply};
 use crate::support::{Backend, TestApp};
 
@@ -171,5 +172,157 @@ async fn three_replicas_check_an_integration_once_per_interval() {
     for replica in replicas {
         replica.stop().await;
     }
+    app.stop().await;
+}
+
+/// One event stream across replicas: a subscriber on A receives every log of the calls made
+/// on B and C, once each and in the order each replica made them, as well as its own
+/// replica's; an event larger than one NOTIFY (an inbound push of 30 KB received on B)
+/// reaches A's subscribers whole, and the outbound webhook it causes is delivered once (by
+/// B, which received it), not once per replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_subscribers_on_every_replica() {
+    let upstream = Receiver::start(|_| Reply::json(200, &json!({ "ok": true }))).await;
+    let hooks = Receiver::start(|_| Reply::text(200, "ok")).await;
+    let app = TestApp::start_configured(Backend::Postgres, |config| {
+        config.webhook_poll_ms = 50;
+    })
+    .await;
+    let (b, c) = (app.start_replica().await, app.start_replica().await);
+    let (on_b, on_c) = (
+        format!("http://{}/graphql", b.addr),
+        format!("http://{}/graphql", c.addr),
+    );
+    let project = app.create_project(&app.admin_key, "replicas").await;
+    let integration = register(
+        &app,
+        &project,
+        "generic_rest",
+        "api",
+        json!({ "baseUrl": upstream.url }),
+        json!({ "token": "t" }),
+    )
+    .await;
+
+    let mut watcher = WsClient::connect(
+        &app,
+        Protocol::TransportWs,
+        json!({ "Authorization": format!("Bearer {}", app.admin_key) }),
+    )
+    .await
+    .unwrap();
+    watcher
+        .subscribe(
+            "logs",
+            "subscription($p: ID) { integrationLogs(projectId: $p) { __typename ... on RequestLog { path } } }",
+            json!({ "p": project }),
+        )
+        .await;
+    // A call on A itself shows the subscription is live.
+    let call =
+        |path: String| json!({ "id": integration, "input": { "method": "GET", "path": path } });
+    let mut live = false;
+    for _ in 0..50 {
+        app.gql(&app.admin_key, EXECUTE, call("/a".into()))
+            .await
+            .data();
+        if let Some(data) = watcher.next_data("logs", Duration::from_millis(300)).await {
+            assert_eq!(data["integrationLogs"]["path"], "/a");
+            live = true;
+            break;
+        }
+    }
+    assert!(live, "the subscription never delivered");
+
+    const CALLS: usize = 40;
+    let calls_on = |url: String, prefix: &'static str| {
+        let app = &app;
+        let call = &call;
+        async move {
+            for i in 0..CALLS {
+                let answer = post(
+                    app,
+                    &url,
+                    &app.admin_key,
+                    EXECUTE,
+                    call(format!("/{prefix}/{i}")),
+                )
+                .await;
+                assert_eq!(answer["data"]["executeRequest"]["status"], 200, "{answer}");
+            }
+        }
+    };
+    tokio::join!(calls_on(on_b.clone(), "b"), calls_on(on_c, "c"));
+    let mut seen = Vec::new();
+    while let Some(data) = watcher.next_data("logs", Duration::from_secs(3)).await {
+        let log = &data["integrationLogs"];
+        assert_eq!(log["__typename"], "RequestLog", "nothing missed: {log}");
+        seen.push(log["path"].as_str().unwrap().to_string());
+    }
+    let from = |prefix: &str| -> Vec<usize> {
+        seen.iter()
+            .filter_map(|p| p.strip_prefix(&format!("/{prefix}/"))?.parse().ok())
+            .collect()
+    };
+    let expected: Vec<usize> = (0..CALLS).collect();
+    assert_eq!(
+        from("b"),
+        expected,
+        "B's calls, each once, in order: {seen:?}"
+    );
+    assert_eq!(
+        from("c"),
+        expected,
+        "C's calls, each once, in order: {seen:?}"
+    );
+    assert_eq!(seen.len(), 2 * CALLS, "{seen:?}");
+
+    // A push of 30 KB received on B: A's subscribers see it; one outbound delivery.
+    let github =
+        crate::inbound::register(&app, &project, "github", json!({}), json!({ "token": "t" }))
+            .await;
+    app.gql(
+        &app.admin_key,
+        "mutation($url: String!) { createWebhookEndpoint(input: { url: $url, eventTypes: [\"webhook.received\"] }) { id } }",
+        json!({ "url": hooks.url("/out") }),
+    )
+    .await
+    .data();
+    let (hook_url, secret) = crate::inbound::enable(&app, &github, None).await;
+    let hook_on_b = hook_url.replace(&app.base, &format!("http://{}", b.addr));
+    watcher
+        .subscribe(
+            "events",
+            "subscription($p: ID!) { integrationEvents(projectId: $p) { __typename ... on IntegrationEvent { kind webhookDeliveryId } } }",
+            json!({ "p": project }),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let body = serde_json::to_vec(
+        &json!({ "ref": "refs/heads/main", "commits": [], "note": "é".repeat(15_000) }),
+    )
+    .unwrap();
+    let headers = crate::inbound::github_headers(&secret, &body, "big-1");
+    let (status, text) = crate::inbound::post(&hook_on_b, &headers, &body).await;
+    assert!(status < 300, "{status} {text}");
+    let mut pushed = None;
+    while let Some(message) = watcher.next_data("events", Duration::from_secs(3)).await {
+        let event = &message["integrationEvents"];
+        if event["kind"] == "WEBHOOK_RECEIVED" {
+            pushed = Some(event.clone());
+            break;
+        }
+    }
+    let pushed = pushed.expect("A's subscriber saw the push B received");
+    assert_eq!(pushed["webhookDeliveryId"], "big-1");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let delivered = hooks.requests().iter().filter(|r| r.path == "/out").count();
+    assert_eq!(
+        delivered, 1,
+        "the push is forwarded once, not once per replica"
+    );
+
+    b.stop().await;
+    c.stop().await;
     app.stop().await;
 }

@@ -48,7 +48,16 @@ impl WsClient {
         protocol: Protocol,
         payload: Value,
     ) -> Result<Self, String> {
-        let url = format!("{}/graphql", app.base.replace("http://", "ws://"));
+        Self::connect_to(&app.base, protocol, payload).await
+    }
+
+    /// As `connect`, to the server at `base` (`http://host:port`).
+    pub(crate) async fn connect_to(
+        base: &str,
+        protocol: Protocol,
+        payload: Value,
+    ) -> Result<Self, String> {
+        let url = format!("{}/graphql", base.replace("http://", "ws://"));
         let mut request = url.into_client_request().unwrap();
         let name = match protocol {
             Protocol::TransportWs => "graphql-transport-ws",
