@@ -62,31 +62,6 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         samples
     };
     let (keyring, key_file_created) = load_keyring(&config, &sealed)?;
-    {
-        // SQLite has one process: whatever it left running was cut by its last stop. On
-        // PostgreSQL other replicas may be running their runs right now: only runs whose
-        // lease ran out are interrupted (the same check every replica makes each second).
-        let mut conn = pool.get().await.map_err(describe)?;
-        let at = crate::db::now();
-        let interrupted = match &pool {
-            DbPool::Sqlite(..) => crate::sync::store::interrupt_unfinished(&mut conn, at).await,
-            DbPool::Postgres(..) => {
-                let lease = chrono::Duration::seconds(config.job_lease_secs as i64);
-                let reason = format!(
-                    "no heartbeat for {} s: the process running it stopped or lost the database",
-                    config.job_lease_secs
-                );
-                crate::sync::store::interrupt_stale(&mut conn, at - lease, &[], &reason, at).await
-            }
-        }
-        .map_err(describe)?;
-        if interrupted > 0 {
-            tracing::warn!(
-                interrupted,
-                "sync runs left unfinished by a stopped process marked interrupted"
-            );
-        }
-    }
     let first_start = {
         let mut conn = pool.get().await.map_err(describe)?;
         if crate::teams::count(&mut conn).await.map_err(describe)? == 0 {
@@ -343,22 +318,16 @@ impl RunningServer {
         for task in &self.peers {
             task.abort();
         }
-        // This replica's runs stop here: their leases are given back at once (marked
-        // interrupted), so no replica waits a lease to know. If the database cannot be
-        // reached now, the leases run out as after a crash.
+        // This replica's runs stop here: their leases are given back at once, so another
+        // replica (or this one's next start) takes them over at its next check instead of
+        // waiting for them to run out. If the database cannot be reached now, the leases
+        // run out as after a crash.
         let mine = self.state.jobs.ids();
         self.state.jobs.abort_all();
         if !mine.is_empty() {
             let released = tokio::time::timeout(Duration::from_secs(2), async {
                 let mut conn = self.state.pool.get().await?;
-                let at = crate::db::now();
-                crate::sync::store::interrupt_runs(
-                    &mut conn,
-                    &mine,
-                    "the server stopped during the run",
-                    at,
-                )
-                .await
+                crate::sync::store::release_runs(&mut conn, &mine).await
             })
             .await;
             if !matches!(released, Ok(Ok(_))) {
@@ -390,8 +359,9 @@ impl RunningServer {
     }
 }
 
-/// Background upkeep: usage counts to the database, sync runs whose lease ran out marked
-/// interrupted, idle rate-limit state dropped.
+/// Background upkeep: usage counts to the database, sync runs whose lease ran out taken
+/// over (whichever replica, or process after a restart, ran them), idle rate-limit state
+/// dropped.
 fn spawn_maintenance(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick =
@@ -406,7 +376,7 @@ fn spawn_maintenance(state: AppState) -> tokio::task::JoinHandle<()> {
             }
             if last_lease_check.elapsed() >= Duration::from_secs(1) {
                 last_lease_check = Instant::now();
-                if let Err(err) = crate::sync::engine::interrupt_stale_runs(&state).await {
+                if let Err(err) = crate::sync::engine::take_over_stale_runs(&state).await {
                     tracing::warn!(code = err.code(), "stale sync runs not checked; will retry");
                 }
             }

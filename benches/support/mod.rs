@@ -5,6 +5,7 @@ use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+#[allow(dead_code)]
 pub struct Hub {
     /// Held for its id; the process is killed when this drops.
     #[allow(dead_code)]
@@ -16,6 +17,7 @@ pub struct Hub {
 
 /// Starts the hub with local upstreams allow-listed, quotas out of the way and the health
 /// monitor off, plus `extra` environment.
+#[allow(dead_code)]
 pub async fn start_hub(extra: &[(&str, &str)]) -> Hub {
     let dir = tempfile::tempdir().unwrap();
     // BENCH_HUB_BIN runs another build of the hub (an older commit's) under the same client.

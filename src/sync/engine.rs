@@ -351,8 +351,10 @@ async fn one_way(
 /// The tally's counts onto the run.
 fn count(run: &mut SyncRunRow, tally: &Tally) {
     run.records_read = tally.read;
-    run.records_written = tally.written;
-    run.records_skipped = tally.skipped;
+    // A resumed run's pass skips what the stopped replica wrote: those count as written.
+    let carried = tally.written_before.min(tally.skipped);
+    run.records_written = tally.written_before + tally.written;
+    run.records_skipped = tally.skipped - carried;
     run.records_failed = tally.failed;
     run.error_samples = serde_json::to_string(&tally.samples).unwrap_or_else(|_| "[]".into());
 }
@@ -436,10 +438,17 @@ pub async fn start_run(
         finished_at: None,
         created_at: at,
         heartbeat_at: Some(at),
+        attempts: 1,
     };
     store::insert_run(&mut conn, &run).await?;
     store::set_last_run(&mut conn, &config.id, at).await?;
     drop(conn);
+    launch(state, config, plan, run.clone());
+    Ok(run)
+}
+
+/// Runs `run` in a task of this replica, which renews its lease while it runs.
+fn launch(state: &AppState, config: SyncConfigRow, plan: Plan, run: SyncRunRow) {
     let cancel = Arc::new(AtomicBool::new(false));
     let task_state = state.clone();
     let task_run = run.clone();
@@ -464,7 +473,6 @@ pub async fn start_run(
         .jobs
         .started(run.id.clone(), run.config_id.clone(), cancel, task);
     let _ = listed.send(());
-    Ok(run)
 }
 
 /// Renews the run's heartbeat three times per `HUB_JOB_LEASE_SECS` until told to stop.
@@ -486,29 +494,60 @@ async fn renew_lease(
     }
 }
 
-/// Runs queued or running whose lease ran out (their process stopped, or lost the database
-/// for longer than the lease) are marked interrupted with the reason, so they no longer
-/// block their config; its schedule goes on. Runs of this replica are never touched.
-pub async fn interrupt_stale_runs(state: &AppState) -> AppResult<usize> {
+/// How many replicas may run one run: a run that keeps stopping its replica is not passed
+/// on for ever.
+const MAX_ATTEMPTS: i32 = 3;
+
+/// Runs queued or running whose lease ran out (their replica stopped, or lost the database
+/// for longer than the lease) are taken over: claimed with a conditional update, so one
+/// replica gets each, and resumed here. Records the stopped replica wrote have their
+/// fingerprints stored, so the resumed run skips them. A run whose config is gone or
+/// disabled, or that has stopped `MAX_ATTEMPTS` replicas, is marked interrupted with the
+/// reason instead. Runs of this replica are never touched; a stopping replica takes none.
+pub async fn take_over_stale_runs(state: &AppState) -> AppResult<usize> {
+    if *state.going_away.borrow() {
+        return Ok(0);
+    }
     let lease = chrono::Duration::seconds(state.config.job_lease_secs as i64);
     let running_here = state.jobs.ids();
     let at = now();
-    let reason = format!(
-        "no heartbeat for {} s: the process running it stopped or lost the database",
-        state.config.job_lease_secs
-    );
-    let count = store::interrupt_stale(
-        &mut state.pool.get().await?,
-        at - lease,
-        &running_here,
-        &reason,
-        at,
-    )
-    .await?;
-    if count > 0 {
-        tracing::warn!(count, "sync runs whose lease ran out marked interrupted");
+    let cutoff = at - lease;
+    let mut conn = state.pool.get().await?;
+    let stale = store::stale_runs(&mut conn, cutoff, &running_here, 8).await?;
+    let mut taken = 0;
+    for mut run in stale {
+        if !store::take_over(&mut conn, &run.id, cutoff, at).await? {
+            continue;
+        }
+        run.attempts += 1;
+        run.heartbeat_at = Some(at);
+        let ready = match store::get_config(&mut conn, &run.team_id, &run.config_id).await {
+            Ok(config) if !config.enabled => Err("its sync config was disabled".to_string()),
+            Ok(_) if run.attempts > MAX_ATTEMPTS => Err(format!(
+                "its replica stopped {} times while running it (no heartbeat for {} s each time)",
+                run.attempts - 1,
+                state.config.job_lease_secs
+            )),
+            Ok(config) => Plan::new(&config)
+                .map(|plan| (config, plan))
+                .map_err(|err| err.message()),
+            Err(err) => Err(format!("its sync config cannot be read: {}", err.message())),
+        };
+        match ready {
+            Ok((config, plan)) => {
+                tracing::warn!(run = %run.id, attempts = run.attempts, "taking over a sync run whose replica stopped");
+                metrics::counter!("hub_sync_runs_taken_over_total").increment(1);
+                launch(state, config, plan, run);
+                taken += 1;
+            }
+            Err(reason) => {
+                tracing::warn!(run = %run.id, %reason, "sync run whose replica stopped marked interrupted");
+                store::interrupt_runs(&mut conn, std::slice::from_ref(&run.id), &reason, at)
+                    .await?;
+            }
+        }
     }
-    Ok(count)
+    Ok(taken)
 }
 
 /// Stores the run's final state, retrying while the database is out (up to one lease); if it
@@ -533,13 +572,24 @@ async fn execute_run(
     cancel: &AtomicBool,
 ) {
     run.status = "running".into();
-    run.started_at = Some(now());
+    run.started_at.get_or_insert_with(now);
     if let Ok(mut conn) = state.pool.get().await {
         let _ = store::save_run(&mut conn, &run).await;
     }
-    publish(state, EventKind::SyncStarted, &run);
+    // A run taken over goes on: what the stopped replica wrote is counted as written, and
+    // skipped by this pass (its fingerprints are stored).
+    let resumed = run.attempts > 1;
+    let kind = if resumed {
+        EventKind::SyncProgress
+    } else {
+        EventKind::SyncStarted
+    };
+    publish(state, kind, &run);
     let actor = format!("sync:{}", run.id);
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        written_before: if resumed { run.records_written } else { 0 },
+        ..Tally::default()
+    };
     let outcome = async {
         let source = integration(state, &config.team_id, &config.source_integration_id).await?;
         let target = integration(state, &config.team_id, &config.target_integration_id).await?;

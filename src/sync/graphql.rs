@@ -176,6 +176,11 @@ impl SyncRunNode {
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at.and_utc()
     }
+    /// How many replicas (or starts of the hub) have run it: a run whose replica stopped is
+    /// taken over once its lease runs out and goes on, skipping what was already written.
+    async fn attempts(&self) -> i32 {
+        self.0.attempts
+    }
 }
 
 /// The config if the caller may reach it.

@@ -57,6 +57,8 @@ pub struct SyncRunRow {
     pub created_at: NaiveDateTime,
     /// Renewed while the run runs; a stale one means nobody runs it any more.
     pub heartbeat_at: Option<NaiveDateTime>,
+    /// How many replicas have run it (more than one: taken over after its replica stopped).
+    pub attempts: i32,
 }
 
 fn conflict_name(name: &str) -> AppError {
@@ -262,49 +264,82 @@ pub async fn heartbeat(conn: &mut DbConn, run_id: &str, at: NaiveDateTime) -> Ap
     Ok(())
 }
 
-/// Runs still queued or running whose lease ran out before `cutoff` (and that this replica is
-/// not running: `running_here`) are marked interrupted with `reason`; returns how many.
-pub async fn interrupt_stale(
+/// A run's lease ran out before `cutoff` (a run never renewed counts from its creation).
+type LeaseRanOut = diesel::dsl::Or<
+    diesel::dsl::Lt<sync_runs::heartbeat_at, NaiveDateTime>,
+    diesel::dsl::And<
+        diesel::dsl::IsNull<sync_runs::heartbeat_at>,
+        diesel::dsl::Lt<sync_runs::created_at, NaiveDateTime>,
+    >,
+>;
+
+fn lease_ran_out(cutoff: NaiveDateTime) -> LeaseRanOut {
+    sync_runs::heartbeat_at
+        .lt(cutoff)
+        .or(sync_runs::heartbeat_at
+            .is_null()
+            .and(sync_runs::created_at.lt(cutoff)))
+}
+
+/// Runs queued or running whose lease ran out before `cutoff`, that this replica is not
+/// running (`running_here`), oldest first, at most `limit`.
+pub async fn stale_runs(
     conn: &mut DbConn,
     cutoff: NaiveDateTime,
     running_here: &[String],
-    reason: &str,
+    limit: i64,
+) -> AppResult<Vec<SyncRunRow>> {
+    Ok(with_conn!(conn, |c| sync_runs::table
+        .filter(sync_runs::status.eq_any(["queued", "running"]))
+        .filter(lease_ran_out(cutoff))
+        .filter(sync_runs::id.ne_all(running_here))
+        .order(sync_runs::id.asc())
+        .limit(limit)
+        .select(SyncRunRow::as_select())
+        .load(c)
+        .await)?)
+}
+
+/// Claims a run whose lease ran out before `cutoff`: its heartbeat renewed to `at` and its
+/// attempts counted, if no other replica claimed it first (a conditional update). True if
+/// this replica now holds it.
+pub async fn take_over(
+    conn: &mut DbConn,
+    run_id: &str,
+    cutoff: NaiveDateTime,
     at: NaiveDateTime,
-) -> AppResult<usize> {
+) -> AppResult<bool> {
+    let claimed = with_conn!(conn, |c| diesel::update(
+        sync_runs::table
+            .filter(sync_runs::id.eq(run_id))
+            .filter(sync_runs::status.eq_any(["queued", "running"]))
+            .filter(lease_ran_out(cutoff))
+    )
+    .set((
+        sync_runs::heartbeat_at.eq(Some(at)),
+        sync_runs::attempts.eq(sync_runs::attempts + 1),
+    ))
+    .execute(c)
+    .await)?;
+    Ok(claimed == 1)
+}
+
+/// Gives back the leases of runs `ids` (this replica's, at a graceful stop) at once: another
+/// replica takes them over at its next check instead of waiting for them to run out.
+pub async fn release_runs(conn: &mut DbConn, ids: &[String]) -> AppResult<usize> {
+    let long_ago = chrono::DateTime::UNIX_EPOCH.naive_utc();
     Ok(with_conn!(conn, |c| diesel::update(
         sync_runs::table
+            .filter(sync_runs::id.eq_any(ids))
             .filter(sync_runs::status.eq_any(["queued", "running"]))
-            .filter(
-                sync_runs::heartbeat_at
-                    .lt(cutoff)
-                    .or(sync_runs::heartbeat_at
-                        .is_null()
-                        .and(sync_runs::created_at.lt(cutoff)))
-            )
-            .filter(sync_runs::id.ne_all(running_here))
     )
-    .set(interrupted(reason, at))
+    .set(sync_runs::heartbeat_at.eq(Some(long_ago)))
     .execute(c)
     .await)?)
 }
 
-/// The change that marks a run interrupted, with its reason.
-type Interrupted<'a> = (
-    diesel::dsl::Eq<sync_runs::status, &'static str>,
-    diesel::dsl::Eq<sync_runs::finished_at, Option<NaiveDateTime>>,
-    diesel::dsl::Eq<sync_runs::error, Option<&'a str>>,
-);
-
-fn interrupted(reason: &str, at: NaiveDateTime) -> Interrupted<'_> {
-    (
-        sync_runs::status.eq("interrupted"),
-        sync_runs::finished_at.eq(Some(at)),
-        sync_runs::error.eq(Some(reason)),
-    )
-}
-
-/// Runs `ids` (this replica's, at a graceful stop) marked interrupted with `reason` if still
-/// queued or running: their leases are given back at once, not left to run out.
+/// Runs `ids` marked interrupted with `reason` if still queued or running (runs taken over
+/// that cannot go on).
 pub async fn interrupt_runs(
     conn: &mut DbConn,
     ids: &[String],
@@ -316,18 +351,11 @@ pub async fn interrupt_runs(
             .filter(sync_runs::id.eq_any(ids))
             .filter(sync_runs::status.eq_any(["queued", "running"]))
     )
-    .set(interrupted(reason, at))
-    .execute(c)
-    .await)?)
-}
-
-/// Runs left queued or running by a stopped process: marked interrupted. Only where one
-/// process uses the database (SQLite): with PostgreSQL another replica may be running them.
-pub async fn interrupt_unfinished(conn: &mut DbConn, at: NaiveDateTime) -> AppResult<usize> {
-    Ok(with_conn!(conn, |c| diesel::update(
-        sync_runs::table.filter(sync_runs::status.eq_any(["queued", "running"]))
-    )
-    .set(interrupted("the server stopped during the run", at))
+    .set((
+        sync_runs::status.eq("interrupted"),
+        sync_runs::finished_at.eq(Some(at)),
+        sync_runs::error.eq(Some(reason)),
+    ))
     .execute(c)
     .await)?)
 }

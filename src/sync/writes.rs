@@ -42,6 +42,8 @@ pub struct Tally {
     pub skipped: i64,
     pub failed: i64,
     pub samples: Vec<Value>,
+    /// Records written by the replica that ran this run before it was taken over.
+    pub written_before: i64,
 }
 
 impl Tally {

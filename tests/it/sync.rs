@@ -248,7 +248,7 @@ async fn wait_run(app: &TestApp, config: &str, run_id: &str) -> Value {
         let runs = app
             .gql(
                 &app.admin_key,
-                "query($c: ID!) { syncRuns(configId: $c, first: 100) { edges { node { id status trigger recordsRead recordsWritten recordsSkipped recordsFailed errorSamples { key message } error startedAt finishedAt } } } }",
+                "query($c: ID!) { syncRuns(configId: $c, first: 100) { edges { node { id status trigger recordsRead recordsWritten recordsSkipped recordsFailed errorSamples { key message } error startedAt finishedAt attempts } } } }",
                 json!({ "c": config }),
             )
             .await;
@@ -619,10 +619,14 @@ async fn cancel_interrupt_and_rerun(backend: Backend) {
     .data();
     let cancelled = wait_run(&app, &config, &run_id).await;
     assert_eq!(cancelled["status"], "CANCELLED");
-    let written = cancelled["recordsWritten"].as_i64().unwrap();
-    assert!(written > 0 && written < 40, "{cancelled}");
+    let written_cancelled = cancelled["recordsWritten"].as_i64().unwrap();
+    assert!(
+        written_cancelled > 0 && written_cancelled < 40,
+        "{cancelled}"
+    );
 
-    // Interrupted by stopping the server: marked at the next start; a re-run completes.
+    // Cut by stopping the server: the stop gives its lease back, and the next start takes
+    // the run over and finishes it, skipping what was written before.
     let started = app.gql(&app.admin_key, RUN, json!({ "id": config })).await;
     let run_id = started.data()["runSync"]["id"]
         .as_str()
@@ -634,15 +638,25 @@ async fn cancel_interrupt_and_rerun(backend: Backend) {
     }
     let config_now = integration_hub::config::Config::clone(&app.state.config);
     let app = app.restart(config_now).await;
-    let interrupted = wait_run(&app, &config, &run_id).await;
-    assert_eq!(interrupted["status"], "INTERRUPTED", "{interrupted}");
     target.delay_ms.store(0, Ordering::SeqCst);
+    let resumed = wait_run(&app, &config, &run_id).await;
+    assert_eq!(resumed["status"], "SUCCEEDED", "{resumed}");
+    assert_eq!(resumed["attempts"], 2, "{resumed}");
+    assert_eq!(target.len(), 40);
+    let (read, written, skipped, failed) = counts(&resumed);
+    assert_eq!((read, failed), (40, 0), "{resumed}");
+    assert_eq!(written + skipped, 40, "{resumed}");
+    assert!(
+        skipped >= written_cancelled,
+        "records written before were not written again: {resumed}"
+    );
     let rerun = run_to_end(&app, &config).await;
     assert_eq!(rerun["status"], "SUCCEEDED", "{rerun}");
-    assert_eq!(target.len(), 40);
-    assert!(
-        rerun["recordsSkipped"].as_i64().unwrap() > 0,
-        "records written before were not written again: {rerun}"
+    assert_eq!(rerun["attempts"], 1, "{rerun}");
+    assert_eq!(
+        counts(&rerun),
+        (40, 0, 40, 0),
+        "nothing left to write: {rerun}"
     );
     app.stop().await;
 }

@@ -1,0 +1,2 @@
+DROP TABLE job_leases;
+ALTER TABLE sync_runs DROP COLUMN attempts;
