@@ -391,6 +391,12 @@ fn spawn_maintenance(state: AppState) -> tokio::task::JoinHandle<()> {
 
 /// Inbound events, and deliveries that ended, are kept as long as request logs.
 async fn prune_webhooks(state: &AppState) {
+    if !state
+        .claim_job("prune-webhooks", crate::health::monitor::PRUNE_HOLD)
+        .await
+    {
+        return;
+    }
     let cutoff = crate::db::now() - chrono::Duration::days(state.config.log_retention_days as i64);
     let pruned = match state.pool.get().await {
         Ok(mut conn) => {

@@ -128,6 +128,27 @@ impl Peers {
 }
 
 impl AppState {
+    /// Whether this replica does periodic job `name` now: true if it claimed (or renewed)
+    /// the job's lease for `hold` (`db::lease`). Logged and false if the database cannot say.
+    pub async fn claim_job(&self, name: &str, hold: Duration) -> bool {
+        let at = crate::db::now();
+        let until = at + chrono::Duration::from_std(hold).unwrap_or(chrono::Duration::MAX);
+        let claimed = match self.pool.get().await {
+            Ok(mut conn) => {
+                crate::db::lease::claim(&mut conn, name, &self.peers.replica, at, until).await
+            }
+            Err(err) => Err(err),
+        };
+        claimed.unwrap_or_else(|err| {
+            tracing::warn!(
+                job = name,
+                code = err.code(),
+                "job lease not claimed; will retry"
+            );
+            false
+        })
+    }
+
     /// A committed change: applied to this replica's caches and announced to the others.
     pub fn changed(&self, change: Change) {
         self.apply(&change);

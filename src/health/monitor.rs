@@ -74,7 +74,15 @@ async fn run_due(state: &AppState, interval: u64) {
         .await;
 }
 
+/// How long a replica holds the pruning job: three rounds (a round each minute), so a
+/// stopped replica's turn passes to another within three minutes.
+pub const PRUNE_HOLD: Duration = Duration::from_secs(180);
+
 async fn prune(state: &AppState) {
+    // One replica prunes at a time (the others would repeat the same deletes).
+    if !state.claim_job("prune-logs", PRUNE_HOLD).await {
+        return;
+    }
     let Ok(mut conn) = state.pool.get().await else {
         return;
     };

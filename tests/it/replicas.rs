@@ -326,3 +326,64 @@ async fn events_reach_subscribers_on_every_replica() {
     c.stop().await;
     app.stop().await;
 }
+
+/// Periodic jobs (pruning) are done by one replica at a time: the first to claim a job's
+/// lease holds it and renews it; the others are refused until it runs out, and then one of
+/// them takes it over. Claims race through single statements: of 12 concurrent claims of a
+/// free job, exactly one wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_jobs_are_held_by_one_replica_at_a_time() {
+    use integration_hub::db::lease::claim;
+    let app = TestApp::start(Backend::Postgres).await;
+    let at = chrono::Utc::now().naive_utc();
+    let minute = chrono::Duration::seconds(60);
+    let mut conn = app.state.pool.get().await.unwrap();
+    assert!(claim(&mut conn, "job", "a", at, at + minute).await.unwrap());
+    assert!(
+        !claim(&mut conn, "job", "b", at, at + minute).await.unwrap(),
+        "held by a"
+    );
+    assert!(
+        claim(&mut conn, "job", "a", at + minute / 2, at + minute * 2)
+            .await
+            .unwrap(),
+        "a renews its own"
+    );
+    let later = at + minute * 3;
+    assert!(
+        claim(&mut conn, "job", "b", later, later + minute)
+            .await
+            .unwrap(),
+        "b takes it over once a's hold ran out"
+    );
+    assert!(
+        !claim(&mut conn, "job", "a", later, later + minute)
+            .await
+            .unwrap()
+    );
+    drop(conn);
+
+    let claims = (0..12).map(|i| {
+        let pool = app.state.pool.clone();
+        tokio::spawn(async move {
+            let mut conn = pool.get().await.unwrap();
+            claim(&mut conn, "race", &format!("r{i}"), at, at + minute)
+                .await
+                .unwrap()
+        })
+    });
+    let won = futures_util::future::join_all(claims)
+        .await
+        .into_iter()
+        .filter(|won| *won.as_ref().unwrap())
+        .count();
+    assert_eq!(won, 1);
+
+    // The hub's own pruning claims its job under this replica's name.
+    assert!(
+        app.state
+            .claim_job("prune-logs", std::time::Duration::from_secs(60))
+            .await
+    );
+    app.stop().await;
+}
