@@ -85,11 +85,22 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         .build()?;
     let jwt = JwtVerifier::from_config(&config, http.clone()).map_err(anyhow::Error::msg)?;
     let spec = |s: &str| RateSpec::parse(s).map_err(anyhow::Error::msg);
+    let global_quotas = match config.redis_url.as_deref().filter(|url| !url.is_empty()) {
+        Some(url) => Some(Arc::new(
+            crate::ratelimit::global::GlobalQuotas::connect(
+                url,
+                Duration::from_millis(config.redis_timeout_ms),
+            )
+            .map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
     let rate_limits = RateLimits::new(
         spec(&config.rate_limit_api_key)?,
         spec(&config.rate_limit_user)?,
         spec(&config.rate_limit_anonymous)?,
-    );
+    )
+    .with_global(global_quotas.clone());
     Ok(Prepared {
         state: AppState {
             credentials: Arc::new(CredentialCache::new(Duration::from_secs(
@@ -104,7 +115,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             rate_limits: Arc::new(rate_limits),
             jwt: jwt.map(Arc::new),
             http,
-            outbound: Arc::new(Outbound::from_config(&config)?),
+            outbound: Arc::new(Outbound::from_config(&config)?.with_global(global_quotas)),
             events: EventBus::new(config.event_buffer),
             jobs: Arc::default(),
             going_away: tokio::sync::watch::Sender::new(false),

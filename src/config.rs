@@ -130,6 +130,11 @@ pub struct Config {
     pub outbound_allow: String,
     /// Outbound: quota per integration (`requests/period[,burst=n]`); calls wait for it.
     pub outbound_rate_limit: String,
+    /// Redis for quotas shared by every replica (`redis://host:6379`); unset: each replica
+    /// counts its own.
+    pub redis_url: Option<String>,
+    /// How long a quota check waits for Redis before this replica's own limiter decides.
+    pub redis_timeout_ms: u64,
     /// Consecutive failures that open an integration's circuit.
     pub breaker_threshold: u32,
     /// Seconds an open circuit waits before a trial call.
@@ -238,6 +243,8 @@ impl Default for Config {
             outbound_max_response_bytes: 5 * 1024 * 1024,
             outbound_allow: String::new(),
             outbound_rate_limit: "20/1s,burst=40".into(),
+            redis_url: None,
+            redis_timeout_ms: 50,
             breaker_threshold: 5,
             breaker_cooldown_secs: 30,
             batch_max_calls: 20,

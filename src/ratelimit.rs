@@ -2,6 +2,8 @@
 //! per JWT subject, and per client IP for requests without credentials. Each caller has a
 //! limiter of its own, so a noisy key never takes from another's quota.
 
+pub mod global;
+
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -132,6 +134,8 @@ pub struct RateLimits {
     /// one of them is refused before it is looked up.
     throttled: DashMap<IpAddr, std::time::Instant>,
     clock: DefaultClock,
+    /// Quotas shared by all replicas (Redis), when configured.
+    global: Option<Arc<global::GlobalQuotas>>,
 }
 
 impl RateLimits {
@@ -147,6 +151,60 @@ impl RateLimits {
                 .with_middleware::<StateInformationMiddleware>(),
             throttled: DashMap::new(),
             clock: DefaultClock::default(),
+            global: None,
+        }
+    }
+
+    /// Checks quotas in Redis first (`global`), this replica's limiters as the fallback.
+    pub fn with_global(mut self, global: Option<Arc<global::GlobalQuotas>>) -> Self {
+        self.global = global;
+        self
+    }
+
+    /// Counts one request against `subject`: in the quotas all replicas share when Redis is
+    /// configured and answers, else in this replica's own (`check`).
+    pub async fn admit(&self, subject: &Subject<'_>) -> Decision {
+        let Some(global) = &self.global else {
+            return self.check(subject);
+        };
+        let (kind, key, spec) = match subject {
+            Subject::ApiKey { id, spec } => (
+                "api_key",
+                format!("key:{id}"),
+                spec.unwrap_or(self.api_key_default),
+            ),
+            Subject::User(subject) => ("user", format!("user:{subject}"), self.user),
+            Subject::Anonymous(ip) => ("anonymous", format!("ip:{ip}"), self.anonymous),
+        };
+        let Some(step) = global.step(&key, spec).await else {
+            return self.check(subject);
+        };
+        let interval = spec.period.as_secs_f64() / f64::from(spec.requests);
+        let fill = step.fill.as_secs_f64();
+        if step.allowed {
+            let room = (interval * f64::from(spec.burst) - fill) / interval;
+            Decision {
+                allowed: true,
+                limit: spec.burst,
+                remaining: room.floor().clamp(0.0, f64::from(spec.burst)) as u32,
+                reset_secs: fill.ceil() as u64,
+                retry_after_secs: None,
+                policy: spec.policy(),
+            }
+        } else {
+            if let Subject::Anonymous(ip) = subject {
+                self.throttled
+                    .insert(*ip, std::time::Instant::now() + step.wait);
+            }
+            metrics::counter!("hub_rate_limited_total", "subject" => kind).increment(1);
+            Decision {
+                allowed: false,
+                limit: spec.burst,
+                remaining: 0,
+                reset_secs: fill.ceil() as u64,
+                retry_after_secs: Some(step.wait.as_secs_f64().ceil().max(1.0) as u64),
+                policy: spec.policy(),
+            }
         }
     }
 

@@ -134,11 +134,14 @@ async fn admit(
     let (principal, decision) = match presented_credential(req.headers()).transpose() {
         None => (
             None,
-            state.rate_limits.check(&Subject::Anonymous(client_ip)),
+            state
+                .rate_limits
+                .admit(&Subject::Anonymous(client_ip))
+                .await,
         ),
         Some(presented) => match authenticate_from(state, client_ip, presented).await {
             Ok(principal) => {
-                let decision = state.rate_limits.check(&principal.rate_subject());
+                let decision = state.rate_limits.admit(&principal.rate_subject()).await;
                 (Some(principal), decision)
             }
             Err((err, decision)) => return Err(refuse(err, &decision)),

@@ -100,6 +100,9 @@ pub struct Outbound {
     connect_timeout: Duration,
     guard: Arc<AddressGuard>,
     limiter: Limiter,
+    /// The per-integration quota, and the quotas all replicas share (Redis) if configured.
+    rate: crate::ratelimit::RateSpec,
+    global: Option<Arc<crate::ratelimit::global::GlobalQuotas>>,
     breakers: Breakers,
     timeout: Duration,
     max_retries: u32,
@@ -237,6 +240,31 @@ fn hook_client(
 }
 
 impl Outbound {
+    /// Counts calls in the quotas all replicas share (Redis) first.
+    pub fn with_global(
+        mut self,
+        global: Option<Arc<crate::ratelimit::global::GlobalQuotas>>,
+    ) -> Self {
+        self.global = global;
+        self
+    }
+
+    /// Waits until the integration's quota lets one more call through: in the quotas all
+    /// replicas share when Redis answers, else in this replica's limiter.
+    async fn quota_ready(&self, key: &str) {
+        if let Some(global) = &self.global {
+            let quota_key = format!("outbound:{key}");
+            loop {
+                match global.step(&quota_key, self.rate).await {
+                    Some(step) if step.allowed => return,
+                    Some(step) => tokio::time::sleep(step.wait).await,
+                    None => break,
+                }
+            }
+        }
+        self.limiter.until_key_ready(&key.to_string()).await;
+    }
+
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
         let allow = config.outbound_allow_list().map_err(anyhow::Error::msg)?;
         let guard = Arc::new(AddressGuard::new(allow));
@@ -255,6 +283,8 @@ impl Outbound {
             connect_timeout,
             guard,
             limiter: RateLimiter::dashmap(quota),
+            rate,
+            global: None,
             breakers: Breakers::new(
                 config.breaker_threshold,
                 Duration::from_secs(config.breaker_cooldown_secs),
@@ -385,7 +415,7 @@ impl Outbound {
         let limiter_key = key.to_string();
         let outcome = loop {
             attempts += 1;
-            let limit = self.limiter.until_key_ready(&limiter_key);
+            let limit = self.quota_ready(&limiter_key);
             if tokio::time::timeout(self.timeout, limit).await.is_err() {
                 break Err(OutboundError::Timeout);
             }

@@ -760,7 +760,11 @@ impl Connection {
             let err = AppError::Forbidden(format!("at most {max} subscriptions per connection"));
             return self.refuse_operation(&id, err).await;
         }
-        let decision = self.state.rate_limits.check(&principal.rate_subject());
+        let decision = self
+            .state
+            .rate_limits
+            .admit(&principal.rate_subject())
+            .await;
         if let Some(retry_after_secs) = decision.retry_after_secs {
             return self
                 .refuse_operation(&id, AppError::RateLimited { retry_after_secs })

@@ -10,8 +10,132 @@ use crate::support::{Backend, TestApp};
 
 on_both_backends!(
     per_key_quota,
-    anonymous_and_failed_requests_count_per_address
+    anonymous_and_failed_requests_count_per_address,
+    an_unreachable_redis_leaves_quotas_to_each_replica
 );
+
+/// Redis for the global quotas: `TEST_REDIS_URL`, default the local one. The suite needs it
+/// (`.ci/run` starts it); a Redis that cannot be reached fails the test.
+fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A key allowed `requests` per hour (so nothing refills during the test).
+async fn key_allowed(app: &TestApp, requests: u32) -> String {
+    let created = app
+        .gql(
+            &app.admin_key,
+            "mutation($n: Int!) { createApiKey(input: { name: \"metered\", scopes: [\"integrations:read\"], rateLimit: { requests: $n, periodSeconds: 3600 } }) { key } }",
+            json!({ "n": requests }),
+        )
+        .await;
+    created.data()["createApiKey"]["key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// How many of `rounds` × the servers' requests with `key` were admitted (round robin).
+async fn admitted(app: &TestApp, servers: &[String], key: &str, rounds: usize) -> usize {
+    let mut admitted = 0;
+    for _ in 0..rounds {
+        for server in servers {
+            let answer = app
+                .client
+                .post(format!("{server}/graphql"))
+                .bearer_auth(key)
+                .json(&json!({ "query": "{ projects { id } }" }))
+                .send()
+                .await
+                .unwrap();
+            match answer.status().as_u16() {
+                200 => admitted += 1,
+                429 => {}
+                other => panic!("unexpected status {other}"),
+            }
+        }
+    }
+    admitted
+}
+
+/// Three replicas on one PostgreSQL with `HUB_REDIS_URL`: a key's quota holds across them
+/// (30 admitted of 90 requests spread over the three), where without Redis each replica
+/// admits the whole quota (documented: quotas are then per replica).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_hold_across_replicas_with_redis() {
+    let redis = redis_url();
+    let app = TestApp::start_configured(Backend::Postgres, |config| {
+        config.redis_url = Some(redis.clone());
+        config.redis_timeout_ms = 1000;
+    })
+    .await;
+    let replicas = [app.start_replica().await, app.start_replica().await];
+    let mut servers = vec![app.base.clone()];
+    servers.extend(replicas.iter().map(|r| format!("http://{}", r.addr)));
+    // Each replica connects to Redis in the background: wait until every one counts there
+    // (a probe key allowed 1 request is then refused on the next replica).
+    for _ in 0..100 {
+        let probe = key_allowed(&app, 1).await;
+        if admitted(&app, &servers, &probe, 1).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let key = key_allowed(&app, 30).await;
+    let got = admitted(&app, &servers, &key, 30).await;
+    assert_eq!(got, 30, "the quota across three replicas");
+    for replica in replicas {
+        replica.stop().await;
+    }
+    app.stop().await;
+
+    // Without Redis each replica keeps its own count.
+    let app = TestApp::start(Backend::Postgres).await;
+    let replica = app.start_replica().await;
+    let servers = [app.base.clone(), format!("http://{}", replica.addr)];
+    let key = key_allowed(&app, 10).await;
+    assert_eq!(admitted(&app, &servers, &key, 15).await, 20);
+    replica.stop().await;
+    app.stop().await;
+}
+
+/// With Redis configured but not answering, requests are neither refused nor held up: each
+/// replica's own limiter decides (a key allowed 3 gets 3), and the fallbacks are counted.
+async fn an_unreachable_redis_leaves_quotas_to_each_replica(backend: Backend) {
+    let app = TestApp::start_configured(backend, |config| {
+        config.redis_url = Some("redis://127.0.0.1:1".into());
+        config.metrics_token = Some("metrics-token-for-redis-test".into());
+    })
+    .await;
+    let key = key_allowed(&app, 3).await;
+    let started = std::time::Instant::now();
+    assert_eq!(admitted(&app, std::slice::from_ref(&app.base), &key, 5).await, 3);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered without waiting on Redis: {:?}",
+        started.elapsed()
+    );
+    let scrape = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .bearer_auth("metrics-token-for-redis-test")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let fallbacks: f64 = scrape
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("hub_rate_limit_fallbacks_total ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0);
+    assert!(fallbacks >= 5.0, "fallbacks counted: {fallbacks}");
+    app.stop().await;
+}
 
 async fn per_key_quota(backend: Backend) {
     let app = TestApp::start(backend).await;
