@@ -260,7 +260,7 @@ impl Default for Config {
             ws_send_buffer: 256,
             sync_write_concurrency: 4,
             sync_scheduler_secs: 5,
-            job_lease_secs: 60,
+            job_lease_secs: 30,
             webhook_retry_schedule: "5s,5m,30m,2h,5h,10h,10h".into(),
             webhook_timeout_ms: 10_000,
             webhook_disable_after_secs: 5 * 24 * 3600,

@@ -109,7 +109,10 @@ async fn an_unreachable_redis_leaves_quotas_to_each_replica(backend: Backend) {
     .await;
     let key = key_allowed(&app, 3).await;
     let started = std::time::Instant::now();
-    assert_eq!(admitted(&app, std::slice::from_ref(&app.base), &key, 5).await, 3);
+    assert_eq!(
+        admitted(&app, std::slice::from_ref(&app.base), &key, 5).await,
+        3
+    );
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "answered without waiting on Redis: {:?}",

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::calls::{EXECUTE, register};
@@ -385,5 +386,81 @@ async fn periodic_jobs_are_held_by_one_replica_at_a_time() {
             .claim_job("prune-logs", std::time::Duration::from_secs(60))
             .await
     );
+    app.stop().await;
+}
+
+/// Three replicas, each with its delivery worker, share the webhook queue: 1,000 test events
+/// sent through the three make 1,000 deliveries, each delivered once (deliveries are claimed
+/// with `FOR UPDATE SKIP LOCKED` and a lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_deliver_each_webhook_once() {
+    const EVENTS: usize = 1_000;
+    let hooks = Receiver::start(|_| Reply::text(200, "ok")).await;
+    let app = TestApp::start_configured(Backend::Postgres, |config| {
+        config.webhook_poll_ms = 50;
+    })
+    .await;
+    let replicas = [app.start_replica().await, app.start_replica().await];
+    let mut servers = vec![app.graphql_url()];
+    servers.extend(
+        replicas
+            .iter()
+            .map(|r| format!("http://{}/graphql", r.addr)),
+    );
+    let created = app
+        .gql(
+            &app.admin_key,
+            "mutation($url: String!) { createWebhookEndpoint(input: { url: $url, eventTypes: [\"webhook.test\"] }) { id } }",
+            json!({ "url": hooks.url("/in") }),
+        )
+        .await;
+    let endpoint = created.data()["createWebhookEndpoint"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let send = "mutation($id: ID!) { sendTestWebhook(id: $id) { id } }";
+    let sends = (0..EVENTS).map(|i| {
+        let (app, server, endpoint) = (&app, servers[i % 3].clone(), endpoint.clone());
+        async move {
+            let answer = post(
+                app,
+                &server,
+                &app.admin_key,
+                send,
+                json!({ "id": endpoint }),
+            )
+            .await;
+            assert!(
+                answer["data"]["sendTestWebhook"]["id"].is_string(),
+                "{answer}"
+            );
+        }
+    });
+    futures_util::stream::iter(sends)
+        .buffer_unordered(8)
+        .collect::<Vec<()>>()
+        .await;
+    let delivered = until(Duration::from_secs(60), || async {
+        hooks.count() >= EVENTS
+    })
+    .await;
+    assert!(
+        delivered.is_some(),
+        "{} of {EVENTS} delivered",
+        hooks.count()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut ids: Vec<String> = hooks
+        .requests()
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), EVENTS, "no delivery twice");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), EVENTS);
+    for replica in replicas {
+        replica.stop().await;
+    }
     app.stop().await;
 }
