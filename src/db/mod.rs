@@ -360,9 +360,20 @@ impl DbPool {
     /// never from an actix worker.
     pub async fn migrate(&self) -> Result<usize, AppError> {
         let applied = match self {
-            DbPool::Postgres(..) => AsyncMigrationHarness::new(self.pooled_postgres().await?)
-                .run_pending_migrations(POSTGRES_MIGRATIONS)
-                .map(|v| v.len()),
+            DbPool::Postgres(..) => {
+                // Migrations are not requests: they get ten minutes per statement, not the
+                // request timeout, and the connection leaves the pool afterwards (its session
+                // keeps that setting).
+                let mut conn = self.pooled_postgres().await?;
+                conn.batch_execute("SET statement_timeout = '10min'; SET lock_timeout = '10min'")
+                    .await?;
+                let mut harness = AsyncMigrationHarness::new(conn);
+                let applied = harness
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|v| v.len());
+                let _ = Object::take(harness.into_inner());
+                applied
+            }
             DbPool::Sqlite(..) => AsyncMigrationHarness::new(self.pooled_sqlite().await?)
                 .run_pending_migrations(SQLITE_MIGRATIONS)
                 .map(|v| v.len()),

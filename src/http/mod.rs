@@ -185,6 +185,10 @@ fn client(
     });
     reqwest::Client::builder()
         .connect_timeout(connect_timeout)
+        // Idle connections are dropped before common servers drop them (Node and actix-web
+        // close after 5 s): reusing one the server is closing at that moment fails a call
+        // that is not retried (a POST), as a sync write did in our tests.
+        .pool_idle_timeout(Duration::from_secs(4))
         .redirect(redirects)
         .referer(false)
         .dns_resolver(Arc::new(GuardedResolver(guard.clone())))

@@ -462,8 +462,15 @@ fn launch(state: &AppState, config: SyncConfigRow, plan: Plan, run: SyncRunRow) 
         // two renewals: a database call is never cancelled half-way, which SQLite's blocking
         // wrapper cannot survive on an actix worker).
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let renewing = tokio::spawn(renew_lease(task_state.clone(), run_id.clone(), stopped));
-        execute_run(&task_state, config, plan, task_run, &task_cancel).await;
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewing = tokio::spawn(renew_lease(
+            task_state.clone(),
+            task_run.clone(),
+            task_cancel.clone(),
+            lost.clone(),
+            stopped,
+        ));
+        execute_run(&task_state, config, plan, task_run, &task_cancel, &lost).await;
         // Free the config at once (its final state is stored); the renewal ends after.
         task_state.jobs.finished(&run_id);
         let _ = stop.send(());
@@ -475,10 +482,15 @@ fn launch(state: &AppState, config: SyncConfigRow, plan: Plan, run: SyncRunRow) 
     let _ = listed.send(());
 }
 
-/// Renews the run's heartbeat three times per `HUB_JOB_LEASE_SECS` until told to stop.
+/// Renews the run's heartbeat three times per `HUB_JOB_LEASE_SECS` until told to stop. If
+/// the run is no longer this replica's (its lease ran out and another replica took it over,
+/// or it was cancelled from another replica), the run here is stopped and marked `lost`: it
+/// writes nothing more about the run.
 async fn renew_lease(
     state: AppState,
-    run_id: String,
+    run: SyncRunRow,
+    cancel: Arc<AtomicBool>,
+    lost: Arc<AtomicBool>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let every = Duration::from_millis((state.config.job_lease_secs * 1000 / 3).max(100));
@@ -488,8 +500,13 @@ async fn renew_lease(
             _ = tick.tick() => {}
             _ = &mut stop => return,
         }
-        if let Ok(mut conn) = state.pool.get().await {
-            let _ = store::heartbeat(&mut conn, &run_id, now()).await;
+        if let Ok(mut conn) = state.pool.get().await
+            && let Ok(false) = store::heartbeat(&mut conn, &run.id, run.attempts, now()).await
+        {
+            tracing::warn!(run = %run.id, "sync run no longer held here (taken over or cancelled elsewhere); stopping it here");
+            lost.store(true, Ordering::SeqCst);
+            cancel.store(true, Ordering::SeqCst);
+            return;
         }
     }
 }
@@ -552,15 +569,19 @@ pub async fn take_over_stale_runs(state: &AppState) -> AppResult<usize> {
 
 /// Stores the run's final state, retrying while the database is out (up to one lease); if it
 /// still cannot, the run stays `running` in the database until its lease runs out and it is
-/// marked interrupted.
-async fn save_final(state: &AppState, run: &SyncRunRow) {
+/// taken over. False if the run is no longer this replica's (see `renew_lease`).
+async fn save_final(state: &AppState, run: &SyncRunRow) -> bool {
     let lease = Duration::from_secs(state.config.job_lease_secs);
     let saved = crate::db::retry_outages(&state.pool, lease, |mut c| async move {
         store::save_run(&mut c, run).await
     })
     .await;
-    if let Err(err) = saved {
-        tracing::error!(code = err.code(), run = %run.id, "sync run result not stored; its lease will mark it interrupted");
+    match saved {
+        Ok(held) => held,
+        Err(err) => {
+            tracing::error!(code = err.code(), run = %run.id, "sync run result not stored; it will be taken over once its lease runs out");
+            true
+        }
     }
 }
 
@@ -570,6 +591,7 @@ async fn execute_run(
     plan: Plan,
     mut run: SyncRunRow,
     cancel: &AtomicBool,
+    lost: &AtomicBool,
 ) {
     run.status = "running".into();
     run.started_at.get_or_insert_with(now);
@@ -638,7 +660,10 @@ async fn execute_run(
     run.finished_at = Some(now());
     // The final state is announced once, by the event that ends the run.
     count(&mut run, &tally);
-    save_final(state, &run).await;
+    if lost.load(Ordering::SeqCst) || !save_final(state, &run).await {
+        // Another replica holds the run now: what it does is the run's story.
+        return;
+    }
     let status: &'static str = match run.status.as_str() {
         "cancelled" => "cancelled",
         "failed" => "failed",

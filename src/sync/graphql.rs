@@ -482,7 +482,10 @@ impl SyncMutation {
             // Not running here (another replica, or lost): record the cancellation.
             run.status = "cancelled".into();
             run.finished_at = Some(now());
-            store::save_run(&mut db, &run).await?;
+            // Its replica sees it at its next renewal and stops there.
+            if !store::save_run(&mut db, &run).await? {
+                run = store::get_run(&mut db, &caller.team_id, &run_id).await?;
+            }
         }
         Ok(SyncRunNode(run))
     }

@@ -221,10 +221,15 @@ pub async fn get_run(conn: &mut DbConn, team_id: &str, id: &str) -> AppResult<Sy
     .ok_or_else(|| AppError::not_found("sync run"))
 }
 
-/// Writes a run's status, counts and samples as they are now.
-pub async fn save_run(conn: &mut DbConn, run: &SyncRunRow) -> AppResult<()> {
-    with_conn!(conn, |c| diesel::update(
-        sync_runs::table.filter(sync_runs::id.eq(&run.id))
+/// Writes a run's status, counts and samples as they are now, if the run is still active and
+/// still this holder's (`attempts` is the fencing token: a run taken over by another replica
+/// has a higher count). False if it is not: the caller no longer holds the run.
+pub async fn save_run(conn: &mut DbConn, run: &SyncRunRow) -> AppResult<bool> {
+    let saved = with_conn!(conn, |c| diesel::update(
+        sync_runs::table
+            .filter(sync_runs::id.eq(&run.id))
+            .filter(sync_runs::attempts.eq(run.attempts))
+            .filter(sync_runs::status.eq_any(["queued", "running"]))
     )
     .set((
         sync_runs::status.eq(&run.status),
@@ -239,7 +244,7 @@ pub async fn save_run(conn: &mut DbConn, run: &SyncRunRow) -> AppResult<()> {
     ))
     .execute(c)
     .await)?;
-    Ok(())
+    Ok(saved == 1)
 }
 
 /// Is a run of this config queued or running?
@@ -253,15 +258,24 @@ pub async fn has_active_run(conn: &mut DbConn, config_id: &str) -> AppResult<boo
     Ok(count > 0)
 }
 
-/// Renews a running run's lease.
-pub async fn heartbeat(conn: &mut DbConn, run_id: &str, at: NaiveDateTime) -> AppResult<()> {
-    with_conn!(conn, |c| diesel::update(
-        sync_runs::table.filter(sync_runs::id.eq(run_id))
+/// Renews a running run's lease for its holder (`attempts`, as in `save_run`). False if the
+/// run is no longer the holder's: taken over by another replica, or cancelled from one.
+pub async fn heartbeat(
+    conn: &mut DbConn,
+    run_id: &str,
+    attempts: i32,
+    at: NaiveDateTime,
+) -> AppResult<bool> {
+    let renewed = with_conn!(conn, |c| diesel::update(
+        sync_runs::table
+            .filter(sync_runs::id.eq(run_id))
+            .filter(sync_runs::attempts.eq(attempts))
+            .filter(sync_runs::status.eq_any(["queued", "running"]))
     )
     .set(sync_runs::heartbeat_at.eq(Some(at)))
     .execute(c)
     .await)?;
-    Ok(())
+    Ok(renewed == 1)
 }
 
 /// A run's lease ran out before `cutoff` (a run never renewed counts from its creation).

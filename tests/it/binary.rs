@@ -965,6 +965,7 @@ async fn a_replica_killed_mid_sync_hands_the_run_to_another() {
         ("HUB_OUTBOUND_RATE_LIMIT", "1000000/1s"),
         ("HUB_JOB_LEASE_SECS", "2"),
         ("HUB_SYNC_WRITE_CONCURRENCY", "16"),
+        ("HUB_HEALTH_INTERVAL_SECS", "0"),
         ("RUST_LOG", "warn"),
     ];
     let a = start_with(&db, &env).await;
