@@ -4,7 +4,9 @@
 //! what is measured is the relay: B's NOTIFY sender, PostgreSQL, A's listener. Prints:
 //! 1. latency from B's publish to A's bus at a steady 500 events/s (goal p99 ≤ 50 ms);
 //! 2. events per second carried at rising offered rates, with loss (goal ≥ 20,000/s);
-//!    each event is a request log of a realistic size (≈ 450 bytes as JSON).
+//!    each event is a request log of a realistic size (≈ 450 bytes as JSON);
+//! 3. with Redis (`BENCH_REDIS_URL`, default local): a key's quota across three replicas
+//!    hammered for 5 s, admitted ÷ what the quota allows in that time (goal within ±5 %).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,7 +46,12 @@ async fn run() {
         .await
         .unwrap();
     let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let redis =
+        std::env::var("BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let config = Config {
+        redis_url: Some(redis),
+        redis_timeout_ms: 200,
+        rate_limit_api_key: "1000000/1s".into(),
         database_url: url,
         bind: "127.0.0.1:0".into(),
         encryption_keys: Some(Keyring::generate_spec("bench")),
@@ -52,11 +59,15 @@ async fn run() {
         event_buffer: 1 << 17,
         ..Config::default()
     };
-    let a = app::prepare(config.clone()).await.unwrap().state;
-    let b = app::prepare(config).await.unwrap().state;
+    let prepared = app::prepare(config.clone()).await.unwrap();
+    let admin = prepared.first_start.expect("a fresh database").admin_key;
+    let a = prepared.state;
+    let b = app::prepare(config.clone()).await.unwrap().state;
+    let c = app::prepare(config).await.unwrap().state;
     let servers = [
         app::start(a.clone()).unwrap(),
         app::start(b.clone()).unwrap(),
+        app::start(c.clone()).unwrap(),
     ];
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -64,11 +75,16 @@ async fn run() {
     for rate in [10_000, 20_000, 40_000, 80_000] {
         throughput(&a, &b, rate).await;
     }
+    let bases: Vec<String> = servers
+        .iter()
+        .map(|s| format!("http://{}", s.addr))
+        .collect();
+    quotas(&bases, &admin).await;
 
     for server in servers {
         server.stop().await;
     }
-    drop((a, b));
+    drop((a, b, c));
     let _ = conn
         .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .await;
@@ -187,5 +203,65 @@ async fn throughput(a: &AppState, b: &AppState, rate: usize) {
         received as f64 / took.max(published_in.as_secs_f64()),
         support::percentile(&latencies, 0.50),
         support::percentile(&latencies, 0.99),
+    );
+}
+
+/// A key allowed `RATE`/s (burst `RATE`) hammered through three replicas for `SECONDS`
+/// by 24 callers: admitted ÷ (burst + rate × elapsed).
+async fn quotas(bases: &[String], admin: &str) {
+    const RATE: u64 = 200;
+    const SECONDS: u64 = 5;
+    let client = reqwest::Client::new();
+    let created: serde_json::Value = client
+        .post(format!("{}/graphql", bases[0]))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({ "query": format!("mutation {{ createApiKey(input: {{ name: \"bench\", scopes: [\"integrations:read\"], rateLimit: {{ requests: {RATE}, periodSeconds: 1 }} }}) {{ key }} }}") }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = created["data"]["createApiKey"]["key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_string();
+    let started = Instant::now();
+    let until = started + Duration::from_secs(SECONDS);
+    let callers = (0..24).map(|i| {
+        let (client, key) = (client.clone(), key.clone());
+        let url = format!("{}/graphql", bases[i % bases.len()]);
+        tokio::spawn(async move {
+            let (mut admitted, mut refused) = (0u64, 0u64);
+            while Instant::now() < until {
+                let answer = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&serde_json::json!({ "query": "{ __typename }" }))
+                    .send()
+                    .await
+                    .unwrap();
+                match answer.status().as_u16() {
+                    200 => admitted += 1,
+                    429 => refused += 1,
+                    other => panic!("status {other}"),
+                }
+            }
+            (admitted, refused)
+        })
+    });
+    let (mut admitted, mut refused) = (0, 0);
+    for caller in futures_util::future::join_all(callers).await {
+        let (a, r) = caller.unwrap();
+        admitted += a;
+        refused += r;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let allowed = RATE as f64 + RATE as f64 * elapsed;
+    println!(
+        "global quota {RATE}/s across {} replicas for {elapsed:.2} s: admitted {admitted} of {} requests; the quota allows {allowed:.0}: ratio {:.3} (goal 0.95-1.05)",
+        bases.len(),
+        admitted + refused,
+        admitted as f64 / allowed,
     );
 }

@@ -348,6 +348,13 @@ impl RunningServer {
                 );
             }
         }
+        // Periodic jobs (pruning) held here are given back too.
+        if !matches!(
+            tokio::time::timeout(Duration::from_secs(2), self.state.release_jobs()).await,
+            Ok(Ok(_))
+        ) {
+            tracing::warn!("job leases not released at shutdown; they will run out");
+        }
         self.webhooks.stop(&self.state).await;
         if let Err(err) = self.state.usage.flush(&self.state.pool).await {
             tracing::warn!(code = err.code(), "usage counts not written at shutdown");

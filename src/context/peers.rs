@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 
 use super::AppState;
 use crate::db::{DbConn, DbPool};
+use crate::error::AppResult;
 
 /// The `LISTEN`/`NOTIFY` channel of cache changes.
 pub const CHANNEL: &str = "hub_invalidate";
@@ -147,6 +148,12 @@ impl AppState {
             );
             false
         })
+    }
+
+    /// Gives back the job leases this replica holds (at a graceful stop).
+    pub async fn release_jobs(&self) -> AppResult<usize> {
+        let mut conn = self.pool.get().await?;
+        crate::db::lease::release_all(&mut conn, &self.peers.replica).await
     }
 
     /// A committed change: applied to this replica's caches and announced to the others.

@@ -48,3 +48,13 @@ pub async fn claim(
     .await)?;
     Ok(taken == 1)
 }
+
+/// Gives back every job `holder` holds (a replica stopping): another replica, or this one's
+/// next start, claims them at once instead of when they run out.
+pub async fn release_all(conn: &mut DbConn, holder: &str) -> AppResult<usize> {
+    Ok(crate::with_conn!(conn, |c| diesel::delete(
+        job_leases::table.filter(job_leases::holder.eq(holder))
+    )
+    .execute(c)
+    .await)?)
+}
