@@ -587,7 +587,13 @@ async fn committed_durability_loses_nothing_at_kill_9(backend: Backend) {
     }
     // Then the log table stops taking writes (another session holds its lock): calls
     // answered from here on have rows that wait. The kill comes while they wait.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // (At least 20 answered first: a fixed wait made too few on a loaded machine.)
+    for _ in 0..300 {
+        if answered.load(std::sync::atomic::Ordering::SeqCst) >= 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let before_lock = answered.load(std::sync::atomic::Ordering::SeqCst);
     let lock = hold_log_table(&db).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
