@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
 
 use super::engine::Plan;
 use super::mapping::{Mapped, OutputBudget, Path, projection};
@@ -125,7 +126,9 @@ async fn send_write(
 /// Sends writes a bounded number at a time; counts outcomes. Each write's fingerprints are
 /// stored as soon as it succeeds, before its slot takes the next write: after a crash a
 /// re-run writes again at most the writes that were in flight (`HUB_SYNC_WRITE_CONCURRENCY`),
-/// never a whole page. A fingerprint that cannot be stored fails the run with the reason.
+/// never a whole page. Writes that succeed while a commit is under way wait for the next one
+/// and share it (a group commit: one statement and one transaction for all of them). A
+/// fingerprint that cannot be stored fails the run with the reason.
 pub async fn run_writes(
     state: &AppState,
     config_id: &str,
@@ -136,24 +139,54 @@ pub async fn run_writes(
     cancel: &AtomicBool,
 ) -> AppResult<()> {
     let concurrency = state.config.sync_write_concurrency.max(1);
-    let outcomes: Vec<(Write, Result<(), String>, AppResult<()>)> =
+    let (commits, mut to_commit) =
+        tokio::sync::mpsc::channel::<(Fingerprints, oneshot::Sender<()>)>(concurrency);
+    let sending = async move {
+        let commits = &commits;
         futures_util::stream::iter(writes)
             .map(|write| async move {
                 if cancel.load(Ordering::SeqCst) {
-                    return (write, Err("cancelled".to_string()), Ok(()));
+                    return (write, Err("cancelled".to_string()));
                 }
                 let outcome = send_write(state, integration, actor, &write).await;
-                let recorded = match &outcome {
-                    Ok(()) => record_written(state, config_id, &write.fingerprints).await,
-                    Err(_) => Ok(()),
-                };
-                (write, outcome, recorded)
+                if outcome.is_ok() && !write.fingerprints.is_empty() {
+                    let (stored, committed) = oneshot::channel();
+                    if commits
+                        .send((write.fingerprints.clone(), stored))
+                        .await
+                        .is_ok()
+                    {
+                        let _ = committed.await;
+                    }
+                }
+                (write, outcome)
             })
             .buffer_unordered(concurrency)
-            .collect()
-            .await;
-    let mut unrecorded = None;
-    for (write, outcome, recorded) in outcomes {
+            .collect::<Vec<_>>()
+            .await
+    };
+    let committing = async {
+        let mut unrecorded = None;
+        while let Some(first) = to_commit.recv().await {
+            let mut batch = vec![first];
+            while let Ok(next) = to_commit.try_recv() {
+                batch.push(next);
+            }
+            let entries: Fingerprints = batch
+                .iter()
+                .flat_map(|(fingerprints, _)| fingerprints.iter().cloned())
+                .collect();
+            if let Err(err) = record_written(state, config_id, &entries).await {
+                unrecorded.get_or_insert(err);
+            }
+            for (_, stored) in batch {
+                let _ = stored.send(());
+            }
+        }
+        unrecorded
+    };
+    let (outcomes, unrecorded) = tokio::join!(sending, committing);
+    for (write, outcome) in outcomes {
         let records = write.keys.len().max(1) as i64;
         match outcome {
             Ok(()) => tally.written += records,
@@ -163,9 +196,6 @@ pub async fn run_writes(
                 tally.sample(write.key.as_deref(), message);
             }
         }
-        if let Err(err) = recorded {
-            unrecorded.get_or_insert(err);
-        }
     }
     match unrecorded {
         Some(err) => Err(err),
@@ -173,7 +203,9 @@ pub async fn run_writes(
     }
 }
 
-/// Stores what a successful write wrote.
+type Fingerprints = Vec<(String, Option<String>, Option<String>)>;
+
+/// Stores what successful writes wrote.
 async fn record_written(
     state: &AppState,
     config_id: &str,

@@ -951,15 +951,14 @@ async fn webhooks_queued_at_kill_9_are_delivered_after_restart(backend: Backend)
     stop(back).await;
 }
 
-/// Two replicas on one PostgreSQL; the one running a 4,000-record sync is killed (-9) a third
-/// of the way. Once the run's lease (2 s here) runs out, the other replica takes it over and
-/// finishes it: every record reaches the target, and only the writes in flight at the kill
-/// (at most `HUB_SYNC_WRITE_CONCURRENCY`, 16 here) are written twice. (4,000 records keep
-/// the debug build's suite short: each write stores its fingerprint in its own commit.)
+/// Two replicas on one PostgreSQL; the one running a 20,000-record sync is killed (-9) a
+/// third of the way. Once the run's lease (2 s here) runs out, the other replica takes it over
+/// and finishes it: every record reaches the target, and only the writes in flight at the
+/// kill (at most `HUB_SYNC_WRITE_CONCURRENCY`, 16 here) are written twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_mid_sync_hands_the_run_to_another() {
     use crate::support::receiver::{Receiver, Reply};
-    const RECORDS: usize = 4_000;
+    const RECORDS: usize = 20_000;
     let records: Vec<Value> = (0..RECORDS)
         .map(|i| json!({ "key": format!("r{i:05}") }))
         .collect();
