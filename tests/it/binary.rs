@@ -5,11 +5,14 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::on_both_backends;
 use crate::support::db::hold_sqlite_write_lock;
+use crate::support::process::{
+    admin_key_in, command, create_sync, ended_run, gql, keys_written, kill, project_with, run_sync,
+    start, start_with, stop,
+};
 use crate::support::{Backend, TestDb};
 
 on_both_backends!(
@@ -20,92 +23,6 @@ on_both_backends!(
     a_call_cut_by_the_shutdown_is_logged,
     webhooks_queued_at_kill_9_are_delivered_after_restart
 );
-
-struct Running {
-    child: Child,
-    addr: String,
-    stdout: String,
-    /// Reads the process's stderr (its logs) as it is written: a pipe nobody reads fills at
-    /// 64 KiB, after which the hub's log writer waits and lines queued at exit are lost.
-    stderr: tokio::task::JoinHandle<String>,
-}
-
-fn command(db: &TestDb, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_integration-hub"));
-    cmd.args(args)
-        .current_dir(db.dir.path())
-        .env_remove("DATABASE_URL")
-        .env_remove("HUB_CONFIG")
-        .env_remove("HUB_ENCRYPTION_KEYS")
-        .env("HUB_BIND", "127.0.0.1:0")
-        .env("RUST_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if db.backend == Backend::Postgres {
-        cmd.env("DATABASE_URL", &db.url);
-    }
-    cmd
-}
-
-/// Starts `integration-hub` (serve) and waits for its "listening on" line.
-async fn start(db: &TestDb) -> Running {
-    start_with(db, &[]).await
-}
-
-/// Starts it with extra environment variables.
-async fn start_with(db: &TestDb, env: &[(&str, &str)]) -> Running {
-    let mut child = command(db, &[])
-        .envs(env.iter().copied())
-        .spawn()
-        .expect("run the binary");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut errors = child.stderr.take().unwrap();
-    let stderr = tokio::spawn(async move {
-        let mut logs = String::new();
-        let _ = errors.read_to_string(&mut logs).await;
-        logs
-    });
-    let mut stdout = String::new();
-    let addr = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            stdout.push_str(&line);
-            stdout.push('\n');
-            if let Some(rest) = line.strip_prefix("integration-hub listening on http://") {
-                return rest.trim_end_matches("/graphql").to_string();
-            }
-        }
-        panic!("the binary exited before listening; stdout: {stdout}");
-    })
-    .await
-    .expect("the binary starts listening");
-    Running {
-        child,
-        addr,
-        stdout,
-        stderr,
-    }
-}
-
-/// SIGTERM, then the exit status and everything it wrote to stderr (its logs).
-async fn stop(mut running: Running) -> String {
-    let pid = running.child.id().unwrap().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(30), running.child.wait())
-        .await
-        .expect("graceful shutdown")
-        .unwrap();
-    assert!(exit.success(), "exit status {exit:?}");
-    tokio::time::timeout(Duration::from_secs(10), running.stderr)
-        .await
-        .expect("stderr ends with the process")
-        .unwrap()
-}
 
 /// A graphql-transport-ws connection, initialised with `key` and running a subscription.
 async fn open_socket(
@@ -136,27 +53,6 @@ async fn open_socket(
         .await
         .unwrap();
     socket
-}
-
-async fn gql(addr: &str, key: &str, query: &str, variables: Value) -> Value {
-    reqwest::Client::new()
-        .post(format!("http://{addr}/graphql"))
-        .header("authorization", format!("Bearer {key}"))
-        .json(&json!({ "query": query, "variables": variables }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-fn admin_key_in(stdout: &str) -> Option<String> {
-    stdout
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("ihk_"))
-        .map(str::to_string)
 }
 
 async fn binary_first_start_restart_and_cli(backend: Backend) {
@@ -421,43 +317,6 @@ async fn binary_first_start_restart_and_cli(backend: Backend) {
     stop(restored).await;
 }
 
-/// A project with integrations `(provider, name, base URL)`, made through the API of the hub
-/// at `addr`; returns the project's id and the integrations' ids.
-async fn project_with(
-    addr: &str,
-    admin: &str,
-    integrations: &[(&str, &str, &str)],
-) -> (String, Vec<String>) {
-    let project = gql(
-        addr,
-        admin,
-        "mutation { createProject(input: { name: \"P\" }) { id } }",
-        json!({}),
-    )
-    .await;
-    let project = project["data"]["createProject"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut ids = Vec::new();
-    for (provider, name, url) in integrations {
-        let registered = gql(
-            addr,
-            admin,
-            "mutation($p: ID!, $k: String!, $n: String!, $u: String!) { registerIntegration(input: { projectId: $p, provider: $k, name: $n, config: { baseUrl: $u }, credentials: { token: \"t\" } }) { id } }",
-            json!({ "p": project, "k": provider, "n": name, "u": url }),
-        )
-        .await;
-        ids.push(
-            registered["data"]["registerIntegration"]["id"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{registered}"))
-                .to_string(),
-        );
-    }
-    (project, ids)
-}
-
 /// A command whose standard output and error both go to /dev/full (every write fails).
 fn to_full_disk(db: &TestDb, args: &[&str]) -> Command {
     let mut cmd = command(db, args);
@@ -597,18 +456,13 @@ async fn committed_durability_loses_nothing_at_kill_9(backend: Backend) {
     let before_lock = answered.load(std::sync::atomic::Ordering::SeqCst);
     let lock = hold_log_table(&db).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let pid = running.child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .unwrap();
+    kill(running);
     for caller in callers {
         let _ = caller.await;
     }
     drop(lock);
     let answered = answered.load(std::sync::atomic::Ordering::SeqCst);
     assert!(before_lock > 10, "the burst made calls ({before_lock})");
-    drop(running);
 
     // After a restart every answered call has its log.
     let back = start(&db).await;
@@ -695,38 +549,15 @@ async fn a_sync_killed_mid_page_resumes_writing_again_only_what_was_in_flight(ba
         ],
     )
     .await;
-    let created = gql(
-        &addr,
-        &admin,
-        "mutation($input: SyncConfigInput!) { createSyncConfig(input: $input) { id } }",
-        json!({ "input": { "projectId": project, "name": "s", "sourceIntegrationId": ids[0],
-            "targetIntegrationId": ids[1], "sourceRead": { "path": "/items" },
-            "targetWrite": { "createPath": "/items" }, "sourceKey": "key", "targetKey": "key",
-            "mappings": [{ "target": "key", "source": "key" }] } }),
-    )
-    .await;
-    let config = created["data"]["createSyncConfig"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let run = "mutation($id: ID!) { runSync(configId: $id) { id } }";
-    let started = gql(&addr, &admin, run, json!({ "id": config })).await;
-    let run_id = started["data"]["runSync"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let config = create_sync(&addr, &admin, &project, (&ids[0], &ids[1]), json!({})).await;
+    let run_id = run_sync(&addr, &admin, &config).await;
     for _ in 0..500 {
         if target.count() >= 60 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let pid = running.child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .unwrap();
-    drop(running);
+    kill(running);
     let before_kill = target.count();
     assert!(
         (60..300).contains(&before_kill),
@@ -736,31 +567,18 @@ async fn a_sync_killed_mid_page_resumes_writing_again_only_what_was_in_flight(ba
     // Restart: once the cut run's lease (2 s here) has run out, the hub takes it over and
     // finishes it; until then a second run is refused.
     let back = start_with(&db, &env).await;
-    let again = gql(&back.addr, &admin, run, json!({ "id": config })).await;
+    let again = gql(
+        &back.addr,
+        &admin,
+        "mutation($id: ID!) { runSync(configId: $id) { id } }",
+        json!({ "id": config }),
+    )
+    .await;
     assert_eq!(
         again["errors"][0]["extensions"]["code"], "CONFLICT",
         "{again}"
     );
-    let mut resumed = Value::Null;
-    for _ in 0..300 {
-        let runs = gql(
-            &back.addr,
-            &admin,
-            "query($id: ID!) { syncRuns(configId: $id, first: 5) { edges { node { id status attempts recordsRead recordsWritten recordsSkipped } } } }",
-            json!({ "id": config }),
-        )
-        .await;
-        let edges = runs["data"]["syncRuns"]["edges"]
-            .as_array()
-            .unwrap()
-            .clone();
-        assert_eq!(edges.len(), 1, "one run, taken over: {runs}");
-        resumed = edges[0]["node"].clone();
-        if resumed["status"] == "SUCCEEDED" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let resumed = ended_run(&back.addr, &admin, &config, Duration::from_secs(15)).await;
     assert_eq!(resumed["id"], run_id.as_str());
     assert_eq!(resumed["status"], "SUCCEEDED", "{resumed}");
     assert_eq!(resumed["attempts"], 2, "{resumed}");
@@ -771,12 +589,7 @@ async fn a_sync_killed_mid_page_resumes_writing_again_only_what_was_in_flight(ba
     );
     assert_eq!(written + skipped, 300, "{resumed}");
     // Whole writes only: one cut by the kill never reached the target as a record.
-    let mut keys: Vec<String> = target
-        .requests()
-        .iter()
-        .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
-        .filter_map(|body| body["key"].as_str().map(str::to_string))
-        .collect();
+    let mut keys = keys_written(&target);
     let sent = keys.len();
     keys.sort();
     keys.dedup();
@@ -918,12 +731,7 @@ async fn webhooks_queued_at_kill_9_are_delivered_after_restart(backend: Backend)
         receiver.count() >= 1,
         "some deliveries were in flight at the kill"
     );
-    let pid = running.child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .unwrap();
-    drop(running);
+    kill(running);
     restarted.store(true, Ordering::SeqCst);
     let in_flight_at_kill = receiver.count();
 
@@ -985,69 +793,22 @@ async fn a_replica_killed_mid_sync_hands_the_run_to_another() {
         ],
     )
     .await;
-    let created = gql(
-        &a.addr,
-        &admin,
-        "mutation($input: SyncConfigInput!) { createSyncConfig(input: $input) { id } }",
-        json!({ "input": { "projectId": project, "name": "big", "sourceIntegrationId": ids[0],
-            "targetIntegrationId": ids[1], "sourceRead": { "path": "/items" },
-            "targetWrite": { "createPath": "/items" }, "sourceKey": "key", "targetKey": "key",
-            "mappings": [{ "target": "key", "source": "key" }] } }),
-    )
-    .await;
-    let config = created["data"]["createSyncConfig"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{created}"))
-        .to_string();
-    let started = gql(
-        &a.addr,
-        &admin,
-        "mutation($id: ID!) { runSync(configId: $id) { id } }",
-        json!({ "id": config }),
-    )
-    .await;
-    let run_id = started["data"]["runSync"]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{started}"))
-        .to_string();
+    let config = create_sync(&a.addr, &admin, &project, (&ids[0], &ids[1]), json!({})).await;
+    let run_id = run_sync(&a.addr, &admin, &config).await;
     for _ in 0..3000 {
         if target.count() >= RECORDS / 3 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let pid = a.child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .unwrap();
-    drop(a);
+    kill(a);
     let before_kill = target.count();
     assert!(
         (RECORDS / 3..RECORDS).contains(&before_kill),
         "killed mid-run ({before_kill} written)"
     );
 
-    let mut run = Value::Null;
-    for _ in 0..1200 {
-        let runs = gql(
-            &b.addr,
-            &admin,
-            "query($id: ID!) { syncRuns(configId: $id, first: 5) { edges { node { id status attempts recordsRead recordsWritten recordsSkipped recordsFailed errorSamples { key message } } } } }",
-            json!({ "id": config }),
-        )
-        .await;
-        let edges = runs["data"]["syncRuns"]["edges"]
-            .as_array()
-            .unwrap()
-            .clone();
-        assert_eq!(edges.len(), 1, "one run, taken over: {runs}");
-        run = edges[0]["node"].clone();
-        if run["status"] != "RUNNING" && run["status"] != "QUEUED" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let run = ended_run(&b.addr, &admin, &config, Duration::from_secs(60)).await;
     assert_eq!(run["id"], run_id.as_str());
     assert_eq!(run["status"], "SUCCEEDED", "{run}");
     assert_eq!(run["attempts"], 2, "{run}");
@@ -1058,12 +819,7 @@ async fn a_replica_killed_mid_sync_hands_the_run_to_another() {
         run["recordsSkipped"].as_i64().unwrap(),
     );
     assert_eq!(written + skipped, RECORDS as i64, "{run}");
-    let mut keys: Vec<String> = target
-        .requests()
-        .iter()
-        .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
-        .filter_map(|body| body["key"].as_str().map(str::to_string))
-        .collect();
+    let mut keys = keys_written(&target);
     let sent = keys.len();
     keys.sort();
     keys.dedup();

@@ -1,5 +1,6 @@
 //! Several replicas on one PostgreSQL database (PostgreSQL only: with SQLite the hub is one
-//! process). Replica B is a second server started in this test process on A's database.
+//! process). `three_processes_on_one_database` runs three processes of the built binary; the
+//! other tests start replicas as second servers in this test process on A's database.
 
 use std::time::{Duration, Instant};
 
@@ -8,21 +9,9 @@ use serde_json::{Value, json};
 
 use crate::calls::{EXECUTE, register};
 use crate::subscriptions::{Protocol, WsClient};
+use crate::support::process::{admin_key_in, create_sync, gql, project_with, start_with, stop};
 use crate::support::receiver::{Receiver, Reply};
-use crate::support::{Backend, TestApp};
-
-async fn post(app: &TestApp, url: &str, key: &str, query: &str, variables: Value) -> Value {
-    app.client
-        .post(url)
-        .bearer_auth(key)
-        .json(&json!({ "query": query, "variables": variables }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
+use crate::support::{Backend, TestApp, TestDb};
 
 /// Waits until `check` holds on B's answer, at most `within`; how long it took.
 async fn until<F, Fut>(within: Duration, mut check: F) -> Option<Duration>
@@ -38,87 +27,6 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     None
-}
-
-/// A key revoked on A is refused on B, and an integration disabled on A refuses calls on B,
-/// within a second, although B cached both (cache periods of 5 minutes here): A's change
-/// reaches B through PostgreSQL's NOTIFY.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changes_reach_the_other_replicas_within_a_second() {
-    let app = TestApp::start_configured(Backend::Postgres, |config| {
-        config.credential_cache_secs = 300;
-        config.integration_cache_secs = 300;
-    })
-    .await;
-    let b = app.start_replica().await;
-    let on_b = format!("http://{}/graphql", b.addr);
-
-    // A key made on A, used on B (B caches it), revoked on A.
-    let created = app
-        .gql(
-            &app.admin_key,
-            "mutation { createApiKey(input: { name: \"ci\", scopes: [\"integrations:read\"] }) { key apiKey { id } } }",
-            json!({}),
-        )
-        .await;
-    let key = created.data()["createApiKey"]["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let key_id = created.data()["createApiKey"]["apiKey"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let projects = "{ projects { id } }";
-    let used = post(&app, &on_b, &key, projects, json!({})).await;
-    assert!(used["data"]["projects"].is_array(), "{used}");
-    app.gql(
-        &app.admin_key,
-        "mutation($id: ID!) { revokeApiKey(id: $id) { id } }",
-        json!({ "id": key_id }),
-    )
-    .await
-    .data();
-    let refused = until(Duration::from_secs(1), || async {
-        let answer = post(&app, &on_b, &key, projects, json!({})).await;
-        answer["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
-    })
-    .await;
-    assert!(refused.is_some(), "B still takes the revoked key after 1 s");
-
-    // An integration called through B (B caches its call target), disabled on A.
-    let upstream = Receiver::start(|_| Reply::json(200, &json!({ "ok": true }))).await;
-    let project = app.create_project(&app.admin_key, "replicas").await;
-    let integration = register(
-        &app,
-        &project,
-        "generic_rest",
-        "api",
-        json!({ "baseUrl": upstream.url }),
-        json!({ "token": "t" }),
-    )
-    .await;
-    let call = json!({ "id": integration, "input": { "method": "GET", "path": "/x" } });
-    let called = post(&app, &on_b, &app.admin_key, EXECUTE, call.clone()).await;
-    assert_eq!(called["data"]["executeRequest"]["status"], 200, "{called}");
-    app.gql(
-        &app.admin_key,
-        "mutation($id: ID!) { setIntegrationEnabled(id: $id, enabled: false) { id } }",
-        json!({ "id": integration }),
-    )
-    .await
-    .data();
-    let disabled = until(Duration::from_secs(1), || async {
-        let answer = post(&app, &on_b, &app.admin_key, EXECUTE, call.clone()).await;
-        answer["errors"][0]["extensions"]["code"] == "INTEGRATION_DISABLED"
-    })
-    .await;
-    assert!(
-        disabled.is_some(),
-        "B still calls the disabled integration after 1 s"
-    );
-    b.stop().await;
-    app.stop().await;
 }
 
 /// Three replicas, each with its health monitor, and an integration whose health endpoint
@@ -190,10 +98,6 @@ async fn events_reach_subscribers_on_every_replica() {
     })
     .await;
     let (b, c) = (app.start_replica().await, app.start_replica().await);
-    let (on_b, on_c) = (
-        format!("http://{}/graphql", b.addr),
-        format!("http://{}/graphql", c.addr),
-    );
     let project = app.create_project(&app.admin_key, "replicas").await;
     let integration = register(
         &app,
@@ -212,71 +116,19 @@ async fn events_reach_subscribers_on_every_replica() {
     )
     .await
     .unwrap();
-    watcher
-        .subscribe(
-            "logs",
-            "subscription($p: ID) { integrationLogs(projectId: $p) { __typename ... on RequestLog { path } } }",
-            json!({ "p": project }),
-        )
-        .await;
-    // A call on A itself shows the subscription is live.
-    let call =
-        |path: String| json!({ "id": integration, "input": { "method": "GET", "path": path } });
-    let mut live = false;
-    for _ in 0..50 {
-        app.gql(&app.admin_key, EXECUTE, call("/a".into()))
-            .await
-            .data();
-        if let Some(data) = watcher.next_data("logs", Duration::from_millis(300)).await {
-            assert_eq!(data["integrationLogs"]["path"], "/a");
-            live = true;
-            break;
-        }
-    }
-    assert!(live, "the subscription never delivered");
-
-    const CALLS: usize = 40;
-    let calls_on = |url: String, prefix: &'static str| {
-        let app = &app;
-        let call = &call;
-        async move {
-            for i in 0..CALLS {
-                let answer = post(
-                    app,
-                    &url,
-                    &app.admin_key,
-                    EXECUTE,
-                    call(format!("/{prefix}/{i}")),
-                )
-                .await;
-                assert_eq!(answer["data"]["executeRequest"]["status"], 200, "{answer}");
-            }
-        }
-    };
-    tokio::join!(calls_on(on_b.clone(), "b"), calls_on(on_c, "c"));
-    let mut seen = Vec::new();
-    while let Some(data) = watcher.next_data("logs", Duration::from_secs(3)).await {
-        let log = &data["integrationLogs"];
-        assert_eq!(log["__typename"], "RequestLog", "nothing missed: {log}");
-        seen.push(log["path"].as_str().unwrap().to_string());
-    }
-    let from = |prefix: &str| -> Vec<usize> {
-        seen.iter()
-            .filter_map(|p| p.strip_prefix(&format!("/{prefix}/"))?.parse().ok())
-            .collect()
-    };
-    let expected: Vec<usize> = (0..CALLS).collect();
-    assert_eq!(
-        from("b"),
-        expected,
-        "B's calls, each once, in order: {seen:?}"
+    let (home, on_b, on_c) = (
+        app.base.trim_start_matches("http://").to_string(),
+        b.addr.to_string(),
+        c.addr.to_string(),
     );
-    assert_eq!(
-        from("c"),
-        expected,
-        "C's calls, each once, in order: {seen:?}"
-    );
-    assert_eq!(seen.len(), 2 * CALLS, "{seen:?}");
+    logs_of_calls_elsewhere_reach(
+        &mut watcher,
+        &app.admin_key,
+        &integration,
+        &home,
+        &[(&on_b, "b"), (&on_c, "c")],
+    )
+    .await;
 
     // A push of 30 KB received on B: A's subscribers see it; one outbound delivery.
     let github =
@@ -389,44 +241,232 @@ async fn periodic_jobs_are_held_by_one_replica_at_a_time() {
     app.stop().await;
 }
 
-/// Three replicas, each with its delivery worker, share the webhook queue: 1,000 test events
-/// sent through the three make 1,000 deliveries, each delivered once (deliveries are claimed
-/// with `FOR UPDATE SKIP LOCKED` and a lease).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_replicas_deliver_each_webhook_once() {
-    const EVENTS: usize = 1_000;
-    let hooks = Receiver::start(|_| Reply::text(200, "ok")).await;
-    let app = TestApp::start_configured(Backend::Postgres, |config| {
-        config.webhook_poll_ms = 50;
-    })
-    .await;
-    let replicas = [app.start_replica().await, app.start_replica().await];
-    let mut servers = vec![app.graphql_url()];
-    servers.extend(
-        replicas
-            .iter()
-            .map(|r| format!("http://{}/graphql", r.addr)),
-    );
-    let created = app
-        .gql(
-            &app.admin_key,
-            "mutation($url: String!) { createWebhookEndpoint(input: { url: $url, eventTypes: [\"webhook.test\"] }) { id } }",
-            json!({ "url": hooks.url("/in") }),
+/// Subscribes `watcher` (connected to the replica at `home`, `host:port`) to the
+/// integration's request logs and proves it live with calls made there; then makes `CALLS` calls on each
+/// of `others` (`(host:port, prefix)`) at once and checks the watcher received each call's
+/// log once, in the order each replica made them, and nothing else.
+async fn logs_of_calls_elsewhere_reach(
+    watcher: &mut WsClient,
+    admin: &str,
+    integration: &str,
+    home: &str,
+    others: &[(&str, &str)],
+) {
+    const CALLS: usize = 40;
+    watcher
+        .subscribe(
+            "logs",
+            "subscription($i: ID) { integrationLogs(integrationId: $i) { __typename ... on RequestLog { path } } }",
+            json!({ "i": integration }),
         )
         .await;
-    let endpoint = created.data()["createWebhookEndpoint"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let send = "mutation($id: ID!) { sendTestWebhook(id: $id) { id } }";
-    let sends = (0..EVENTS).map(|i| {
-        let (app, server, endpoint) = (&app, servers[i % 3].clone(), endpoint.clone());
+    let call =
+        |path: String| json!({ "id": integration, "input": { "method": "GET", "path": path } });
+    let mut live = false;
+    for _ in 0..50 {
+        let answer = gql(home, admin, EXECUTE, call("/home".into())).await;
+        assert_eq!(answer["data"]["executeRequest"]["status"], 200, "{answer}");
+        if let Some(data) = watcher.next_data("logs", Duration::from_millis(300)).await {
+            assert_eq!(data["integrationLogs"]["path"], "/home");
+            live = true;
+            break;
+        }
+    }
+    assert!(live, "the subscription never delivered");
+    let calls_on = |addr: &str, prefix: &str| {
+        let (addr, prefix, call) = (addr.to_string(), prefix.to_string(), &call);
         async move {
-            let answer = post(
-                app,
-                &server,
-                &app.admin_key,
-                send,
+            for i in 0..CALLS {
+                let answer = gql(&addr, admin, EXECUTE, call(format!("/{prefix}/{i}"))).await;
+                assert_eq!(answer["data"]["executeRequest"]["status"], 200, "{answer}");
+            }
+        }
+    };
+    futures_util::future::join_all(others.iter().map(|(addr, prefix)| calls_on(addr, prefix)))
+        .await;
+    // Until all have come (or 3 s without one), and then 300 ms for any duplicate.
+    let mut seen = Vec::new();
+    let wanted = others.len() * CALLS;
+    loop {
+        let wait = if seen.len() < wanted { 3_000 } else { 300 };
+        let Some(data) = watcher.next_data("logs", Duration::from_millis(wait)).await else {
+            break;
+        };
+        let log = &data["integrationLogs"];
+        assert_eq!(log["__typename"], "RequestLog", "nothing missed: {log}");
+        seen.push(log["path"].as_str().unwrap().to_string());
+        assert!(seen.len() <= wanted, "more logs than calls: {seen:?}");
+    }
+    let expected: Vec<usize> = (0..CALLS).collect();
+    for (_, prefix) in others {
+        let from: Vec<usize> = seen
+            .iter()
+            .filter_map(|p| p.strip_prefix(&format!("/{prefix}/"))?.parse().ok())
+            .collect();
+        assert_eq!(
+            from, expected,
+            "the calls on {prefix}, each once, in order: {seen:?}"
+        );
+    }
+    assert_eq!(seen.len(), others.len() * CALLS, "{seen:?}");
+}
+
+/// The multi-replica suite on three processes of the built binary (set `HUB_TEST_BINARY` to
+/// run it on a release build) on one PostgreSQL database, with Redis:
+/// - a subscriber on A receives every log of the calls made on B and C, in order;
+/// - a key revoked on A is refused on B and C, and an integration disabled on A refuses
+///   calls on C, within a second, although both are cached for 5 minutes;
+/// - a sync scheduled every 2 s runs once per period across the three;
+/// - 1,000 webhook events sent through the three make 1,000 deliveries, none twice;
+/// - a key's quota holds across the three within ±5 %.
+///
+/// (A replica killed mid-sync is `binary::a_replica_killed_mid_sync_hands_the_run_to_another`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_on_one_database() {
+    let upstream = Receiver::start(|_| Reply::json(200, &json!({ "ok": true }))).await;
+    let records: Vec<Value> = (0..5).map(|i| json!({ "key": format!("r{i}") })).collect();
+    let source = Receiver::start(move |_| Reply::json(200, &json!(records))).await;
+    let target = Receiver::start(|_| Reply::json(201, &json!({}))).await;
+    let hooks = Receiver::start(|_| Reply::text(200, "ok")).await;
+    let db = TestDb::new(Backend::Postgres).await;
+    let redis = crate::rate_limits::redis_url();
+    let env = [
+        ("HUB_OUTBOUND_ALLOW", "127.0.0.1/32"),
+        ("HUB_OUTBOUND_RATE_LIMIT", "1000000/1s"),
+        ("HUB_REDIS_URL", redis.as_str()),
+        ("HUB_REDIS_TIMEOUT_MS", "1000"),
+        // The admin key's own quota is global too: room for the 1,000 webhook sends.
+        ("HUB_RATE_LIMIT_API_KEY", "100000/1s"),
+        ("HUB_CREDENTIAL_CACHE_SECS", "300"),
+        ("HUB_INTEGRATION_CACHE_SECS", "300"),
+        ("HUB_SYNC_SCHEDULER_SECS", "1"),
+        ("HUB_WEBHOOK_POLL_MS", "50"),
+        ("HUB_HEALTH_INTERVAL_SECS", "0"),
+        ("RUST_LOG", "warn"),
+    ];
+    let a = start_with(&db, &env).await;
+    let admin = admin_key_in(&a.stdout).unwrap();
+    let (b, c) = tokio::join!(start_with(&db, &env), start_with(&db, &env));
+    let addrs = [a.addr.clone(), b.addr.clone(), c.addr.clone()];
+    let (project, ids) = project_with(
+        &addrs[0],
+        &admin,
+        &[
+            ("generic_rest", "api", &upstream.url),
+            ("generic_rest", "source", &source.url),
+            ("generic_rest", "target", &target.url),
+        ],
+    )
+    .await;
+    // Scheduled from now on; its runs are counted at the end.
+    let scheduled = create_sync(
+        &addrs[0],
+        &admin,
+        &project,
+        (&ids[1], &ids[2]),
+        json!({ "scheduleSeconds": 2 }),
+    )
+    .await;
+    let schedule_started = chrono::Utc::now();
+
+    // One event stream.
+    let mut watcher = WsClient::connect_to(
+        &format!("http://{}", addrs[0]),
+        Protocol::TransportWs,
+        json!({ "Authorization": format!("Bearer {admin}") }),
+    )
+    .await
+    .unwrap();
+    logs_of_calls_elsewhere_reach(
+        &mut watcher,
+        &admin,
+        &ids[0],
+        &addrs[0],
+        &[(&addrs[1], "b"), (&addrs[2], "c")],
+    )
+    .await;
+
+    // Changes take effect everywhere within a second.
+    let created = gql(
+        &addrs[0],
+        &admin,
+        "mutation { createApiKey(input: { name: \"ci\", scopes: [\"integrations:read\"] }) { key apiKey { id } } }",
+        json!({}),
+    )
+    .await;
+    let key = created["data"]["createApiKey"]["key"].as_str().unwrap();
+    let key_id = created["data"]["createApiKey"]["apiKey"]["id"]
+        .as_str()
+        .unwrap();
+    let projects = "{ projects { id } }";
+    for addr in &addrs[1..] {
+        let used = gql(addr, key, projects, json!({})).await;
+        assert!(used["data"]["projects"].is_array(), "{used}");
+    }
+    let revoked = gql(
+        &addrs[0],
+        &admin,
+        "mutation($id: ID!) { revokeApiKey(id: $id) { id } }",
+        json!({ "id": key_id }),
+    )
+    .await;
+    assert!(
+        revoked["data"]["revokeApiKey"]["id"].is_string(),
+        "{revoked}"
+    );
+    let refused = until(Duration::from_secs(1), || async {
+        let mut everywhere = true;
+        for addr in &addrs[1..] {
+            let answer = gql(addr, key, projects, json!({})).await;
+            everywhere &= answer["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED";
+        }
+        everywhere
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "B or C still takes the revoked key after 1 s"
+    );
+    let call = json!({ "id": ids[0], "input": { "method": "GET", "path": "/x" } });
+    let called = gql(&addrs[2], &admin, EXECUTE, call.clone()).await;
+    assert_eq!(called["data"]["executeRequest"]["status"], 200, "{called}");
+    gql(
+        &addrs[0],
+        &admin,
+        "mutation($id: ID!) { setIntegrationEnabled(id: $id, enabled: false) { id } }",
+        json!({ "id": ids[0] }),
+    )
+    .await;
+    let disabled = until(Duration::from_secs(1), || async {
+        let answer = gql(&addrs[2], &admin, EXECUTE, call.clone()).await;
+        answer["errors"][0]["extensions"]["code"] == "INTEGRATION_DISABLED"
+    })
+    .await;
+    assert!(
+        disabled.is_some(),
+        "C still calls the disabled integration after 1 s"
+    );
+
+    // Each webhook delivered once.
+    const EVENTS: usize = 1_000;
+    let created = gql(
+        &addrs[0],
+        &admin,
+        "mutation($url: String!) { createWebhookEndpoint(input: { url: $url, eventTypes: [\"webhook.test\"] }) { id } }",
+        json!({ "url": hooks.url("/in") }),
+    )
+    .await;
+    let endpoint = created["data"]["createWebhookEndpoint"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_string();
+    let sends = (0..EVENTS).map(|i| {
+        let (addr, admin, endpoint) = (&addrs[i % 3], &admin, &endpoint);
+        async move {
+            let answer = gql(
+                addr,
+                admin,
+                "mutation($id: ID!) { sendTestWebhook(id: $id) { id } }",
                 json!({ "id": endpoint }),
             )
             .await;
@@ -449,18 +489,103 @@ async fn three_replicas_deliver_each_webhook_once() {
         "{} of {EVENTS} delivered",
         hooks.count()
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut ids: Vec<String> = hooks
+
+    // A key's quota across the three, with Redis: admitted ÷ (burst + rate × time) ≈ 1.
+    let ratio = quota_share(&addrs, &admin, 50, Duration::from_secs(4)).await;
+    eprintln!("quota across three processes: admitted {ratio:.3} × what it allows");
+    assert!(
+        (0.95..=1.05).contains(&ratio),
+        "admitted {ratio:.3} × the quota across three replicas"
+    );
+
+    // No webhook delivered twice, now that any late duplicate would have arrived.
+    let mut delivery_ids: Vec<String> = hooks
         .requests()
         .iter()
         .map(|r| r.header("webhook-id").unwrap().to_string())
         .collect();
-    assert_eq!(ids.len(), EVENTS, "no delivery twice");
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), EVENTS);
-    for replica in replicas {
-        replica.stop().await;
+    assert_eq!(delivery_ids.len(), EVENTS, "no delivery twice");
+    delivery_ids.sort();
+    delivery_ids.dedup();
+    assert_eq!(delivery_ids.len(), EVENTS);
+
+    // One scheduled run per 2 s period across the three.
+    let runs = gql(
+        &addrs[0],
+        &admin,
+        "query($c: ID!) { syncRuns(configId: $c, first: 100) { nodes { trigger createdAt } } }",
+        json!({ "c": scheduled }),
+    )
+    .await;
+    let elapsed = (chrono::Utc::now() - schedule_started).num_milliseconds() as f64 / 1000.0;
+    let mut started: Vec<chrono::DateTime<chrono::FixedOffset>> = runs["data"]["syncRuns"]["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{runs}"))
+        .iter()
+        .map(|run| {
+            chrono::DateTime::parse_from_rfc3339(run["createdAt"].as_str().unwrap()).unwrap()
+        })
+        .collect();
+    started.sort();
+    assert!(
+        started.len() >= 2 && started.len() as f64 <= elapsed / 2.0 + 1.0,
+        "about one run per 2 s period in {elapsed:.1} s: {started:?}"
+    );
+    for pair in started.windows(2) {
+        let apart = pair[1] - pair[0];
+        assert!(
+            apart >= chrono::Duration::milliseconds(1_990),
+            "two runs in one period, {} ms apart: {started:?}",
+            apart.num_milliseconds()
+        );
     }
-    app.stop().await;
+    for hub in [a, b, c] {
+        stop(hub).await;
+    }
+}
+
+/// A key allowed `rate`/s (burst `rate`) hammered round robin through `addrs` for `period`
+/// by 12 callers: admitted ÷ what the quota allows in the time taken (burst + rate × time).
+async fn quota_share(addrs: &[String], admin: &str, rate: u32, period: Duration) -> f64 {
+    let created = gql(
+        &addrs[0],
+        admin,
+        "mutation($n: Int!) { createApiKey(input: { name: \"metered\", scopes: [\"integrations:read\"], rateLimit: { requests: $n, periodSeconds: 1 } }) { key } }",
+        json!({ "n": rate }),
+    )
+    .await;
+    let key = created["data"]["createApiKey"]["key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_string();
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let callers = (0..12).map(|i| {
+        let (client, key) = (client.clone(), key.clone());
+        let url = format!("http://{}/graphql", addrs[i % addrs.len()]);
+        async move {
+            let mut admitted = 0u32;
+            while started.elapsed() < period {
+                let answer = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&json!({ "query": "{ __typename }" }))
+                    .send()
+                    .await
+                    .unwrap();
+                match answer.status().as_u16() {
+                    200 => admitted += 1,
+                    429 => {}
+                    other => panic!("status {other}"),
+                }
+            }
+            admitted
+        }
+    });
+    let admitted: u32 = futures_util::future::join_all(callers)
+        .await
+        .into_iter()
+        .sum();
+    let allowed = f64::from(rate) * (1.0 + started.elapsed().as_secs_f64());
+    f64::from(admitted) / allowed
 }

@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod db;
+pub mod process;
 pub mod receiver;
 
 use std::time::Duration;
