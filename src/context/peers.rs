@@ -318,9 +318,14 @@ impl Packer {
 /// Joins the notices of the other replicas back into events.
 #[derive(Default)]
 struct Unpacker {
-    /// Per replica: the last notice's number and the parts of an event being joined.
-    from: std::collections::HashMap<String, (u64, String)>,
+    /// Per replica: the last notice's number, the parts of an event being joined, and when
+    /// it was last heard. Replicas come and go (each start is a new name), so at most
+    /// `PEERS` are kept: the one heard from least recently makes room for a new one.
+    from: std::collections::HashMap<String, (u64, String, std::time::Instant)>,
 }
+
+/// How many other replicas' numbering the listener keeps.
+const PEERS: usize = 256;
 
 impl Unpacker {
     /// The events `payload` completes (None for a notice from this replica or unreadable).
@@ -337,7 +342,21 @@ impl Unpacker {
         if replica == own {
             return Vec::new();
         }
-        let (last, parts) = self.from.entry(replica.to_string()).or_default();
+        if !self.from.contains_key(replica) && self.from.len() >= PEERS {
+            let quietest = self
+                .from
+                .iter()
+                .min_by_key(|(_, (_, _, heard))| *heard)
+                .map(|(name, _)| name.clone());
+            if let Some(name) = quietest {
+                self.from.remove(&name);
+            }
+        }
+        let (last, parts, heard) = self
+            .from
+            .entry(replica.to_string())
+            .or_insert_with(|| (0, String::new(), std::time::Instant::now()));
+        *heard = std::time::Instant::now();
         if *last != 0 && seq != *last + 1 {
             let missed = seq.saturating_sub(*last + 1);
             metrics::counter!("hub_peer_event_notices_missed_total").increment(missed);
@@ -528,6 +547,23 @@ mod tests {
         }
         assert_eq!(got.len(), sent.len() - 1);
         assert!(got.iter().all(|e| e.subject_id != "big"));
+    }
+
+    #[test]
+    fn the_listener_keeps_a_bounded_number_of_replicas() {
+        let mut unpacker = Unpacker::default();
+        let line = event("x", serde_json::json!({})).to_wire();
+        for i in 0..PEERS * 4 {
+            let got = unpacker.take("own", &format!("r{i}|1|B|{line}"));
+            assert_eq!(got.len(), 1);
+        }
+        assert_eq!(unpacker.from.len(), PEERS);
+        // The latest replicas are the ones kept: the next notice of the last one is in order.
+        let last = format!("r{}", PEERS * 4 - 1);
+        assert!(unpacker.from.contains_key(&last));
+        assert!(!unpacker.from.contains_key("r0"));
+        assert_eq!(unpacker.take("own", &format!("{last}|2|B|{line}")).len(), 1);
+        assert_eq!(unpacker.from[&last].0, 2);
     }
 
     #[test]
