@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::on_both_backends;
 use crate::support::browser::Browser;
@@ -43,9 +43,19 @@ async fn a_page_on_another_origin_calls_the_hub(backend: Backend) {
     let app =
         TestApp::start_configured(backend, |config| config.cors_origins = origin.clone()).await;
     let tab = browser.open(&format!("{origin}/")).await;
-    let answer = browser
-        .eval(&tab, &fetch_viewer(&app.base, &app.admin_key))
-        .await;
+    // Up to three tries: on a loaded machine a fetch can fail once for reasons of the
+    // browser's own (seen once in a full run); CORS refusing it would fail every try.
+    let mut answer = Value::Null;
+    for _ in 0..3 {
+        answer = browser
+            .eval(&tab, &fetch_viewer(&app.base, &app.admin_key))
+            .await;
+        if answer["kind"] == "API_KEY" {
+            break;
+        }
+        eprintln!("the page's fetch did not get the answer: {answer}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     assert_eq!(answer["kind"], "API_KEY", "{answer}");
     assert!(
         answer["requestId"].is_string(),
