@@ -83,6 +83,38 @@ fn describe_events() {
             "hub_webhook_attempts_total",
             "Webhook delivery attempts by outcome",
         ),
+        (
+            "hub_sync_runs_taken_over_total",
+            "Sync runs taken over after their replica's lease ran out",
+        ),
+        (
+            "hub_rate_limit_fallbacks_total",
+            "Quota checks decided by this replica because Redis did not answer in time",
+        ),
+        (
+            "hub_peer_notices_sent_total",
+            "Event notices sent to the other replicas (NOTIFY hub_events)",
+        ),
+        (
+            "hub_peer_event_notices_dropped_total",
+            "Event notices that could not be sent to the other replicas (database)",
+        ),
+        (
+            "hub_peer_events_dropped_total",
+            "Events not relayed to the other replicas: the relay queue was full",
+        ),
+        (
+            "hub_peer_events_received_total",
+            "Events received from the other replicas",
+        ),
+        (
+            "hub_peer_event_notices_missed_total",
+            "Gaps in another replica's numbered notices (notices lost)",
+        ),
+        (
+            "hub_peer_notices_dropped_total",
+            "Cache invalidations not announced to the other replicas",
+        ),
     ];
     for (name, help) in counters {
         metrics::describe_counter!(name, help);
