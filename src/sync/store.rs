@@ -445,7 +445,7 @@ pub async fn fingerprints(
 }
 
 /// Saves many fingerprints in one transaction (one statement per row on SQLite, one batch on
-/// PostgreSQL).
+/// PostgreSQL); of a key given twice, the last.
 pub async fn save_fingerprints(
     conn: &mut DbConn,
     config_id: &str,
@@ -455,9 +455,17 @@ pub async fn save_fingerprints(
     if entries.is_empty() {
         return Ok(());
     }
+    // One row per record key, the last given: PostgreSQL refuses an upsert that touches a
+    // row twice, and a page (or writes committed together) may hold a key twice.
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (i, (key, _, _)) in entries.iter().enumerate() {
+        last.insert(key.as_str(), i);
+    }
     let rows: Vec<_> = entries
         .iter()
-        .map(|(key, source_fp, target_fp)| {
+        .enumerate()
+        .filter(|(i, (key, _, _))| last.get(key.as_str()) == Some(i))
+        .map(|(_, (key, source_fp, target_fp))| {
             (
                 sync_records::config_id.eq(config_id),
                 sync_records::record_key.eq(key.as_str()),

@@ -23,6 +23,7 @@ on_both_backends!(
     cancel_interrupt_and_rerun,
     push_to_two_targets_one_failing,
     scheduler_confinement_and_live_progress,
+    a_key_twice_in_a_page_is_recorded,
 );
 
 /// A record service: `GET /{style}/items` lists (page, offset, cursor or link pagination),
@@ -1127,5 +1128,33 @@ async fn a_scheduled_period_is_claimed_once() {
     }))
     .await;
     assert_eq!(claims.iter().filter(|won| **won).count(), 1, "{claims:?}");
+    app.stop().await;
+}
+
+/// A page that holds each record key twice, written 4 at a time to a target that answers
+/// after 30 ms: writes that end together share one commit of their fingerprints, and a key
+/// twice in that commit must not make it fail (PostgreSQL refuses an upsert that touches a
+/// row twice).
+async fn a_key_twice_in_a_page_is_recorded(backend: Backend) {
+    let records: Vec<Value> = (0..40)
+        .map(|i| json!({ "key": format!("r{}", i / 2), "title": format!("t{i}") }))
+        .collect();
+    let source = Receiver::start(move |_| Reply::json(200, &json!(records))).await;
+    let target =
+        Receiver::start(|_| Reply::json(201, &json!({})).after(Duration::from_millis(30))).await;
+    let app = TestApp::start(backend).await;
+    let (project, source_id, target_id) = project_with(&app, &source, &target).await;
+    let config = create_config(
+        &app,
+        json!({ "projectId": project, "name": "twice", "sourceIntegrationId": source_id, "targetIntegrationId": target_id,
+            "sourceRead": { "path": "/items" }, "targetWrite": { "createPath": "/items" },
+            "sourceKey": "key", "targetKey": "key", "mappings": [{ "target": "key", "source": "key" }, { "target": "title", "source": "title" }] }),
+    )
+    .await;
+    let run = run_to_end(&app, &config).await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    assert_eq!(run["recordsRead"], 40, "{run}");
+    assert_eq!(run["recordsFailed"], 0, "{run}");
+    assert_eq!(target.count(), 40, "both writes of each key were sent");
     app.stop().await;
 }
