@@ -10,8 +10,8 @@ use tokio::process::Command;
 use crate::on_both_backends;
 use crate::support::db::hold_sqlite_write_lock;
 use crate::support::process::{
-    admin_key_in, command, create_sync, ended_run, gql, keys_written, kill, project_with, run_sync,
-    start, start_with, stop,
+    admin_key_in, command, create_project, create_sync, ended_run, gql, keys_written, kill,
+    project_with, run_sync, start, start_with, stop,
 };
 use crate::support::{Backend, TestDb};
 
@@ -81,17 +81,7 @@ async fn binary_first_start_restart_and_cli(backend: Backend) {
     }
     let key_file_contents = std::fs::read_to_string(&key_file).unwrap();
 
-    let project = gql(
-        &first.addr,
-        &admin,
-        "mutation { createProject(input: { name: \"P\" }) { id } }",
-        json!({}),
-    )
-    .await;
-    let project = project["data"]["createProject"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let project = create_project(&first.addr, &admin).await;
     let secret = "SECRET-binary-token-5e1f";
     let registered = gql(
         &first.addr,

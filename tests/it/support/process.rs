@@ -104,9 +104,12 @@ pub async fn stop(mut running: Running) -> String {
         .unwrap()
 }
 
+/// A GraphQL request to the hub at `addr` (`host:port`) with `key`; its JSON answer. A hub
+/// that does not answer within 30 s fails the test rather than holding it.
 pub async fn gql(addr: &str, key: &str, query: &str, variables: Value) -> Value {
     reqwest::Client::new()
         .post(format!("http://{addr}/graphql"))
+        .timeout(Duration::from_secs(30))
         .header("authorization", format!("Bearer {key}"))
         .json(&json!({ "query": query, "variables": variables }))
         .send()
@@ -124,6 +127,21 @@ pub fn admin_key_in(stdout: &str) -> Option<String> {
         .find(|l| l.starts_with("ihk_"))
         .map(str::to_string)
 }
+/// A new project named `P` through the API of the hub at `addr`; its id.
+pub async fn create_project(addr: &str, admin: &str) -> String {
+    let created = gql(
+        addr,
+        admin,
+        "mutation { createProject(input: { name: \"P\" }) { id } }",
+        json!({}),
+    )
+    .await;
+    created["data"]["createProject"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_string()
+}
+
 /// A project with integrations `(provider, name, base URL)`, made through the API of the hub
 /// at `addr`; returns the project's id and the integrations' ids.
 pub async fn project_with(
@@ -131,17 +149,7 @@ pub async fn project_with(
     admin: &str,
     integrations: &[(&str, &str, &str)],
 ) -> (String, Vec<String>) {
-    let project = gql(
-        addr,
-        admin,
-        "mutation { createProject(input: { name: \"P\" }) { id } }",
-        json!({}),
-    )
-    .await;
-    let project = project["data"]["createProject"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let project = create_project(addr, admin).await;
     let mut ids = Vec::new();
     for (provider, name, url) in integrations {
         let registered = gql(
