@@ -59,6 +59,20 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
                 .await
                 .map_err(describe)?,
         );
+        for (app_id, stored) in crate::oauth::store::sealed_secrets(&mut conn, None)
+            .await
+            .map_err(describe)?
+        {
+            if let Some((key_id, sealed)) = stored.split_once(':')
+                && !samples.iter().any(|s| s.0 == key_id)
+            {
+                samples.push((
+                    key_id.to_string(),
+                    crate::oauth::flow::secret_context(&app_id),
+                    sealed.to_string(),
+                ));
+            }
+        }
         samples
     };
     let (keyring, key_file_created) = load_keyring(&config, &sealed)?;
@@ -118,6 +132,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
             outbound: Arc::new(Outbound::from_config(&config)?.with_global(global_quotas)),
             events: EventBus::new(config.event_buffer),
             jobs: Arc::default(),
+            flights: Arc::default(),
             going_away: tokio::sync::watch::Sender::new(false),
             calls_in_flight: Arc::default(),
             wake_deliveries: Arc::default(),
@@ -207,6 +222,8 @@ pub struct RunningServer {
     state: AppState,
     maintenance: tokio::task::JoinHandle<()>,
     monitor: tokio::task::JoinHandle<()>,
+    /// Refreshes OAuth tokens before they expire (none when `HUB_OAUTH_REFRESH_SCAN_SECS` is 0).
+    oauth_refresher: Option<tokio::task::JoinHandle<()>>,
     scheduler: tokio::task::JoinHandle<()>,
     webhooks: Webhooks,
     /// Sending this replica's changes to the others, and listening to theirs.
@@ -325,6 +342,9 @@ impl RunningServer {
     async fn finish(self) {
         self.maintenance.abort();
         self.monitor.abort();
+        if let Some(refresher) = &self.oauth_refresher {
+            refresher.abort();
+        }
         self.scheduler.abort();
         for task in &self.peers {
             task.abort();
@@ -486,6 +506,10 @@ pub fn routes(
                 .app_data(web::PayloadConfig::new(crate::webhooks::inbound::MAX_BODY))
                 .route(web::post().to(crate::webhooks::inbound::receive)),
         )
+        .route(
+            "/oauth/callback",
+            web::get().to(crate::oauth::callback::callback),
+        )
         .route("/metrics", web::get().to(crate::metrics::serve))
         .route(
             "/graphiql/{version}/{file}",
@@ -642,6 +666,7 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
     spawn_signal_handler(state.clone(), handle.clone());
     let maintenance = spawn_maintenance(state.clone());
     let monitor = crate::health::monitor::spawn(state.clone());
+    let oauth_refresher = crate::oauth::refresh::spawn(state.clone());
     let scheduler = spawn_scheduler(state.clone());
     let webhooks = Webhooks::start(&state);
     let postgres_url = match state.config.database() {
@@ -658,6 +683,7 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
         state,
         maintenance,
         monitor,
+        oauth_refresher,
         scheduler,
         webhooks,
     })

@@ -187,6 +187,14 @@ pub struct Config {
     /// `Retry-After` (0: derived from the open-file limit, with headroom for database and
     /// upstream sockets).
     pub max_connections: usize,
+    /// Origins the OAuth callback may send a browser back to (`redirectAfter`),
+    /// comma-separated `scheme://host[:port]`; empty: it shows a page instead.
+    pub oauth_redirect_origins: String,
+    /// OAuth access tokens are refreshed this many seconds before they expire.
+    pub oauth_refresh_before_secs: u64,
+    /// Seconds between the OAuth refresher's looks for expiring tokens (0: no background
+    /// refresh; calls still refresh an expired token).
+    pub oauth_refresh_scan_secs: u64,
 }
 
 impl Default for Config {
@@ -268,6 +276,9 @@ impl Default for Config {
             webhook_endpoint_concurrency: 8,
             webhook_poll_ms: 1000,
             public_url: None,
+            oauth_redirect_origins: String::new(),
+            oauth_refresh_before_secs: 300,
+            oauth_refresh_scan_secs: 30,
             max_connections: 0,
         }
     }
@@ -336,6 +347,7 @@ impl Config {
             return Err("HUB_DB_TIMEOUT_MS must be 100 to 600000".into());
         }
         webhook_schedule(&self.webhook_retry_schedule)?;
+        oauth_origins(&self.oauth_redirect_origins)?;
         if let Some(url) = &self.public_url {
             let parsed =
                 url::Url::parse(url).map_err(|err| format!("HUB_PUBLIC_URL: not a URL ({err})"))?;
@@ -503,6 +515,15 @@ impl Config {
             DatabaseUrl::Postgres(_) => PathBuf::from("integration-hub.key"),
         }
     }
+}
+
+/// The origins in `HUB_OAUTH_REDIRECT_ORIGINS` (checked at start: `scheme://host[:port]`).
+pub fn oauth_origins(setting: &str) -> Result<Vec<String>, String> {
+    if setting.split(',').any(|o| o.trim() == "*") {
+        return Err("HUB_OAUTH_REDIRECT_ORIGINS: name each origin; `*` would let anyone's page receive the browser".into());
+    }
+    cors_origins(setting)
+        .map_err(|err| err.replace("HUB_CORS_ORIGINS", "HUB_OAUTH_REDIRECT_ORIGINS"))
 }
 
 /// The origins in `HUB_CORS_ORIGINS` (checked at start: `scheme://host[:port]`, or `*`).

@@ -19,6 +19,10 @@ pub enum EventKind {
     IntegrationDeleted,
     IntegrationHealthChanged,
     IntegrationRequest,
+    /// An OAuth connection completed (callback or client credentials).
+    IntegrationConnected,
+    /// An OAuth grant was refused (`invalid_grant`...) or a token expired unrenewed.
+    IntegrationOAuthFailed,
     ApiKeyCreated,
     ApiKeyRevoked,
     SyncStarted,
@@ -36,12 +40,14 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 18] = [
         Self::IntegrationCreated,
         Self::IntegrationUpdated,
         Self::IntegrationDeleted,
         Self::IntegrationHealthChanged,
         Self::IntegrationRequest,
+        Self::IntegrationConnected,
+        Self::IntegrationOAuthFailed,
         Self::ApiKeyCreated,
         Self::ApiKeyRevoked,
         Self::SyncStarted,
@@ -68,6 +74,8 @@ impl EventKind {
             Self::IntegrationDeleted => "integration.deleted",
             Self::IntegrationHealthChanged => "integration.health_changed",
             Self::IntegrationRequest => "integration.request",
+            Self::IntegrationConnected => "integration.connected",
+            Self::IntegrationOAuthFailed => "integration.oauth_failed",
             Self::ApiKeyCreated => "api_key.created",
             Self::ApiKeyRevoked => "api_key.revoked",
             Self::SyncStarted => "sync.started",

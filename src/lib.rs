@@ -6,7 +6,7 @@
 //!   the domains, its HTTP transport, authentication of a presented credential), `graphiql`,
 //!   `web` (request ids, access log, CORS, compression);
 //! - **domains**, each above those it uses: `webhooks`, `sync`, `health`, `calls`, `logs`, `teams`,
-//!   `api_keys`, `integrations`, `projects`, `audit`, `providers`;
+//!   `api_keys`, `oauth`, `integrations`, `projects`, `audit`, `providers`;
 //! - **kernel**: `context` (the replica's state and what resolvers share) over `auth`
 //!   (callers, scopes, JWT, the credential cache);
 //! - **foundation**, knowing no domain: `http` (the outbound client), `logging`, `events`,
@@ -32,6 +32,7 @@ pub mod live;
 pub mod logging;
 pub mod logs;
 pub mod metrics;
+pub mod oauth;
 pub mod projects;
 pub mod providers;
 pub mod ratelimit;
@@ -60,6 +61,7 @@ pub const LAYERS: [&[&str]; 4] = [
         "audit",
         "projects",
         "integrations",
+        "oauth",
         "api_keys",
         "teams",
         "logs",

@@ -279,8 +279,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             )
             .await
             .map_err(|e| anyhow::anyhow!(e.message()))?;
+            let apps =
+                integration_hub::oauth::store::reseal_all(&mut conn, &prepared.state.keyring, None)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e.message()))?;
             integration_hub::logging::say(&format!(
-                "re-sealed {count} credential set(s) and {webhooks} webhook secret(s) under key `{}`\n",
+                "re-sealed {count} credential set(s), {webhooks} webhook secret(s) and {apps} OAuth app secret(s) under key `{}`\n",
                 prepared.state.keyring.active_key_id()
             ));
             Ok(())

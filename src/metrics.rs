@@ -84,6 +84,10 @@ fn describe_events() {
             "Webhook delivery attempts by outcome",
         ),
         (
+            "hub_oauth_refreshes_total",
+            "OAuth token refreshes by outcome (refreshed, refused, transient)",
+        ),
+        (
             "hub_sync_runs_taken_over_total",
             "Sync runs taken over after their replica's lease ran out",
         ),

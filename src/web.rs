@@ -137,6 +137,7 @@ fn route_of(path: &str) -> &'static str {
         "/metrics" => "metrics",
         "/healthz" | "/readyz" => "health",
         _ if path.starts_with("/hooks/") => "hooks",
+        "/oauth/callback" => "oauth",
         _ if path.starts_with("/graphiql/") => "graphiql",
         _ => "other",
     }

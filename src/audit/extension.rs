@@ -14,11 +14,18 @@ use crate::db::{new_id, now};
 use crate::error::AppError;
 
 /// Mutations that act rather than change what the hub stores: calls through an integration,
-/// a connection test, a sync run or push. What they do is recorded by their own rows (request
+/// a connection test, a sync run or push, an OAuth token obtained or revoked. What they do is recorded by their own rows (request
 /// logs, runs), so their audit rows go through the journal: the calls' with their request
 /// logs (same durability), the others' committed before the answer.
 const CALLS: [&str; 3] = ["executeRequest", "executeGraphql", "batchExecute"];
-const ACTIONS: [&str; 3] = ["testConnection", "runSync", "pushRecords"];
+const ACTIONS: [&str; 6] = [
+    "testConnection",
+    "runSync",
+    "pushRecords",
+    "refreshOAuthToken",
+    "disconnectOAuth",
+    "connectOAuthClientCredentials",
+];
 
 /// Records one audit event per root mutation field of an authenticated caller. A mutation
 /// that changes stored state runs in a [`WriteUnit`]: its writes and its audit row commit

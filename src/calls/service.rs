@@ -6,15 +6,16 @@
 use std::time::Instant;
 
 use reqwest::Method;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
 
-use super::target::{apply_auth, base_url, join, secret_values};
+use super::target::{apply_auth, base_url, bearer, join, secret_values};
 use crate::context::AppState;
 use crate::error::{AppError, AppResult, FieldProblem};
 use crate::http::{OutboundError, OutboundRequest, OutboundResponse};
 use crate::integrations::model::IntegrationRow;
 use crate::logs::{self, CallRecord};
+use crate::oauth::refresh::{self, EXPIRY_SKEW, Token, Want};
 use crate::providers::{self, AuthScheme, Provider};
 
 /// A call as a client describes it.
@@ -179,6 +180,59 @@ pub fn prepare(state: &AppState, integration: IntegrationRow) -> AppResult<Prepa
         secrets,
         base,
     })
+}
+
+/// The OAuth access token to send, for an integration that connects through an app: the
+/// one opened with it while it is valid, else a valid one from the token life cycle
+/// (refreshed once however many calls ask at the same time).
+async fn oauth_token(state: &AppState, prepared: &Prepared) -> AppResult<Option<Token>> {
+    let row = &prepared.integration;
+    if row.oauth_app_id.is_none() {
+        return Ok(None);
+    }
+    let skew = chrono::Duration::from_std(EXPIRY_SKEW).unwrap_or_default();
+    let valid = row.oauth_status.as_deref() == Some("connected")
+        && row
+            .oauth_expires_at
+            .is_none_or(|at| at > crate::db::now() + skew);
+    if valid && let Some(access) = prepared.credentials["accessToken"].as_str() {
+        return Ok(Some(Token {
+            access: access.to_string(),
+            generation: row.oauth_generation,
+        }));
+    }
+    Ok(Some(
+        refresh::token(state, &row.id, Want::ValidFor(EXPIRY_SKEW)).await?,
+    ))
+}
+
+/// After a 401 with `used`: a newer token (one refresh for every call refused with it).
+async fn token_after_refusal(
+    state: &AppState,
+    prepared: &Prepared,
+    used: &Token,
+) -> AppResult<Token> {
+    refresh::token(
+        state,
+        &prepared.integration.id,
+        Want::NewerThan(used.generation),
+    )
+    .await
+}
+
+/// The secrets to redact from an answer: the integration's, and the token sent if new.
+fn secrets_with<'a>(
+    prepared: &'a Prepared,
+    token: Option<&Token>,
+) -> std::borrow::Cow<'a, [String]> {
+    match token {
+        Some(token) if !prepared.secrets.contains(&token.access) => {
+            let mut secrets = prepared.secrets.clone();
+            secrets.push(token.access.clone());
+            std::borrow::Cow::Owned(secrets)
+        }
+        _ => std::borrow::Cow::Borrowed(&prepared.secrets),
+    }
 }
 
 /// Disabled integrations refuse calls.
@@ -440,31 +494,52 @@ pub async fn execute_prepared(
         }
         None => None,
     };
-    let session = match prepared.provider.auth_scheme {
-        AuthScheme::Session => Some(alm_session(state, prepared, actor).await?),
-        _ => None,
-    };
-    apply_auth(
-        prepared.provider,
-        &prepared.config,
-        &prepared.credentials,
-        &mut url,
-        &mut headers,
-        session.as_deref(),
-    )?;
+    let token = oauth_token(state, prepared).await?;
+    if let Some(token) = &token {
+        headers.insert(AUTHORIZATION, bearer(&token.access)?);
+    } else {
+        let session = match prepared.provider.auth_scheme {
+            AuthScheme::Session => Some(alm_session(state, prepared, actor).await?),
+            _ => None,
+        };
+        apply_auth(
+            prepared.provider,
+            &prepared.config,
+            &prepared.credentials,
+            &mut url,
+            &mut headers,
+            session.as_deref(),
+        )?;
+    }
     let request = OutboundRequest {
         method: input.method,
         url,
         headers,
         body,
     };
+    // An OAuth call refused with 401 is sent once more with a refreshed token.
+    let again = token.as_ref().map(|_| request.clone());
     let (correlation_id, duration_ms, outcome) =
         send_logged(state, prepared, actor, request).await?;
+    if let (Some(used), Some(mut again), Ok(response)) = (&token, again, &outcome)
+        && response.status.as_u16() == 401
+    {
+        let fresh = token_after_refusal(state, prepared, used).await?;
+        again.headers.insert(AUTHORIZATION, bearer(&fresh.access)?);
+        let (correlation_id, duration_ms, outcome) =
+            send_logged(state, prepared, actor, again).await?;
+        return Ok(result_of(
+            outcome?,
+            duration_ms,
+            correlation_id,
+            &secrets_with(prepared, Some(&fresh)),
+        ));
+    }
     Ok(result_of(
         outcome?,
         duration_ms,
         correlation_id,
-        &prepared.secrets,
+        &secrets_with(prepared, token.as_ref()),
     ))
 }
 
@@ -530,7 +605,20 @@ pub async fn check(
     ensure_enabled(integration)?;
     let prepared = prepare(state, integration.clone())?;
     let started = Instant::now();
-    if prepared.provider.auth_scheme == AuthScheme::Session {
+    let token = match oauth_token(state, &prepared).await {
+        Ok(token) => token,
+        // Not connected, or the grant failed: the check says so.
+        Err(err) => {
+            return Ok(CheckOutcome {
+                ok: false,
+                status: None,
+                duration_ms: started.elapsed().as_millis() as i64,
+                error: Some(err.message()),
+                auth_failed: true,
+            });
+        }
+    };
+    if token.is_none() && prepared.provider.auth_scheme == AuthScheme::Session {
         let outcome = alm_session(state, &prepared, actor).await;
         return Ok(CheckOutcome {
             ok: outcome.is_ok(),
@@ -549,21 +637,34 @@ pub async fn check(
     if let Some(content_type) = content_type {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     }
-    apply_auth(
-        prepared.provider,
-        &prepared.config,
-        &prepared.credentials,
-        &mut url,
-        &mut headers,
-        None,
-    )?;
+    match &token {
+        Some(token) => {
+            headers.insert(AUTHORIZATION, bearer(&token.access)?);
+        }
+        None => apply_auth(
+            prepared.provider,
+            &prepared.config,
+            &prepared.credentials,
+            &mut url,
+            &mut headers,
+            None,
+        )?,
+    }
     let request = OutboundRequest {
         method,
         url,
         headers,
         body,
     };
-    let (_, duration_ms, outcome) = send_logged(state, &prepared, actor, request).await?;
+    let again = token.as_ref().map(|_| request.clone());
+    let (_, mut duration_ms, mut outcome) = send_logged(state, &prepared, actor, request).await?;
+    if let (Some(used), Some(mut again), Ok(response)) = (&token, again, &outcome)
+        && response.status.as_u16() == 401
+        && let Ok(fresh) = token_after_refusal(state, &prepared, used).await
+    {
+        again.headers.insert(AUTHORIZATION, bearer(&fresh.access)?);
+        (_, duration_ms, outcome) = send_logged(state, &prepared, actor, again).await?;
+    }
     let response = match outcome {
         Ok(response) => response,
         Err(err) => {

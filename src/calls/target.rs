@@ -137,6 +137,11 @@ fn header(value: &str) -> AppResult<HeaderValue> {
     Ok(value)
 }
 
+/// `Authorization: Bearer <token>`, marked sensitive (an OAuth access token).
+pub fn bearer(token: &str) -> AppResult<HeaderValue> {
+    header(&format!("Bearer {token}"))
+}
+
 fn cred<'a>(credentials: &'a Value, field: &str) -> &'a str {
     credentials[field].as_str().unwrap_or_default()
 }

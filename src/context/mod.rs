@@ -4,6 +4,7 @@
 //! what it holds for one (call targets, jobs) it holds by id, opaque.
 
 pub mod documents;
+pub mod flights;
 pub mod jobs;
 pub mod live;
 pub mod page;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub journal: Journal,
     /// Background work running on this replica (sync runs), cancellable.
     pub jobs: Arc<Jobs>,
+    /// Work done once at a time per key on this replica (an integration's token refresh).
+    pub flights: Arc<flights::Flights>,
     /// Set when the server starts to stop: `/readyz` turns false and every WebSocket closes
     /// at once with 1012 (service restart).
     pub going_away: tokio::sync::watch::Sender<bool>,

@@ -150,6 +150,18 @@ impl AppState {
         })
     }
 
+    /// Gives back job `name` if this replica holds it (one-off work done); logged if the
+    /// database cannot say (the lease then runs out by itself).
+    pub async fn release_job(&self, name: &str) {
+        let released = match self.pool.get().await {
+            Ok(mut conn) => crate::db::lease::release(&mut conn, name, &self.peers.replica).await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = released {
+            tracing::warn!(job = name, code = err.code(), "job lease not released");
+        }
+    }
+
     /// Gives back the job leases this replica holds (at a graceful stop).
     pub async fn release_jobs(&self) -> AppResult<usize> {
         let mut conn = self.pool.get().await?;

@@ -58,3 +58,14 @@ pub async fn release_all(conn: &mut DbConn, holder: &str) -> AppResult<usize> {
     .execute(c)
     .await)?)
 }
+
+/// Gives back job `name` if `holder` holds it (a one-off job done, like a token refresh).
+pub async fn release(conn: &mut DbConn, name: &str, holder: &str) -> AppResult<usize> {
+    Ok(crate::with_conn!(conn, |c| diesel::delete(
+        job_leases::table
+            .filter(job_leases::name.eq(name))
+            .filter(job_leases::holder.eq(holder))
+    )
+    .execute(c)
+    .await)?)
+}

@@ -39,6 +39,44 @@ diesel::table! {
         last_check_at -> Nullable<Timestamp>,
         last_response_ms -> Nullable<BigInt>,
         consecutive_failures -> Integer,
+        oauth_app_id -> Nullable<Text>,
+        oauth_status -> Nullable<Text>,
+        oauth_scopes -> Nullable<Text>,
+        oauth_expires_at -> Nullable<Timestamp>,
+        oauth_refreshed_at -> Nullable<Timestamp>,
+        oauth_error -> Nullable<Text>,
+        oauth_generation -> BigInt,
+    }
+}
+
+diesel::table! {
+    oauth_apps (id) {
+        id -> Text,
+        team_id -> Text,
+        provider_key -> Text,
+        name -> Text,
+        grant_type -> Text,
+        client_id -> Text,
+        client_secret_sealed -> Text,
+        scopes -> Text,
+        authorize_url -> Nullable<Text>,
+        token_url -> Text,
+        revoke_url -> Nullable<Text>,
+        authorize_params -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    oauth_states (state_hash) {
+        state_hash -> Text,
+        team_id -> Text,
+        integration_id -> Text,
+        verifier_sealed -> Text,
+        redirect_after -> Nullable<Text>,
+        expires_at -> Timestamp,
+        created_at -> Timestamp,
     }
 }
 

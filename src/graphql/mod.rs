@@ -20,6 +20,7 @@ use crate::integrations::graphql::{
     IntegrationMutation, IntegrationQuery, IntegrationSubscription,
 };
 use crate::logs::graphql::{LogsQuery, LogsSubscription};
+use crate::oauth::graphql::{OAuthMutation, OAuthQuery};
 use crate::projects::graphql::{ProjectMutation, ProjectQuery};
 use crate::providers::graphql::ProviderQuery;
 use crate::sync::graphql::{SyncMutation, SyncQuery, SyncSubscription};
@@ -41,6 +42,7 @@ pub struct Query(
     AuditQuery,
     WebhookQuery,
     InboundQuery,
+    OAuthQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -53,6 +55,7 @@ pub struct Mutation(
     ApiKeyMutation,
     WebhookMutation,
     InboundMutation,
+    OAuthMutation,
 );
 
 #[derive(MergedSubscription, Default)]

@@ -317,6 +317,18 @@ impl Outbound {
         timeout: Duration,
         keep: usize,
     ) -> Result<OutboundResponse, OutboundError> {
+        self.deliver_as("webhook", request, timeout, keep).await
+    }
+
+    /// Like [`Outbound::deliver`], counted in the outbound metrics under `label` (OAuth token
+    /// requests: no retry here, no redirect followed).
+    pub async fn deliver_as(
+        &self,
+        label: &'static str,
+        request: OutboundRequest,
+        timeout: Duration,
+        keep: usize,
+    ) -> Result<OutboundResponse, OutboundError> {
         self.guard
             .check_url(&request.url)
             .map_err(|b| OutboundError::Blocked(b.0))?;
@@ -333,7 +345,7 @@ impl Outbound {
         }
         let started = Instant::now();
         let outcome = self.deliver_from(builder, started, timeout, keep).await;
-        record("webhook", &outcome, started);
+        record(label, &outcome, started);
         outcome
     }
 

@@ -86,6 +86,10 @@ impl IntegrationNode {
     async fn enabled(&self) -> bool {
         self.0.enabled
     }
+    /// The OAuth connection, when the integration connects through an OAuth app.
+    async fn oauth(&self) -> Option<super::oauth::OAuthInfo> {
+        super::oauth::info(&self.0)
+    }
     async fn status(&self) -> IntegrationStatus {
         IntegrationStatus::parse(&self.0.status)
     }
@@ -156,6 +160,9 @@ pub struct RegisterIntegrationInput {
     pub credentials: Option<Json<serde_json::Value>>,
     #[graphql(default = true)]
     pub enabled: bool,
+    /// Connect through this OAuth app of the team (`createOAuthApp`); the credentials are then
+    /// the tokens the connection obtains (`startOAuthConnection`). Needs `credentials:write`.
+    pub oauth_app_id: Option<ID>,
 }
 
 #[derive(InputObject)]
@@ -163,6 +170,9 @@ pub struct UpdateIntegrationInput {
     pub name: Option<String>,
     /// Replaces the whole configuration.
     pub config: Option<Json<serde_json::Value>>,
+    /// Connect through this OAuth app from now on; the current credentials are dropped and
+    /// the integration must be connected again. Needs `credentials:write`.
+    pub oauth_app_id: Option<ID>,
 }
 
 #[derive(SimpleObject)]
@@ -205,6 +215,10 @@ pub enum IntegrationEventKind {
     Deleted,
     /// The provider pushed an event (an inbound webhook): see `webhookEventType`.
     WebhookReceived,
+    /// The OAuth connection completed.
+    Connected,
+    /// The OAuth grant was refused or the token expired unrenewed: see `reason`.
+    OauthFailed,
 }
 
 /// An integration was created, changed or deleted.
@@ -221,6 +235,8 @@ pub struct IntegrationEvent {
     pub webhook_event_type: Option<String>,
     /// For WEBHOOK_RECEIVED: the provider's delivery id.
     pub webhook_delivery_id: Option<String>,
+    /// For OAUTH_FAILED: why.
+    pub reason: Option<String>,
 }
 
 #[derive(Union)]
@@ -252,6 +268,8 @@ impl IntegrationSubscription {
                 EventKind::IntegrationUpdated => Some(IntegrationEventKind::Updated),
                 EventKind::IntegrationDeleted => Some(IntegrationEventKind::Deleted),
                 EventKind::WebhookReceived => Some(IntegrationEventKind::WebhookReceived),
+                EventKind::IntegrationConnected => Some(IntegrationEventKind::Connected),
+                EventKind::IntegrationOAuthFailed => Some(IntegrationEventKind::OauthFailed),
                 _ => None,
             };
             let out = match item {
@@ -282,6 +300,7 @@ impl IntegrationSubscription {
                             webhook_delivery_id: event.payload["deliveryId"]
                                 .as_str()
                                 .map(str::to_string),
+                            reason: event.payload["reason"].as_str().map(str::to_string),
                         })
                     })
                 }
@@ -374,7 +393,7 @@ impl IntegrationMutation {
         input: RegisterIntegrationInput,
     ) -> async_graphql::Result<IntegrationNode> {
         let caller = principal(ctx)?;
-        if input.credentials.is_some() {
+        if input.credentials.is_some() || input.oauth_app_id.is_some() {
             caller.require(Scope::CredentialsWrite)?;
         }
         caller.check_project(&input.project_id)?;
@@ -389,6 +408,7 @@ impl IntegrationMutation {
                 config: input.config.0,
                 credentials: input.credentials.map(|c| c.0),
                 enabled: input.enabled,
+                oauth_app_id: input.oauth_app_id.map(|id| id.0),
             },
         )
         .await?;
@@ -408,9 +428,13 @@ impl IntegrationMutation {
         audit::target(ctx, "integration", &id);
         let mut db = conn(ctx).await?;
         visible(&mut db, caller, &id).await?;
+        if input.oauth_app_id.is_some() {
+            caller.require(Scope::CredentialsWrite)?;
+        }
         let update = IntegrationUpdate {
             name: input.name,
             config: input.config.map(|c| c.0),
+            oauth_app_id: input.oauth_app_id.map(|id| id.0),
         };
         let row = service::update(&mut db, &caller.team_id, &id, update).await?;
         publish(ctx, EventKind::IntegrationUpdated, &row);

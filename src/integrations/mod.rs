@@ -3,5 +3,6 @@
 pub mod graphql;
 pub mod insight;
 pub mod model;
+pub mod oauth;
 pub mod service;
 pub mod store;

@@ -28,6 +28,19 @@ pub struct IntegrationRow {
     pub last_check_at: Option<NaiveDateTime>,
     pub last_response_ms: Option<i64>,
     pub consecutive_failures: i32,
+    /// The team's OAuth app the integration connects through (its credentials are then the
+    /// tokens the connection obtained).
+    pub oauth_app_id: Option<String>,
+    /// `not_connected`, `connected`, `expired` or `failed` (null unless `oauth_app_id`).
+    pub oauth_status: Option<String>,
+    /// JSON array of the scopes the provider granted.
+    pub oauth_scopes: Option<String>,
+    pub oauth_expires_at: Option<NaiveDateTime>,
+    pub oauth_refreshed_at: Option<NaiveDateTime>,
+    pub oauth_error: Option<String>,
+    /// Bumped each time the tokens change: a caller holding generation g knows a token of a
+    /// higher generation is newer than the one it has.
+    pub oauth_generation: i64,
 }
 
 #[derive(Debug, Default, AsChangeset)]
@@ -41,6 +54,8 @@ pub struct IntegrationChanges {
     pub credential_fields: Option<String>,
     pub credentials_updated_at: Option<Option<NaiveDateTime>>,
     pub updated_at: Option<NaiveDateTime>,
+    pub oauth_app_id: Option<Option<String>>,
+    pub oauth_status: Option<Option<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]

@@ -17,6 +17,8 @@ pub struct NewIntegration {
     pub config: Value,
     pub credentials: Option<Value>,
     pub enabled: bool,
+    /// Connect through this OAuth app of the team (then no credentials are given).
+    pub oauth_app_id: Option<String>,
 }
 
 fn check_name(name: &str) -> AppResult<String> {
@@ -71,6 +73,14 @@ pub async fn register(
     let name = check_name(&new.name)?;
     provider.validate_config(&new.config)?;
     crate::projects::store::get(conn, team_id, &new.project_id).await?;
+    if let Some(app_id) = &new.oauth_app_id {
+        if new.credentials.is_some() {
+            return Err(AppError::validation(
+                "an integration connected through an OAuth app gets its credentials from the connection: give `oauthAppId` or `credentials`, not both",
+            ));
+        }
+        super::oauth::usable_by(conn, team_id, app_id, provider).await?;
+    }
     let id = new_id();
     let sealed = new
         .credentials
@@ -99,6 +109,16 @@ pub async fn register(
         last_check_at: None,
         last_response_ms: None,
         consecutive_failures: 0,
+        oauth_status: new
+            .oauth_app_id
+            .as_ref()
+            .map(|_| super::oauth::OAuthStatus::NotConnected.as_str().to_string()),
+        oauth_app_id: new.oauth_app_id,
+        oauth_scopes: None,
+        oauth_expires_at: None,
+        oauth_refreshed_at: None,
+        oauth_error: None,
+        oauth_generation: 0,
     };
     store::insert(conn, &row).await?;
     Ok(row)
@@ -108,6 +128,8 @@ pub struct IntegrationUpdate {
     pub name: Option<String>,
     /// Replaces the whole configuration; validated against the provider's schema.
     pub config: Option<Value>,
+    /// Connect through this OAuth app from now on (the current credentials are dropped).
+    pub oauth_app_id: Option<String>,
 }
 
 pub async fn update(
@@ -117,15 +139,30 @@ pub async fn update(
     update: IntegrationUpdate,
 ) -> AppResult<IntegrationRow> {
     let current = store::get(conn, team_id, id).await?;
+    let provider = providers::require(&current.provider_key)?;
     if let Some(config) = &update.config {
-        providers::require(&current.provider_key)?.validate_config(config)?;
+        provider.validate_config(config)?;
     }
-    let changes = IntegrationChanges {
+    let mut changes = IntegrationChanges {
         name: update.name.as_deref().map(check_name).transpose()?,
         config: update.config.map(|c| c.to_string()),
         updated_at: Some(now()),
         ..Default::default()
     };
+    if let Some(app_id) = update.oauth_app_id
+        && current.oauth_app_id.as_deref() != Some(app_id.as_str())
+    {
+        super::oauth::usable_by(conn, team_id, &app_id, provider).await?;
+        // Tokens of another app (or pasted credentials) are not this app's: connect again.
+        changes.oauth_app_id = Some(Some(app_id));
+        changes.oauth_status = Some(Some(
+            super::oauth::OAuthStatus::NotConnected.as_str().to_string(),
+        ));
+        changes.credentials_sealed = Some(None);
+        changes.credentials_key_id = Some(None);
+        changes.credential_fields = Some("[]".into());
+        changes.credentials_updated_at = Some(None);
+    }
     store::update(conn, team_id, id, &changes).await
 }
 
@@ -152,6 +189,11 @@ pub async fn rotate_credentials(
     credentials: &Value,
 ) -> AppResult<IntegrationRow> {
     let current = store::get(conn, team_id, id).await?;
+    if current.oauth_app_id.is_some() {
+        return Err(AppError::validation(
+            "this integration's credentials come from its OAuth connection: use startOAuthConnection or refreshOAuthToken",
+        ));
+    }
     let provider = providers::require(&current.provider_key)?;
     let sealed = seal_credentials(keyring, provider, id, credentials)?;
     let at = now();

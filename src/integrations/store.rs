@@ -235,3 +235,14 @@ pub async fn sealed_samples(conn: &mut DbConn) -> AppResult<Vec<(String, String,
     }
     Ok(samples)
 }
+
+/// Sets the integration's `lastError` (its status is left alone).
+pub async fn set_last_error(conn: &mut DbConn, id: &str, message: &str) -> AppResult<()> {
+    with_conn!(conn, |c| diesel::update(
+        integrations::table.filter(integrations::id.eq(id))
+    )
+    .set(integrations::last_error.eq(message))
+    .execute(c)
+    .await)?;
+    Ok(())
+}

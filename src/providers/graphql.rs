@@ -39,6 +39,11 @@ impl ProviderNode {
     async fn credentials_schema(&self) -> Json<&serde_json::Value> {
         Json(&self.0.credentials_schema)
     }
+    /// OAuth 2.0 at this provider (endpoints, default scopes, PKCE, refresh), if it offers it:
+    /// create an app with `createOAuthApp` to connect integrations through it.
+    async fn oauth(&self) -> Option<super::oauth::OAuthSpec> {
+        super::oauth::spec(self.0.key)
+    }
 }
 
 #[derive(Default)]

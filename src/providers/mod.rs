@@ -2,5 +2,6 @@
 
 pub mod catalogue;
 pub mod graphql;
+pub mod oauth;
 
 pub use catalogue::{AuthScheme, Provider, ProviderCategory, find, require};

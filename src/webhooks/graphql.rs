@@ -836,7 +836,8 @@ impl WebhookMutation {
         Ok(WebhookDeliveryNode(delivery))
     }
 
-    /// Re-seals the team's credentials, webhook secrets and webhook headers under the active
+    /// Re-seals the team's credentials (OAuth tokens too), OAuth app secrets, webhook secrets and
+    /// webhook headers under the active
     /// encryption key (after adding a key to `HUB_ENCRYPTION_KEYS`). Needs `admin`.
     #[graphql(guard = "ScopeGuard(Scope::Admin)")]
     async fn reseal_credentials(&self, ctx: &Context<'_>) -> async_graphql::Result<ResealResult> {
@@ -848,8 +849,9 @@ impl WebhookMutation {
             crate::integrations::service::reseal_all(&mut db, keyring, Some(&caller.team_id))
                 .await?;
         let webhooks = store::reseal_all(&mut db, keyring, Some(&caller.team_id)).await?;
+        let apps = crate::oauth::store::reseal_all(&mut db, keyring, Some(&caller.team_id)).await?;
         Ok(ResealResult {
-            resealed: credentials + webhooks,
+            resealed: credentials + webhooks + apps,
             active_key_id: keyring.active_key_id().to_string(),
         })
     }

@@ -19,13 +19,21 @@ use serde_json::{Value, json};
 use crate::events::{Event, EventKind};
 
 /// The event types an endpoint can subscribe to: name, description, an example `data`.
-pub const EVENT_TYPES: [(&str, &str); 13] = [
+pub const EVENT_TYPES: [(&str, &str); 15] = [
     ("integration.created", "An integration was registered."),
     (
         "integration.updated",
         "An integration's configuration, credentials or enabled state changed.",
     ),
     ("integration.deleted", "An integration was deleted."),
+    (
+        "integration.connected",
+        "An integration's OAuth connection completed.",
+    ),
+    (
+        "integration.oauth_failed",
+        "An integration's OAuth grant was refused (consent revoked) or its token expired unrenewed.",
+    ),
     (
         "integration.health_changed",
         "An integration's health status changed (CONNECTED, DEGRADED, ERROR...).",
@@ -90,6 +98,8 @@ pub fn type_of(event: &Event) -> Option<&'static str> {
         EventKind::IntegrationUpdated => "integration.updated",
         EventKind::IntegrationDeleted => "integration.deleted",
         EventKind::IntegrationHealthChanged => "integration.health_changed",
+        EventKind::IntegrationConnected => "integration.connected",
+        EventKind::IntegrationOAuthFailed => "integration.oauth_failed",
         EventKind::IntegrationRequest => {
             let log = event.request_log.as_ref()?;
             let failed =
@@ -126,6 +136,8 @@ pub fn integration_of(event: &Event) -> Option<&str> {
         | EventKind::IntegrationDeleted
         | EventKind::IntegrationHealthChanged
         | EventKind::IntegrationRequest
+        | EventKind::IntegrationConnected
+        | EventKind::IntegrationOAuthFailed
         | EventKind::WebhookReceived => Some(&event.subject_id),
         _ => None,
     }

@@ -20,6 +20,7 @@ mod key_lifecycle;
 mod mapping_props;
 mod metrics;
 mod migrations;
+mod oauth;
 mod outages;
 mod projects;
 mod providers;

@@ -19,7 +19,7 @@ struct Dumped {
 
 /// Everything the database holds, as text: the raw SQLite file and WAL, or every row of every
 /// PostgreSQL table.
-async fn dump(app: &TestApp) -> String {
+pub async fn dump(app: &TestApp) -> String {
     match app.db.backend {
         Backend::Sqlite => {
             let mut all = Vec::new();
@@ -43,6 +43,8 @@ async fn dump(app: &TestApp) -> String {
                 "audit_events",
                 "request_logs",
                 "health_checks",
+                "oauth_apps",
+                "oauth_states",
             ] {
                 let rows: Vec<Dumped> =
                     diesel::sql_query(format!("SELECT CAST(t AS text) AS row FROM {table} t"))

@@ -1,0 +1,11 @@
+DROP INDEX integrations_oauth_expiry_idx;
+DROP INDEX integrations_oauth_app_idx;
+ALTER TABLE integrations DROP COLUMN oauth_generation;
+ALTER TABLE integrations DROP COLUMN oauth_error;
+ALTER TABLE integrations DROP COLUMN oauth_refreshed_at;
+ALTER TABLE integrations DROP COLUMN oauth_expires_at;
+ALTER TABLE integrations DROP COLUMN oauth_scopes;
+ALTER TABLE integrations DROP COLUMN oauth_status;
+ALTER TABLE integrations DROP COLUMN oauth_app_id;
+DROP TABLE oauth_states;
+DROP TABLE oauth_apps;
