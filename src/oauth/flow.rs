@@ -152,6 +152,24 @@ impl TokenFailure {
         }
     }
 
+    /// The failure with `secrets` cut out of what the provider wrote (a provider that echoes
+    /// the request must not put a secret into `lastError`).
+    fn redacted(self, secrets: &[&str]) -> Self {
+        let cut = |text: String| {
+            secrets
+                .iter()
+                .filter(|s| s.len() >= 4)
+                .fold(text, |text, secret| text.replace(secret, "[redacted]"))
+        };
+        match self {
+            Self::Refused { code, description } => Self::Refused {
+                code: cut(code),
+                description: cut(description),
+            },
+            Self::Transient(reason) => Self::Transient(cut(reason)),
+        }
+    }
+
     pub fn is_invalid_grant(&self) -> bool {
         matches!(self, Self::Refused { code, .. } if code == "invalid_grant")
     }
@@ -201,6 +219,20 @@ fn token_body(app: &OAuthAppRow, client_secret: &str, grant: &Grant<'_>) -> Stri
     form.finish()
 }
 
+/// The secret values a token request sends.
+fn grant_secrets<'a>(client_secret: &'a str, grant: &Grant<'a>) -> Vec<&'a str> {
+    let mut secrets = vec![client_secret];
+    match grant {
+        Grant::Code { code, verifier, .. } => {
+            secrets.push(code);
+            secrets.extend(verifier.iter().copied());
+        }
+        Grant::Refresh(token) => secrets.push(token),
+        Grant::ClientCredentials => {}
+    }
+    secrets
+}
+
 /// One token request, retried (with backoff) when it fails in a way worth retrying.
 pub async fn request_tokens(
     state: &AppState,
@@ -216,9 +248,12 @@ pub async fn request_tokens(
     let base = Duration::from_millis(state.config.outbound_retry_base_ms.max(1));
     let max = Duration::from_millis(state.config.outbound_retry_max_ms.max(1));
     let mut attempt = 0;
+    let secrets = grant_secrets(client_secret, &grant);
     loop {
         attempt += 1;
-        let outcome = post_form(state, &url, &body).await;
+        let outcome = post_form(state, &url, &body)
+            .await
+            .map_err(|failure| failure.redacted(&secrets));
         match outcome {
             Err(TokenFailure::Transient(reason)) if attempt < TOKEN_ATTEMPTS => {
                 let wait = (base * 2u32.pow(attempt - 1)).min(max);
@@ -228,6 +263,12 @@ pub async fn request_tokens(
             other => return other,
         }
     }
+}
+
+/// One token request attempt: the outbound timeout, at most 10 s (a refresh holds its lease
+/// for all attempts).
+fn token_timeout(state: &AppState) -> Duration {
+    Duration::from_millis(state.config.outbound_timeout_ms).min(Duration::from_secs(10))
 }
 
 fn form_headers() -> HeaderMap {
@@ -247,7 +288,7 @@ async fn post_form(state: &AppState, url: &url::Url, body: &str) -> Result<Grant
         headers: form_headers(),
         body: Some(body.as_bytes().to_vec()),
     };
-    let timeout = Duration::from_millis(state.config.outbound_timeout_ms);
+    let timeout = token_timeout(state);
     let response = state
         .outbound
         .deliver_as("oauth", request, timeout, MAX_TOKEN_ANSWER)
@@ -341,10 +382,9 @@ pub async fn revoke(
         headers: form_headers(),
         body: Some(body.into_bytes()),
     };
-    let timeout = Duration::from_millis(state.config.outbound_timeout_ms);
     let response = state
         .outbound
-        .deliver_as("oauth", request, timeout, MAX_TOKEN_ANSWER)
+        .deliver_as("oauth", request, token_timeout(state), MAX_TOKEN_ANSWER)
         .await
         .map_err(|err| err.message())?;
     if response.status.is_success() {

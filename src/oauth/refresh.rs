@@ -25,11 +25,11 @@ use crate::integrations::model::IntegrationRow;
 
 /// A token this close to its expiry is treated as expired by calls.
 pub const EXPIRY_SKEW: Duration = Duration::from_secs(5);
-/// How long a replica holds the refresh of one integration (longer than a token request
-/// with its retries may take).
-const LEASE: Duration = Duration::from_secs(30);
+/// How long a replica holds the refresh of one integration: longer than a token request
+/// with its retries may take (three attempts of at most 10 s, and their backoff).
+const LEASE: Duration = Duration::from_secs(60);
 /// How long a call waits for a refresh made by another call or replica.
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(45);
 
 /// What a caller needs.
 #[derive(Debug, Clone, Copy)]

@@ -888,3 +888,115 @@ async fn client_credentials_and_disconnect(backend: Backend) {
         .await;
     assert_eq!(deleted.data()["deleteOAuthApp"], app_id);
 }
+
+/// The built binary, logging at debug level, through a whole OAuth life (connect, calls, a
+/// refresh after a 401, a refused grant, a failed exchange, disconnect): no token, client
+/// secret, code, PKCE verifier or state in its logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_oauth_secret_reaches_the_logs() {
+    use crate::support::process;
+    let db = crate::support::TestDb::new(Backend::Sqlite).await;
+    let auth = AuthServer::start().await;
+    let hub = process::start_with(
+        &db,
+        &[
+            ("HUB_OUTBOUND_ALLOW", "127.0.0.1/32"),
+            ("HUB_OAUTH_REDIRECT_ORIGINS", APP_ORIGIN),
+        ],
+    )
+    .await;
+    let admin = process::admin_key_in(&hub.stdout).expect("the first start prints a key");
+    let addr = hub.addr.clone();
+    let gql = |query: &'static str, variables: Value| {
+        let (addr, admin) = (addr.clone(), admin.clone());
+        async move { process::gql(&addr, &admin, query, variables).await }
+    };
+    let project = process::create_project(&addr, &admin).await;
+    let app = gql(
+        CREATE_APP,
+        json!({ "input": {
+            "provider": "generic_rest", "clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET,
+            "authorizeUrl": auth.server.url("/authorize"), "tokenUrl": auth.server.url("/token"),
+            "revokeUrl": auth.server.url("/revoke"),
+        }}),
+    )
+    .await;
+    let app_id = app["data"]["createOAuthApp"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let registered = gql(
+        REGISTER_OAUTH,
+        json!({ "input": { "projectId": project, "provider": "generic_rest", "name": "Local API",
+            "config": { "baseUrl": auth.server.url("/api") }, "oauthAppId": app_id } }),
+    )
+    .await;
+    let id = registered["data"]["registerIntegration"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut callbacks = Vec::new();
+    let connect = || async {
+        let started = gql(START, json!({ "id": id, "after": null })).await;
+        let url = started["data"]["startOAuthConnection"]["authorizationUrl"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let back = no_redirects().get(&url).send().await.unwrap().headers()["location"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let (status, _, _) = callback(&back).await;
+        (status, back)
+    };
+    let (status, back) = connect().await;
+    assert_eq!(status, 200);
+    callbacks.push(back);
+    let call = json!({ "id": id, "input": { "method": "GET", "path": "/me" } });
+    assert_eq!(
+        gql(EXECUTE, call.clone()).await["data"]["executeRequest"]["status"],
+        200
+    );
+    auth.set(|a| a.access.clear());
+    assert_eq!(
+        gql(EXECUTE, call.clone()).await["data"]["executeRequest"]["status"],
+        200
+    );
+    auth.set(|a| a.revoked_all = true);
+    let refused = gql(REFRESH, json!({ "id": id })).await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "UPSTREAM_ERROR");
+    auth.set(|a| a.revoked_all = false);
+    // A second connection, and its state used twice (refused).
+    let (status, back) = connect().await;
+    assert_eq!(status, 200);
+    callbacks.push(back.clone());
+    assert_eq!(callback(&back).await.0, 400);
+    gql(
+        "mutation($id: ID!) { disconnectOAuth(integrationId: $id) { id } }",
+        json!({ "id": id }),
+    )
+    .await;
+    let logs = process::stop(hub).await;
+    assert!(
+        logs.contains("OAuth connection failed"),
+        "the logs were captured: {logs}"
+    );
+    let recorded = auth.auth.lock().unwrap();
+    let mut secrets: Vec<String> = recorded.issued.clone();
+    secrets.extend(recorded.verifiers.iter().cloned());
+    secrets.push(CLIENT_SECRET.to_string());
+    for back in &callbacks {
+        for (name, value) in url::Url::parse(back).unwrap().query_pairs() {
+            if name == "state" || name == "code" {
+                secrets.push(value.to_string());
+            }
+        }
+    }
+    assert!(
+        secrets.len() >= 10,
+        "tokens, verifiers, codes and states were planted"
+    );
+    for secret in &secrets {
+        assert!(!logs.contains(secret.as_str()), "{secret} is in the logs");
+    }
+}
