@@ -693,6 +693,41 @@ async fn transient_failures_and_invalid_grant(backend: Backend) {
     assert_eq!(node["status"], "CONNECTED");
     assert_eq!(node["oauth"]["status"], "CONNECTED");
     assert!(node["oauth"]["lastError"].is_null());
+
+    // A token that has actually expired while the endpoint fails: EXPIRED and ERROR, until
+    // a refresh succeeds.
+    s.auth.set(|a| a.expires_in = 1);
+    s.consent(None).await;
+    s.auth.set(|a| {
+        a.expires_in = 3600;
+        a.fail_next = 100;
+    });
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let answer = s.call().await;
+    assert_eq!(answer["errors"][0]["extensions"]["code"], "UPSTREAM_ERROR");
+    let node = s.oauth().await;
+    assert_eq!(node["oauth"]["status"], "EXPIRED");
+    assert_eq!(node["status"], "ERROR");
+    s.auth.set(|a| a.fail_next = 0);
+    let answer = s.call().await;
+    assert_eq!(answer["data"]["executeRequest"]["status"], 200, "{answer}");
+    let node = s.oauth().await;
+    assert_eq!(node["oauth"]["status"], "CONNECTED");
+    assert_eq!(node["status"], "CONNECTED");
+    // Each of these mutations was audited.
+    let audited = s
+        .gql(
+            "{ auditLog(filter: { action: \"refreshOAuthToken\" }, first: 50) { nodes { outcome targetId } } }",
+            json!({}),
+        )
+        .await;
+    let rows = audited.data()["auditLog"]["nodes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(rows.iter().any(|r| r["outcome"] == "SUCCESS"), "{rows:?}");
+    assert!(rows.iter().any(|r| r["outcome"] == "FAILURE"));
+    assert!(rows.iter().all(|r| r["targetId"] == s.integration.as_str()));
 }
 
 async fn refused_connections_store_no_token(backend: Backend) {
