@@ -6,7 +6,7 @@
 //!   the domains, its HTTP transport, authentication of a presented credential), `graphiql`,
 //!   `web` (request ids, access log, CORS, compression);
 //! - **domains**, each above those it uses: `webhooks`, `sync`, `health`, `calls`, `logs`, `teams`,
-//!   `api_keys`, `oauth`, `integrations`, `projects`, `audit`, `providers`;
+//!   `api_keys`, `oauth`, `integrations`, `templates`, `projects`, `audit`, `providers`;
 //! - **kernel**: `context` (the replica's state and what resolvers share) over `auth`
 //!   (callers, scopes, JWT, the credential cache);
 //! - **foundation**, knowing no domain: `http` (the outbound client), `logging`, `events`,
@@ -38,6 +38,7 @@ pub mod providers;
 pub mod ratelimit;
 pub mod sync;
 pub mod teams;
+pub mod templates;
 pub mod trace;
 pub mod web;
 pub mod webhooks;
@@ -60,6 +61,7 @@ pub const LAYERS: [&[&str]; 4] = [
         "providers",
         "audit",
         "projects",
+        "templates",
         "integrations",
         "oauth",
         "api_keys",

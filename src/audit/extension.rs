@@ -17,7 +17,12 @@ use crate::error::AppError;
 /// a connection test, a sync run or push, an OAuth token obtained or revoked. What they do is recorded by their own rows (request
 /// logs, runs), so their audit rows go through the journal: the calls' with their request
 /// logs (same durability), the others' committed before the answer.
-const CALLS: [&str; 3] = ["executeRequest", "executeGraphql", "batchExecute"];
+const CALLS: [&str; 4] = [
+    "executeRequest",
+    "executeGraphql",
+    "batchExecute",
+    "invokeEndpoint",
+];
 const ACTIONS: [&str; 6] = [
     "testConnection",
     "runSync",

@@ -9,7 +9,7 @@ use reqwest::Method;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
 
-use super::target::{apply_auth, base_url, bearer, join, secret_values};
+use super::target::{apply_auth, apply_template_auth, base_url, bearer, join, secret_values};
 use crate::context::AppState;
 use crate::error::{AppError, AppResult, FieldProblem};
 use crate::http::{OutboundError, OutboundRequest, OutboundResponse};
@@ -152,26 +152,81 @@ pub struct Prepared {
     secrets: Vec<String>,
     /// The base URL, parsed once (none when it is missing or invalid: calls then say why).
     base: Option<url::Url>,
+    /// The template version of a `template:<key>` integration.
+    pub template: Option<std::sync::Arc<crate::templates::Runtime>>,
 }
 
 impl Prepared {
     fn base_url(&self) -> AppResult<url::Url> {
-        match &self.base {
-            Some(base) => Ok(base.clone()),
-            None => base_url(self.provider, &self.config),
+        match (&self.base, &self.template) {
+            (Some(base), _) => Ok(base.clone()),
+            (None, Some(template)) => template.base_url(&self.config),
+            (None, None) => base_url(self.provider, &self.config),
+        }
+    }
+
+    /// The integration's configuration.
+    pub fn config(&self) -> &Value {
+        &self.config
+    }
+
+    /// Signs a request: the template's auth scheme, or the provider's.
+    fn sign(
+        &self,
+        url: &mut url::Url,
+        headers: &mut HeaderMap,
+        session: Option<&str>,
+    ) -> AppResult<()> {
+        match &self.template {
+            Some(template) => {
+                apply_template_auth(&template.doc.auth, &self.credentials, url, headers)
+            }
+            None => apply_auth(
+                self.provider,
+                &self.config,
+                &self.credentials,
+                url,
+                headers,
+                session,
+            ),
         }
     }
 }
 
 /// Opens an integration for calling (disabled ones too: [`ensure_enabled`] refuses them at
 /// call time, so a cached target follows enabling and disabling).
-pub fn prepare(state: &AppState, integration: IntegrationRow) -> AppResult<Prepared> {
-    let provider = providers::require(&integration.provider_key)?;
+pub async fn prepare(state: &AppState, integration: IntegrationRow) -> AppResult<Prepared> {
+    let template = match &integration.template_id {
+        Some(template_id) => {
+            let version = integration.template_version.unwrap_or(1);
+            let stored = crate::templates::store::version(
+                &mut state.pool.get().await?,
+                template_id,
+                version,
+            )
+            .await?;
+            let doc = crate::templates::TemplateDoc::parse(&stored.document)?;
+            Some(std::sync::Arc::new(crate::templates::Runtime::new(
+                template_id,
+                version,
+                doc,
+            )?))
+        }
+        None => None,
+    };
+    // A template integration is sent like a generic REST one (and counted as one).
+    let provider = match &template {
+        Some(_) => providers::require("generic_rest")?,
+        None => providers::require(&integration.provider_key)?,
+    };
     let config: Value = serde_json::from_str(&integration.config)?;
     let credentials = crate::integrations::service::open_credentials(&state.keyring, &integration)?
         .unwrap_or(json!({}));
     let secrets = secret_values(Some(&credentials));
-    let base = base_url(provider, &config).ok();
+    let base = match &template {
+        Some(template) => template.base_url(&config).ok(),
+        None => base_url(provider, &config).ok(),
+    };
     Ok(Prepared {
         integration,
         provider,
@@ -179,6 +234,7 @@ pub fn prepare(state: &AppState, integration: IntegrationRow) -> AppResult<Prepa
         credentials,
         secrets,
         base,
+        template,
     })
 }
 
@@ -463,7 +519,7 @@ pub async fn execute(
     input: CallInput,
 ) -> AppResult<CallResult> {
     ensure_enabled(integration)?;
-    let prepared = prepare(state, integration.clone())?;
+    let prepared = prepare(state, integration.clone()).await?;
     execute_prepared(state, &prepared, actor, input).await
 }
 
@@ -499,17 +555,12 @@ pub async fn execute_prepared(
         headers.insert(AUTHORIZATION, bearer(&token.access)?);
     } else {
         let session = match prepared.provider.auth_scheme {
-            AuthScheme::Session => Some(alm_session(state, prepared, actor).await?),
+            AuthScheme::Session if prepared.template.is_none() => {
+                Some(alm_session(state, prepared, actor).await?)
+            }
             _ => None,
         };
-        apply_auth(
-            prepared.provider,
-            &prepared.config,
-            &prepared.credentials,
-            &mut url,
-            &mut headers,
-            session.as_deref(),
-        )?;
+        prepared.sign(&mut url, &mut headers, session.as_deref())?;
     }
     let request = OutboundRequest {
         method: input.method,
@@ -603,7 +654,7 @@ pub async fn check(
     actor: &str,
 ) -> AppResult<CheckOutcome> {
     ensure_enabled(integration)?;
-    let prepared = prepare(state, integration.clone())?;
+    let prepared = prepare(state, integration.clone()).await?;
     let started = Instant::now();
     let token = match oauth_token(state, &prepared).await {
         Ok(token) => token,
@@ -618,7 +669,10 @@ pub async fn check(
             });
         }
     };
-    if token.is_none() && prepared.provider.auth_scheme == AuthScheme::Session {
+    if token.is_none()
+        && prepared.template.is_none()
+        && prepared.provider.auth_scheme == AuthScheme::Session
+    {
         let outcome = alm_session(state, &prepared, actor).await;
         return Ok(CheckOutcome {
             ok: outcome.is_ok(),
@@ -629,8 +683,17 @@ pub async fn check(
         });
     }
     let base = prepared.base_url()?;
-    let (method, path, body, content_type) =
-        health_request(prepared.provider, &prepared.config, &prepared.credentials);
+    let (method, path, body, content_type, expect) = match &prepared.template {
+        Some(template) => {
+            let (method, path, expect) = template.health(&prepared.config)?;
+            (parse_method(&method)?, path, None, None, Some(expect))
+        }
+        None => {
+            let (method, path, body, content_type) =
+                health_request(prepared.provider, &prepared.config, &prepared.credentials);
+            (method, path, body, content_type, None)
+        }
+    };
     let mut url = join(&base, &path, None)?;
     let mut headers = HeaderMap::new();
     add_default_headers(&prepared.config, &mut headers)?;
@@ -641,14 +704,7 @@ pub async fn check(
         Some(token) => {
             headers.insert(AUTHORIZATION, bearer(&token.access)?);
         }
-        None => apply_auth(
-            prepared.provider,
-            &prepared.config,
-            &prepared.credentials,
-            &mut url,
-            &mut headers,
-            None,
-        )?,
+        None => prepared.sign(&mut url, &mut headers, None)?,
     }
     let request = OutboundRequest {
         method,
@@ -678,7 +734,15 @@ pub async fn check(
         }
     };
     let status = response.status.as_u16();
-    let (ok, error, auth_failed) = judge(prepared.provider, status, &response.body);
+    let (ok, error, auth_failed) = match expect {
+        Some(expect) if status != 401 && status != 403 => (
+            status == expect,
+            (status != expect)
+                .then(|| format!("health request answered {status}, expected {expect}")),
+            false,
+        ),
+        _ => judge(prepared.provider, status, &response.body),
+    };
     Ok(CheckOutcome {
         ok,
         status: Some(status),

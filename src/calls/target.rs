@@ -239,6 +239,44 @@ pub fn apply_auth(
     Ok(())
 }
 
+/// Signs a request per a template's auth scheme, with the credential fields it names.
+/// (`oauth2` templates are signed with the connection's token by the caller.)
+pub fn apply_template_auth(
+    auth: &crate::templates::AuthSpec,
+    credentials: &Value,
+    url: &mut url::Url,
+    headers: &mut HeaderMap,
+) -> AppResult<()> {
+    let field = |name: &Option<String>| cred(credentials, name.as_deref().unwrap_or_default());
+    match auth.kind.as_str() {
+        "bearer" => {
+            headers.insert(
+                AUTHORIZATION,
+                header(&format!("Bearer {}", field(&auth.token_field)))?,
+            );
+        }
+        "basic" => {
+            headers.insert(
+                AUTHORIZATION,
+                basic(field(&auth.username_field), field(&auth.password_field))?,
+            );
+        }
+        "header" => {
+            let name = auth.header_name.as_deref().unwrap_or("X-API-Key");
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| AppError::validation("auth.headerName is not a header name"))?;
+            headers.insert(name, header(field(&auth.token_field))?);
+        }
+        "query" => {
+            let param = auth.query_param.as_deref().unwrap_or("api_key");
+            url.query_pairs_mut()
+                .append_pair(param, field(&auth.token_field));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Every credential value worth hiding from logs and answers.
 pub fn secret_values(credentials: Option<&Value>) -> Vec<String> {
     let mut secrets: Vec<String> = credentials

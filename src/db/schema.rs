@@ -46,6 +46,34 @@ diesel::table! {
         oauth_refreshed_at -> Nullable<Timestamp>,
         oauth_error -> Nullable<Text>,
         oauth_generation -> BigInt,
+        template_id -> Nullable<Text>,
+        template_version -> Nullable<Integer>,
+    }
+}
+
+diesel::table! {
+    integration_templates (id) {
+        id -> Text,
+        team_id -> Text,
+        template_key -> Text,
+        name -> Text,
+        description -> Text,
+        category -> Text,
+        visibility -> Text,
+        latest_version -> Integer,
+        install_count -> BigInt,
+        installed_from -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    integration_template_versions (template_id, version) {
+        template_id -> Text,
+        version -> Integer,
+        document -> Text,
+        created_at -> Timestamp,
     }
 }
 

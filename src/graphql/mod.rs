@@ -25,6 +25,7 @@ use crate::projects::graphql::{ProjectMutation, ProjectQuery};
 use crate::providers::graphql::ProviderQuery;
 use crate::sync::graphql::{SyncMutation, SyncQuery, SyncSubscription};
 use crate::teams::graphql::ViewerQuery;
+use crate::templates::graphql::{TemplateMutation, TemplateQuery};
 use crate::webhooks::graphql::{WebhookMutation, WebhookQuery, WebhookSubscription};
 use crate::webhooks::inbound::{InboundMutation, InboundQuery};
 use limits::QueryLimits;
@@ -43,6 +44,7 @@ pub struct Query(
     WebhookQuery,
     InboundQuery,
     OAuthQuery,
+    TemplateQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -56,6 +58,7 @@ pub struct Mutation(
     WebhookMutation,
     InboundMutation,
     OAuthMutation,
+    TemplateMutation,
 );
 
 #[derive(MergedSubscription, Default)]

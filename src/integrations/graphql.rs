@@ -70,6 +70,10 @@ impl IntegrationNode {
     async fn provider_key(&self) -> &str {
         &self.0.provider_key
     }
+    /// The template version a `template:<key>` integration is pinned to.
+    async fn template_version(&self) -> Option<i32> {
+        self.0.template_version
+    }
     async fn config(&self) -> Json<serde_json::Value> {
         Json(serde_json::from_str(&self.0.config).unwrap_or_default())
     }
@@ -477,6 +481,25 @@ impl IntegrationMutation {
             &credentials.0,
         )
         .await?;
+        publish(ctx, EventKind::IntegrationUpdated, &row);
+        Ok(IntegrationNode::one(row))
+    }
+
+    /// Moves a template integration to another version of its template; its configuration
+    /// (and credentials) are checked against that version's schemas first.
+    #[graphql(guard = "ScopeGuard(Scope::IntegrationsWrite)")]
+    async fn upgrade_integration(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        version: i32,
+    ) -> async_graphql::Result<IntegrationNode> {
+        let caller = principal(ctx)?;
+        audit::target(ctx, "integration", &id);
+        let mut db = conn(ctx).await?;
+        visible(&mut db, caller, &id).await?;
+        let row =
+            service::upgrade(&mut db, &state(ctx).keyring, &caller.team_id, &id, version).await?;
         publish(ctx, EventKind::IntegrationUpdated, &row);
         Ok(IntegrationNode::one(row))
     }

@@ -41,6 +41,9 @@ pub struct IntegrationRow {
     /// Bumped each time the tokens change: a caller holding generation g knows a token of a
     /// higher generation is newer than the one it has.
     pub oauth_generation: i64,
+    /// The custom template (`template:<key>` providers) and the version it is pinned to.
+    pub template_id: Option<String>,
+    pub template_version: Option<i32>,
 }
 
 #[derive(Debug, Default, AsChangeset)]
@@ -56,6 +59,7 @@ pub struct IntegrationChanges {
     pub updated_at: Option<NaiveDateTime>,
     pub oauth_app_id: Option<Option<String>>,
     pub oauth_status: Option<Option<String>>,
+    pub template_version: Option<Option<i32>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]

@@ -11,7 +11,6 @@ use super::model::IntegrationRow;
 use crate::db::DbConn;
 use crate::db::schema::oauth_apps;
 use crate::error::{AppError, AppResult};
-use crate::providers::Provider;
 use crate::with_conn;
 
 /// An OAuth connection's state, as `Integration.oauth.status` shows it.
@@ -83,13 +82,13 @@ pub fn info(row: &IntegrationRow) -> Option<OAuthInfo> {
     })
 }
 
-/// The app, if an integration of `provider` may connect through it: the team's, for the
-/// same provider (or, for a generic provider, a generic app).
+/// Whether an integration of `provider_key` may connect through the app: the team's, for the
+/// same provider (or, for a generic provider or a template, a generic app).
 pub async fn usable_by(
     conn: &mut DbConn,
     team_id: &str,
     app_id: &str,
-    provider: &Provider,
+    provider_key: &str,
 ) -> AppResult<()> {
     let app_provider: String = with_conn!(conn, |c| oauth_apps::table
         .filter(oauth_apps::team_id.eq(team_id))
@@ -99,11 +98,12 @@ pub async fn usable_by(
         .await
         .optional())?
     .ok_or_else(|| AppError::not_found("OAuth app"))?;
-    let generic = |key: &str| matches!(key, "generic_rest" | "graphql");
-    if app_provider != provider.key && !(generic(&app_provider) && generic(provider.key)) {
+    let generic = |key: &str| {
+        matches!(key, "generic_rest" | "graphql") || key.starts_with(crate::templates::PREFIX)
+    };
+    if app_provider != provider_key && !(generic(&app_provider) && generic(provider_key)) {
         return Err(AppError::validation(format!(
-            "the OAuth app is for `{}`, the integration's provider is `{}`",
-            app_provider, provider.key
+            "the OAuth app is for `{app_provider}`, the integration's provider is `{provider_key}`"
         )));
     }
     Ok(())

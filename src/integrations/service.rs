@@ -40,11 +40,11 @@ struct Sealed {
 
 fn seal_credentials(
     keyring: &Keyring,
-    provider: &Provider,
+    kind: &Kind,
     integration_id: &str,
     credentials: &Value,
 ) -> AppResult<Sealed> {
-    provider.validate_credentials(credentials)?;
+    kind.validate_credentials(credentials)?;
     let mut fields: Vec<&str> = credentials
         .as_object()
         .map(|o| {
@@ -63,15 +63,62 @@ fn seal_credentials(
     })
 }
 
+/// What an integration is validated against: a built-in provider, or a template version.
+pub enum Kind {
+    Builtin(&'static Provider),
+    Template {
+        template_id: String,
+        version: i32,
+        doc: Box<crate::templates::TemplateDoc>,
+    },
+}
+
+impl Kind {
+    /// The provider key `key` names for the team (a template's pinned `version`, or its latest).
+    pub async fn of(
+        conn: &mut DbConn,
+        team_id: &str,
+        key: &str,
+        version: Option<i32>,
+    ) -> AppResult<Self> {
+        match crate::templates::resolve(conn, team_id, key, version).await? {
+            Some((row, version, doc)) => Ok(Self::Template {
+                template_id: row.id,
+                version,
+                doc: Box::new(doc),
+            }),
+            None => Ok(Self::Builtin(providers::require(key)?)),
+        }
+    }
+
+    pub fn validate_config(&self, config: &Value) -> AppResult<()> {
+        match self {
+            Self::Builtin(provider) => provider.validate_config(config),
+            Self::Template { doc, .. } => {
+                crate::templates::check_against(&doc.config_schema, config, "configuration")
+            }
+        }
+    }
+
+    pub fn validate_credentials(&self, credentials: &Value) -> AppResult<()> {
+        match self {
+            Self::Builtin(provider) => provider.validate_credentials(credentials),
+            Self::Template { doc, .. } => {
+                crate::templates::check_against(&doc.credentials_schema, credentials, "credentials")
+            }
+        }
+    }
+}
+
 pub async fn register(
     conn: &mut DbConn,
     keyring: &Keyring,
     team_id: &str,
     new: NewIntegration,
 ) -> AppResult<IntegrationRow> {
-    let provider = providers::require(&new.provider)?;
+    let kind = Kind::of(conn, team_id, &new.provider, None).await?;
     let name = check_name(&new.name)?;
-    provider.validate_config(&new.config)?;
+    kind.validate_config(&new.config)?;
     crate::projects::store::get(conn, team_id, &new.project_id).await?;
     if let Some(app_id) = &new.oauth_app_id {
         if new.credentials.is_some() {
@@ -79,20 +126,32 @@ pub async fn register(
                 "an integration connected through an OAuth app gets its credentials from the connection: give `oauthAppId` or `credentials`, not both",
             ));
         }
-        super::oauth::usable_by(conn, team_id, app_id, provider).await?;
+        super::oauth::usable_by(conn, team_id, app_id, &new.provider).await?;
     }
     let id = new_id();
     let sealed = new
         .credentials
         .as_ref()
-        .map(|c| seal_credentials(keyring, provider, &id, c))
+        .map(|c| seal_credentials(keyring, &kind, &id, c))
         .transpose()?;
+    let (provider_key, template_id, template_version) = match &kind {
+        Kind::Builtin(provider) => (provider.key.to_string(), None, None),
+        Kind::Template {
+            template_id,
+            version,
+            doc,
+        } => (
+            format!("{}{}", crate::templates::PREFIX, doc.key),
+            Some(template_id.clone()),
+            Some(*version),
+        ),
+    };
     let at = now();
     let row = IntegrationRow {
         id,
         team_id: team_id.to_string(),
         project_id: new.project_id,
-        provider_key: provider.key.to_string(),
+        provider_key,
         name,
         config: new.config.to_string(),
         credentials_key_id: sealed.as_ref().map(|s| s.key_id.clone()),
@@ -119,6 +178,8 @@ pub async fn register(
         oauth_refreshed_at: None,
         oauth_error: None,
         oauth_generation: 0,
+        template_id,
+        template_version,
     };
     store::insert(conn, &row).await?;
     Ok(row)
@@ -139,9 +200,15 @@ pub async fn update(
     update: IntegrationUpdate,
 ) -> AppResult<IntegrationRow> {
     let current = store::get(conn, team_id, id).await?;
-    let provider = providers::require(&current.provider_key)?;
+    let kind = Kind::of(
+        conn,
+        team_id,
+        &current.provider_key,
+        current.template_version,
+    )
+    .await?;
     if let Some(config) = &update.config {
-        provider.validate_config(config)?;
+        kind.validate_config(config)?;
     }
     let mut changes = IntegrationChanges {
         name: update.name.as_deref().map(check_name).transpose()?,
@@ -152,7 +219,7 @@ pub async fn update(
     if let Some(app_id) = update.oauth_app_id
         && current.oauth_app_id.as_deref() != Some(app_id.as_str())
     {
-        super::oauth::usable_by(conn, team_id, &app_id, provider).await?;
+        super::oauth::usable_by(conn, team_id, &app_id, &current.provider_key).await?;
         // Tokens of another app (or pasted credentials) are not this app's: connect again.
         changes.oauth_app_id = Some(Some(app_id));
         changes.oauth_status = Some(Some(
@@ -194,8 +261,14 @@ pub async fn rotate_credentials(
             "this integration's credentials come from its OAuth connection: use startOAuthConnection or refreshOAuthToken",
         ));
     }
-    let provider = providers::require(&current.provider_key)?;
-    let sealed = seal_credentials(keyring, provider, id, credentials)?;
+    let kind = Kind::of(
+        conn,
+        team_id,
+        &current.provider_key,
+        current.template_version,
+    )
+    .await?;
+    let sealed = seal_credentials(keyring, &kind, id, credentials)?;
     let at = now();
     let changes = IntegrationChanges {
         credentials_sealed: Some(Some(sealed.text)),
@@ -250,4 +323,35 @@ pub async fn reseal_all(
             return Ok(count);
         }
     }
+}
+
+/// Moves a template integration to another version of its template, after checking its
+/// configuration (and credentials, when set) against that version's schemas.
+pub async fn upgrade(
+    conn: &mut DbConn,
+    keyring: &Keyring,
+    team_id: &str,
+    id: &str,
+    version: i32,
+) -> AppResult<IntegrationRow> {
+    let current = store::get(conn, team_id, id).await?;
+    if current.template_id.is_none() {
+        return Err(AppError::validation(
+            "only integrations of a template (`template:<key>`) have versions",
+        ));
+    }
+    let kind = Kind::of(conn, team_id, &current.provider_key, Some(version)).await?;
+    let config: Value = serde_json::from_str(&current.config)?;
+    kind.validate_config(&config)?;
+    if current.oauth_app_id.is_none()
+        && let Some(credentials) = open_credentials(keyring, &current)?
+    {
+        kind.validate_credentials(&credentials)?;
+    }
+    let changes = IntegrationChanges {
+        template_version: Some(Some(version)),
+        updated_at: Some(now()),
+        ..Default::default()
+    };
+    store::update(conn, team_id, id, &changes).await
 }

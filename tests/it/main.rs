@@ -32,6 +32,7 @@ mod schema;
 mod secrets;
 mod subscriptions;
 mod sync;
+mod templates;
 mod tenancy;
 mod units;
 mod watching;
