@@ -192,14 +192,7 @@ impl CallsMutation {
             )
         })?;
         let params = params.map_or_else(|| serde_json::json!({}), |p| p.0);
-        let call = template.render_call(&endpoint, &params, target.config())?;
-        let input = CallInput {
-            method: parse_method(&call.method)?,
-            path: call.path,
-            query: (!call.query.is_empty()).then_some(call.query),
-            headers: (!call.headers.is_empty()).then_some(call.headers),
-            body: call.body.map(CallBody::Json),
-        };
+        let input = service::invoke_input(&target, &endpoint, &params)?;
         let result =
             service::execute_prepared(state(ctx), &target, &caller.actor.label(), input).await?;
         let data = template.pick(&endpoint, result.json.as_ref()).map(Json);

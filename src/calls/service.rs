@@ -165,11 +165,6 @@ impl Prepared {
         }
     }
 
-    /// The integration's configuration.
-    pub fn config(&self) -> &Value {
-        &self.config
-    }
-
     /// Signs a request: the template's auth scheme, or the provider's.
     fn sign(
         &self,
@@ -592,6 +587,54 @@ pub async fn execute_prepared(
         correlation_id,
         &secrets_with(prepared, token.as_ref()),
     ))
+}
+
+/// The call a template integration's endpoint renders with `params` (checked against its
+/// `paramsSchema`).
+pub async fn endpoint_call(
+    state: &AppState,
+    integration: &IntegrationRow,
+    endpoint: &str,
+    params: &Value,
+) -> AppResult<CallInput> {
+    let prepared = prepare(state, integration.clone()).await?;
+    render_endpoint(&prepared, endpoint, params)
+}
+
+fn render_endpoint(prepared: &Prepared, endpoint: &str, params: &Value) -> AppResult<CallInput> {
+    let template = prepared.template.as_ref().ok_or_else(|| {
+        AppError::validation(format!(
+            "integration `{}` is not of a template: it has no endpoint `{endpoint}`",
+            prepared.integration.name
+        ))
+    })?;
+    let call = template.render_call(endpoint, params, &prepared.config)?;
+    Ok(CallInput {
+        method: parse_method(&call.method)?,
+        path: call.path,
+        query: (!call.query.is_empty()).then_some(call.query),
+        headers: (!call.headers.is_empty()).then_some(call.headers),
+        body: call.body.map(CallBody::Json),
+    })
+}
+
+/// Calls a template integration's endpoint with `params` (`invokeEndpoint`, sync writes).
+pub async fn execute_endpoint(
+    state: &AppState,
+    integration: &IntegrationRow,
+    actor: &str,
+    endpoint: &str,
+    params: &Value,
+) -> AppResult<CallResult> {
+    ensure_enabled(integration)?;
+    let prepared = prepare(state, integration.clone()).await?;
+    let input = render_endpoint(&prepared, endpoint, params)?;
+    execute_prepared(state, &prepared, actor, input).await
+}
+
+/// The call `invokeEndpoint` makes through an integration already opened for calling.
+pub fn invoke_input(prepared: &Prepared, endpoint: &str, params: &Value) -> AppResult<CallInput> {
+    render_endpoint(prepared, endpoint, params)
 }
 
 /// `executeGraphql`: an operation against a `graphql` integration's endpoint.

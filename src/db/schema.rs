@@ -333,3 +333,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_keys,
     audit_events
 );
+
+diesel::allow_tables_to_appear_in_same_query!(integration_templates, integration_template_versions);

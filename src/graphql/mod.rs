@@ -22,7 +22,6 @@ use crate::integrations::graphql::{
 use crate::logs::graphql::{LogsQuery, LogsSubscription};
 use crate::oauth::graphql::{OAuthMutation, OAuthQuery};
 use crate::projects::graphql::{ProjectMutation, ProjectQuery};
-use crate::providers::graphql::ProviderQuery;
 use crate::sync::graphql::{SyncMutation, SyncQuery, SyncSubscription};
 use crate::teams::graphql::ViewerQuery;
 use crate::templates::graphql::{TemplateMutation, TemplateQuery};
@@ -33,7 +32,6 @@ use limits::QueryLimits;
 #[derive(MergedObject, Default)]
 pub struct Query(
     ViewerQuery,
-    ProviderQuery,
     ProjectQuery,
     IntegrationQuery,
     HealthQuery,

@@ -64,8 +64,23 @@ impl IntegrationNode {
     async fn name(&self) -> &str {
         &self.0.name
     }
-    async fn provider(&self) -> Option<ProviderNode> {
-        providers::find(&self.0.provider_key).map(ProviderNode)
+    /// The catalogue entry, or for a template integration its template at the pinned version.
+    async fn provider(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ProviderNode>> {
+        if let Some(builtin) = providers::find(&self.0.provider_key) {
+            return Ok(Some(ProviderNode::Builtin(builtin)));
+        }
+        let (Some(template_id), Some(version)) = (&self.0.template_id, self.0.template_version)
+        else {
+            return Ok(None);
+        };
+        let custom = crate::templates::provider_of(
+            &mut *conn(ctx).await?,
+            &self.0.team_id,
+            template_id,
+            version,
+        )
+        .await?;
+        Ok(Some(ProviderNode::Custom(Box::new(custom))))
     }
     async fn provider_key(&self) -> &str {
         &self.0.provider_key

@@ -117,6 +117,14 @@ pub async fn register(
     new: NewIntegration,
 ) -> AppResult<IntegrationRow> {
     let kind = Kind::of(conn, team_id, &new.provider, None).await?;
+    if let Kind::Template { doc, .. } = &kind
+        && doc.auth.kind == "oauth2"
+        && new.oauth_app_id.is_none()
+    {
+        return Err(AppError::validation(
+            "this template signs with OAuth 2.0: give `oauthAppId` (an app of `generic_rest`)",
+        ));
+    }
     let name = check_name(&new.name)?;
     kind.validate_config(&new.config)?;
     crate::projects::store::get(conn, team_id, &new.project_id).await?;

@@ -65,6 +65,30 @@ impl<'a> Pager<'a> {
             .map(|q| q.0.clone())
             .unwrap_or_default();
         let mut path = self.read.path.clone();
+        let mut method = parse_method(&self.read.method)?;
+        let mut headers = None;
+        if let Some(endpoint) = &self.read.endpoint {
+            let params = serde_json::Value::Object(
+                self.read
+                    .params
+                    .as_ref()
+                    .map(|p| p.0.clone())
+                    .unwrap_or_default(),
+            );
+            let call = crate::calls::service::endpoint_call(
+                self.state,
+                self.integration,
+                endpoint,
+                &params,
+            )
+            .await?;
+            method = call.method;
+            path = call.path;
+            headers = call.headers;
+            for (name, value) in call.query.unwrap_or_default() {
+                query.entry(name).or_insert(value);
+            }
+        }
         match pagination.kind {
             PaginationKind::None => {}
             PaginationKind::Page => {
@@ -116,10 +140,10 @@ impl<'a> Pager<'a> {
             self.integration,
             self.actor,
             CallInput {
-                method: parse_method(&self.read.method)?,
+                method,
                 path,
                 query: Some(query),
-                headers: None,
+                headers,
                 body: None,
             },
         )

@@ -26,8 +26,30 @@ fn check_path(path: &str, at: &str, problems: &mut Vec<FieldProblem>) {
     }
 }
 
+fn check_endpoint(name: &str, at: &str, problems: &mut Vec<FieldProblem>) {
+    let ok = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        problems.push(problem(at, "not an endpoint name"));
+    }
+}
+
 fn check_read(read: &ReadSpec, at: &str, problems: &mut Vec<FieldProblem>) {
-    check_path(&read.path, &format!("{at}.path"), problems);
+    match &read.endpoint {
+        Some(endpoint) => check_endpoint(endpoint, &format!("{at}.endpoint"), problems),
+        None => check_path(&read.path, &format!("{at}.path"), problems),
+    }
+    if read
+        .params
+        .as_ref()
+        .is_some_and(|p| p.0.len() > MAX_QUERY_PARAMS)
+    {
+        problems.push(problem(
+            &format!("{at}.params"),
+            &format!("at most {MAX_QUERY_PARAMS} parameters"),
+        ));
+    }
     if read.records_pointer.chars().count() > 256 {
         problems.push(problem(
             &format!("{at}.recordsPointer"),
@@ -75,7 +97,21 @@ fn check_read(read: &ReadSpec, at: &str, problems: &mut Vec<FieldProblem>) {
 }
 
 fn check_write(write: &WriteSpec, at: &str, problems: &mut Vec<FieldProblem>) {
-    check_path(&write.create_path, &format!("{at}.createPath"), problems);
+    match &write.create_endpoint {
+        Some(endpoint) => {
+            check_endpoint(endpoint, &format!("{at}.createEndpoint"), problems);
+            if write.batch_size.is_some_and(|b| b > 1) {
+                problems.push(problem(
+                    &format!("{at}.batchSize"),
+                    "an endpoint takes one record at a time",
+                ));
+            }
+        }
+        None => check_path(&write.create_path, &format!("{at}.createPath"), problems),
+    }
+    if let Some(endpoint) = &write.update_endpoint {
+        check_endpoint(endpoint, &format!("{at}.updateEndpoint"), problems);
+    }
     if let Some(path) = &write.update_path {
         check_path(path, &format!("{at}.updatePath"), problems);
     }

@@ -81,7 +81,16 @@ pub struct ReadSpec {
     #[graphql(default_with = "\"GET\".to_string()")]
     #[serde(default = "get")]
     pub method: String,
+    /// Under the integration's base URL (empty when `endpoint` is given).
+    #[graphql(default)]
+    #[serde(default)]
     pub path: String,
+    /// Read through this endpoint of a template integration instead of `method` and `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The endpoint's parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Json<serde_json::Map<String, serde_json::Value>>>,
     /// Extra query parameters.
     pub query: Option<Json<serde_json::Map<String, serde_json::Value>>>,
     /// JSON Pointer to the records array in the body (empty: the body is the array).
@@ -105,8 +114,18 @@ pub struct WriteSpec {
     #[graphql(default_with = "\"POST\".to_string()")]
     #[serde(default = "post")]
     pub create_method: String,
-    /// Path template for new records; `{field}` takes a mapped field's value, `{key}` the key.
+    /// Path template for new records; `{field}` takes a mapped field's value, `{key}` the key
+    /// (empty when `createEndpoint` is given).
+    #[graphql(default)]
+    #[serde(default)]
     pub create_path: String,
+    /// Create through this endpoint of a template integration: its parameters are the mapped
+    /// record's fields, and `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_endpoint: Option<String>,
+    /// Update existing records through this endpoint (parameters as for `createEndpoint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_endpoint: Option<String>,
     #[graphql(default_with = "\"PUT\".to_string()")]
     #[serde(default = "put")]
     pub update_method: String,

@@ -82,6 +82,19 @@ pub fn render_path(template: &str, record: &Value, key: &str) -> AppResult<Strin
     Ok(out)
 }
 
+/// An endpoint's parameters for a record: its mapped fields, and `key`.
+fn with_key(mapped: Value, key: &str) -> Value {
+    match mapped {
+        Value::Object(mut fields) => {
+            fields
+                .entry("key")
+                .or_insert_with(|| Value::String(key.to_string()));
+            Value::Object(fields)
+        }
+        other => serde_json::json!({ "key": key, "record": other }),
+    }
+}
+
 /// A write to send: create or update one record, or create several at once.
 pub struct Write {
     pub key: Option<String>,
@@ -89,6 +102,9 @@ pub struct Write {
     pub method: String,
     pub path: String,
     pub body: Value,
+    /// Sent through this endpoint of a template integration, with `body` (the mapped record
+    /// and its `key`) as its parameters, instead of `method` and `path`.
+    pub endpoint: Option<String>,
     /// Fingerprints to store for each key on success: (key, source fp, target fp).
     pub fingerprints: Vec<(String, Option<String>, Option<String>)>,
 }
@@ -99,14 +115,29 @@ async fn send_write(
     actor: &str,
     write: &Write,
 ) -> Result<(), String> {
-    let input = CallInput {
-        method: parse_method(&write.method).map_err(|e| e.message())?,
-        path: write.path.clone(),
-        query: None,
-        headers: None,
-        body: Some(CallBody::Json(write.body.clone())),
+    let sent = match &write.endpoint {
+        Some(endpoint) => {
+            crate::calls::service::execute_endpoint(
+                state,
+                integration,
+                actor,
+                endpoint,
+                &write.body,
+            )
+            .await
+        }
+        None => {
+            let input = CallInput {
+                method: parse_method(&write.method).map_err(|e| e.message())?,
+                path: write.path.clone(),
+                query: None,
+                headers: None,
+                body: Some(CallBody::Json(write.body.clone())),
+            };
+            execute(state, integration, actor, input).await
+        }
     };
-    match execute(state, integration, actor, input).await {
+    match sent {
         Ok(result) if (200..300).contains(&result.status) => Ok(()),
         Ok(result) => {
             let detail = result
@@ -301,6 +332,18 @@ pub fn plan_one_way(
             ),
         }];
         let exists = stored.is_some() || existing.contains(&key);
+        if let (Some(endpoint), true) = (&write.update_endpoint, exists) {
+            writes.push(Write {
+                key: Some(key.clone()),
+                keys: vec![key.clone()],
+                method: String::new(),
+                path: String::new(),
+                body: with_key(mapped, &key),
+                endpoint: Some(endpoint.clone()),
+                fingerprints,
+            });
+            continue;
+        }
         match (&write.update_path, exists) {
             (Some(update_path), true) => match render_path(update_path, &mapped, &key) {
                 Ok(path) => writes.push(Write {
@@ -309,6 +352,7 @@ pub fn plan_one_way(
                     method: write.update_method.clone(),
                     path,
                     body: mapped,
+                    endpoint: None,
                     fingerprints,
                 }),
                 Err(err) => {
@@ -328,6 +372,7 @@ pub fn plan_one_way(
                 method: write.create_method.clone(),
                 path: write.create_path.clone(),
                 body: Value::Array(chunk.iter().map(|c| c.1.clone()).collect()),
+                endpoint: None,
                 fingerprints: chunk
                     .iter()
                     .map(|(key, _, fp)| match flow {
@@ -339,6 +384,22 @@ pub fn plan_one_way(
         }
     } else {
         for (key, mapped, fp) in creates {
+            let fingerprints = vec![match flow {
+                Flow::Forward => (key.clone(), None, Some(fp.clone())),
+                Flow::Backward => (key.clone(), Some(fp.clone()), None),
+            }];
+            if let Some(endpoint) = &write.create_endpoint {
+                writes.push(Write {
+                    key: Some(key.clone()),
+                    keys: vec![key.clone()],
+                    method: String::new(),
+                    path: String::new(),
+                    body: with_key(mapped, &key),
+                    endpoint: Some(endpoint.clone()),
+                    fingerprints,
+                });
+                continue;
+            }
             match render_path(&write.create_path, &mapped, &key) {
                 Ok(path) => writes.push(Write {
                     key: Some(key.clone()),
@@ -346,10 +407,8 @@ pub fn plan_one_way(
                     method: write.create_method.clone(),
                     path,
                     body: mapped,
-                    fingerprints: vec![match flow {
-                        Flow::Forward => (key, None, Some(fp)),
-                        Flow::Backward => (key, Some(fp), None),
-                    }],
+                    endpoint: None,
+                    fingerprints,
                 }),
                 Err(err) => {
                     tally.failed += 1;

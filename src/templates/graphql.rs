@@ -10,6 +10,7 @@ use crate::audit;
 use crate::auth::{Scope, ScopeGuard, principal};
 use crate::context::{Connection, Edge, Page, conn};
 use crate::error::{AppError, AppResult};
+use crate::providers::graphql::ProviderNode;
 use crate::providers::{self, ProviderCategory};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -259,8 +260,69 @@ fn export(doc: &Value) -> Value {
 #[derive(Default)]
 pub struct TemplateQuery;
 
+/// The catalogue's providers and the team's templates (at their latest versions).
+async fn team_providers(ctx: &Context<'_>, team_id: &str) -> AppResult<Vec<ProviderNode>> {
+    let mut nodes: Vec<ProviderNode> = providers::catalogue::all()
+        .iter()
+        .map(ProviderNode::Builtin)
+        .collect();
+    for (row, document) in store::latest_of_team(&mut *conn(ctx).await?, team_id).await? {
+        let doc: TemplateDoc = serde_json::from_str(&document)?;
+        nodes.push(ProviderNode::Custom(Box::new(super::as_provider(
+            &row,
+            row.latest_version,
+            &doc,
+        ))));
+    }
+    Ok(nodes)
+}
+
 #[Object]
 impl TemplateQuery {
+    /// The provider catalogue and the team's templates (`template:<key>`), optionally one
+    /// category.
+    #[graphql(guard = "ScopeGuard(Scope::IntegrationsRead)")]
+    async fn providers(
+        &self,
+        ctx: &Context<'_>,
+        category: Option<ProviderCategory>,
+    ) -> async_graphql::Result<Vec<ProviderNode>> {
+        let caller = principal(ctx)?;
+        let all = team_providers(ctx, &caller.team_id).await?;
+        Ok(all
+            .into_iter()
+            .filter(|p| {
+                category.is_none_or(|c| match p {
+                    ProviderNode::Builtin(b) => b.category == c,
+                    ProviderNode::Custom(t) => t.category == c,
+                })
+            })
+            .collect())
+    }
+
+    /// One provider by key (`jira`, or `template:<key>` for a team's template); null when
+    /// unknown.
+    #[graphql(guard = "ScopeGuard(Scope::IntegrationsRead)")]
+    async fn provider(
+        &self,
+        ctx: &Context<'_>,
+        key: String,
+    ) -> async_graphql::Result<Option<ProviderNode>> {
+        let caller = principal(ctx)?;
+        if let Some(builtin) = providers::find(&key) {
+            return Ok(Some(ProviderNode::Builtin(builtin)));
+        }
+        let mut db = conn(ctx).await?;
+        Ok(
+            match super::resolve(&mut db, &caller.team_id, &key, None).await {
+                Ok(Some((row, version, doc))) => Some(ProviderNode::Custom(Box::new(
+                    super::as_provider(&row, version, &doc),
+                ))),
+                _ => None,
+            },
+        )
+    }
+
     /// The team's templates, oldest first.
     #[graphql(guard = "ScopeGuard(Scope::TemplatesRead)")]
     async fn integration_templates(

@@ -844,3 +844,49 @@ mod tests {
         );
     }
 }
+
+/// A template version as a provider of the team's list.
+pub fn as_provider(
+    row: &store::TemplateRow,
+    version: i32,
+    doc: &TemplateDoc,
+) -> crate::providers::graphql::CustomProvider {
+    use crate::providers::AuthScheme;
+    let (method, path) = doc
+        .health_check
+        .as_ref()
+        .map_or(("GET".to_string(), "/".to_string()), |h| {
+            (h.method.clone(), h.path.clone())
+        });
+    crate::providers::graphql::CustomProvider {
+        key: format!("{PREFIX}{}", row.template_key),
+        name: doc.name.clone(),
+        description: doc.description.clone(),
+        category: category_of(&doc.category).unwrap_or(ProviderCategory::Custom),
+        auth_scheme: match doc.auth.kind.as_str() {
+            "bearer" | "oauth2" => AuthScheme::Bearer,
+            "basic" => AuthScheme::Basic,
+            "header" => AuthScheme::Header,
+            _ => AuthScheme::Configurable,
+        },
+        auth_type: doc.auth.kind.clone(),
+        health_check: crate::providers::catalogue::HealthCheck { method, path },
+        config_schema: doc.config_schema.clone(),
+        credentials_schema: doc.credentials_schema.clone(),
+        template_id: row.id.clone(),
+        template_version: version,
+    }
+}
+
+/// The provider a template integration uses: its template at its pinned version.
+pub async fn provider_of(
+    conn: &mut crate::db::DbConn,
+    team_id: &str,
+    template_id: &str,
+    version: i32,
+) -> AppResult<crate::providers::graphql::CustomProvider> {
+    let row = store::get(conn, team_id, template_id).await?;
+    let stored = store::version(conn, template_id, version).await?;
+    let doc: TemplateDoc = serde_json::from_str(&stored.document)?;
+    Ok(as_provider(&row, version, &doc))
+}

@@ -358,3 +358,28 @@ pub async fn team_name(conn: &mut DbConn, team_id: &str) -> AppResult<String> {
         .optional())?
     .unwrap_or_default())
 }
+
+/// The team's templates with their latest documents, in one statement (the provider list).
+pub async fn latest_of_team(
+    conn: &mut DbConn,
+    team_id: &str,
+) -> AppResult<Vec<(TemplateRow, String)>> {
+    Ok(with_conn!(conn, |c| integration_templates::table
+        .inner_join(
+            integration_template_versions::table.on(integration_template_versions::template_id
+                .eq(integration_templates::id)
+                .and(
+                    integration_template_versions::version
+                        .eq(integration_templates::latest_version)
+                )),
+        )
+        .filter(integration_templates::team_id.eq(team_id))
+        .order(integration_templates::id.asc())
+        .limit(MAX_TEMPLATES_PER_TEAM)
+        .select((
+            TemplateRow::as_select(),
+            integration_template_versions::document
+        ))
+        .load(c)
+        .await)?)
+}

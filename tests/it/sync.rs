@@ -211,7 +211,7 @@ async fn project_with(
     (project, source_id, target_id)
 }
 
-async fn create_config(app: &TestApp, input: Value) -> String {
+pub async fn create_config(app: &TestApp, input: Value) -> String {
     let answer = app
         .gql(&app.admin_key, CREATE_CONFIG, json!({ "input": input }))
         .await;
@@ -235,7 +235,7 @@ async fn paged_config(app: &TestApp, source: &Receiver, target: &Receiver, name:
     .await
 }
 
-async fn run_to_end(app: &TestApp, config: &str) -> Value {
+pub async fn run_to_end(app: &TestApp, config: &str) -> Value {
     let started = app.gql(&app.admin_key, RUN, json!({ "id": config })).await;
     let run_id = started.data()["runSync"]["id"]
         .as_str()

@@ -14,6 +14,7 @@ on_both_backends!(
     versions_upgrades_and_deletion,
     marketplace_install_export_and_import,
     malformed_templates_are_refused_with_paths,
+    a_sync_reads_and_writes_through_endpoints,
 );
 
 const TOKEN: &str = "tr-token-5e1f0c2a9b";
@@ -317,6 +318,44 @@ async fn a_template_works_like_a_provider(backend: Backend) {
             .unwrap()
             .len(),
         5
+    );
+    // The template is one of the team's providers, and the integration's provider.
+    let providers = app
+        .gql(
+            &admin,
+            "{ providers(category: TEST_MANAGEMENT) { key name authScheme templateVersion configSchema } }",
+            json!({}),
+        )
+        .await;
+    let listed = providers.data()["providers"].as_array().unwrap().clone();
+    let ours = listed
+        .iter()
+        .find(|p| p["key"] == "template:testres")
+        .expect("the template is listed");
+    assert_eq!(ours["authScheme"], "BEARER");
+    assert_eq!(ours["templateVersion"], 1);
+    assert_eq!(ours["configSchema"]["required"], json!(["host"]));
+    assert!(listed.iter().any(|p| p["key"] == "testlink"));
+    let (_, stranger) = app.new_team("stranger").await;
+    let theirs = app.gql(&stranger, "{ providers { key } }", json!({})).await;
+    assert!(
+        !theirs.data()["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["key"] == "template:testres"),
+        "another team's templates are not its providers"
+    );
+    let own = app
+        .gql(
+            &admin,
+            "query($id: ID!) { integration(id: $id) { provider { key templateVersion } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(
+        own.data()["integration"]["provider"]["key"],
+        "template:testres"
     );
     // invokeEndpoint needs integrations:execute; templates need templates:* scopes.
     let (_, reader) = app.key_with(&["integrations:read", "templates:read"]).await;
@@ -652,4 +691,60 @@ async fn malformed_templates_are_refused_with_paths(backend: Backend) {
         json!([]),
         "nothing was saved"
     );
+}
+
+async fn a_sync_reads_and_writes_through_endpoints(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let api = Receiver::start(test_api).await;
+    let admin = app.admin_key.clone();
+    create(&app, &admin, template("testres")).await;
+    let project = app.create_project(&admin, "qa").await;
+    let source = register(&app, &admin, &project, "template:testres", &host_of(&api)).await;
+    let source = source["data"]["registerIntegration"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let target = register(
+        &app,
+        &admin,
+        &project,
+        "template:testres",
+        &format!("localhost:{}", api.url.rsplit(':').next().unwrap()),
+    )
+    .await;
+    let target = target["data"]["registerIntegration"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let config = crate::sync::create_config(
+        &app,
+        json!({ "projectId": project, "name": "issues", "sourceIntegrationId": source, "targetIntegrationId": target,
+            "sourceRead": { "endpoint": "listIssues", "params": { "project": "alpha", "state": "open", "limit": 10 }, "recordsPointer": "/items" },
+            "targetWrite": { "createEndpoint": "createIssue" },
+            "sourceKey": "id", "targetKey": "title",
+            "mappings": [
+                { "target": "title", "source": "id", "transformers": [{ "kind": "TO_STRING" }] },
+                { "target": "project", "source": "project", "transformers": [{ "kind": "DEFAULT", "value": "beta" }] },
+            ] }),
+    )
+    .await;
+    let run = crate::sync::run_to_end(&app, &config).await;
+    assert_eq!(run["status"], "SUCCEEDED", "{run}");
+    assert_eq!(run["recordsRead"], 2);
+    assert_eq!(run["recordsWritten"], 2);
+    let requests = api.requests();
+    let read = requests.iter().find(|r| r.method == "GET").unwrap();
+    assert_eq!(read.path, "/api/projects/alpha/issues");
+    assert!(read.query.contains("state=open"), "{}", read.query);
+    let mut titles: Vec<Value> = requests
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| {
+            assert_eq!(r.path, "/api/projects/beta/issues");
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            body["title"].clone()
+        })
+        .collect();
+    titles.sort_by_key(|t| t.to_string());
+    assert_eq!(titles, vec![json!("1"), json!("2")]);
 }
