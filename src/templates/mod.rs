@@ -813,38 +813,6 @@ pub async fn resolve(
     Ok(Some((row, version, doc)))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn placeholders_are_parsed_and_checked() {
-        assert_eq!(
-            render("/a/{x}/{config.y}", |p| Ok(match p {
-                Placeholder::Param(n) => format!("P{n}"),
-                Placeholder::Config(f) => format!("C{f}"),
-            }))
-            .unwrap(),
-            "/a/Px/Cy"
-        );
-        assert!(pieces("/a/{x").is_err());
-        assert!(pieces("/a/x}").is_err());
-        assert!(pieces("/a/{x y}").is_err());
-        assert!(pieces("/a/{config.}").is_err());
-    }
-
-    #[test]
-    fn bodies_keep_json_types() {
-        let body = json!({ "n": "{count}", "s": "id-{count}", "list": ["{tags}"] });
-        let params = json!({ "count": 3, "tags": ["a", "b"] });
-        assert_eq!(
-            fill_json(&body, &params, &json!({})).unwrap(),
-            json!({ "n": 3, "s": "id-3", "list": [["a", "b"]] })
-        );
-    }
-}
-
 /// A template version as a provider of the team's list.
 pub fn as_provider(
     row: &store::TemplateRow,
@@ -889,4 +857,36 @@ pub async fn provider_of(
     let stored = store::version(conn, template_id, version).await?;
     let doc: TemplateDoc = serde_json::from_str(&stored.document)?;
     Ok(as_provider(&row, version, &doc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn placeholders_are_parsed_and_checked() {
+        assert_eq!(
+            render("/a/{x}/{config.y}", |p| Ok(match p {
+                Placeholder::Param(n) => format!("P{n}"),
+                Placeholder::Config(f) => format!("C{f}"),
+            }))
+            .unwrap(),
+            "/a/Px/Cy"
+        );
+        assert!(pieces("/a/{x").is_err());
+        assert!(pieces("/a/x}").is_err());
+        assert!(pieces("/a/{x y}").is_err());
+        assert!(pieces("/a/{config.}").is_err());
+    }
+
+    #[test]
+    fn bodies_keep_json_types() {
+        let body = json!({ "n": "{count}", "s": "id-{count}", "list": ["{tags}"] });
+        let params = json!({ "count": 3, "tags": ["a", "b"] });
+        assert_eq!(
+            fill_json(&body, &params, &json!({})).unwrap(),
+            json!({ "n": 3, "s": "id-3", "list": [["a", "b"]] })
+        );
+    }
 }
