@@ -150,6 +150,19 @@ pub struct IntegrationFilterInput {
 
 impl IntegrationFilterInput {
     fn resolve(self) -> IntegrationFilter {
+        if let Some(template) = self
+            .provider
+            .as_ref()
+            .filter(|p| p.starts_with(crate::templates::PREFIX))
+        {
+            // A team's template: its integrations, by their provider key.
+            return IntegrationFilter {
+                provider_keys: Some(vec![template.clone()]),
+                status: self.status,
+                enabled: self.enabled,
+                only_ids: None,
+            };
+        }
         let provider_keys = (self.provider.is_some() || self.category.is_some()).then(|| {
             providers::catalogue::all()
                 .iter()

@@ -727,9 +727,17 @@ impl Runtime {
     }
 }
 
-/// A path segment's text, percent-encoded (a parameter cannot add segments or a query).
+/// What a path parameter keeps as it is: RFC 3986's unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// A path segment's text, percent-encoded (a parameter cannot add segments or a query; a
+/// `..` is still refused when the call's path is joined under the base URL).
 fn url_encode(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(text, SEGMENT).to_string()
 }
 
 /// A JSON template filled: `"{param}"` alone takes the value with its JSON type (null when

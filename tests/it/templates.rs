@@ -357,6 +357,27 @@ async fn a_template_works_like_a_provider(backend: Backend) {
         own.data()["integration"]["provider"]["key"],
         "template:testres"
     );
+    let filtered = app
+        .gql(
+            &admin,
+            "query($p: ID!) { integrations(projectId: $p, filter: { provider: \"template:testres\" }) { totalCount } }",
+            json!({ "p": project }),
+        )
+        .await;
+    assert_eq!(filtered.data()["integrations"]["totalCount"], 3);
+    // A path parameter keeps unreserved characters and encodes the rest.
+    invoke(
+        &app,
+        &admin,
+        &id,
+        "listIssues",
+        json!({ "project": "team-a.b_c~d e/f", "state": "open", "limit": 1 }),
+    )
+    .await;
+    assert_eq!(
+        api.requests().last().unwrap().path,
+        "/api/projects/team-a.b_c~d%20e%2Ff/issues"
+    );
     // invokeEndpoint needs integrations:execute; templates need templates:* scopes.
     let (_, reader) = app.key_with(&["integrations:read", "templates:read"]).await;
     let answer = invoke(&app, &reader, &id, "getIssue", json!({ "issue": 1 })).await;
