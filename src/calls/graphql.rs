@@ -192,7 +192,7 @@ impl CallsMutation {
             )
         })?;
         let params = params.map_or_else(|| serde_json::json!({}), |p| p.0);
-        let input = service::invoke_input(&target, &endpoint, &params)?;
+        let input = service::render_endpoint(&target, &endpoint, &params)?;
         let result =
             service::execute_prepared(state(ctx), &target, &caller.actor.label(), input).await?;
         let data = template.pick(&endpoint, result.json.as_ref()).map(Json);

@@ -601,7 +601,12 @@ pub async fn endpoint_call(
     render_endpoint(&prepared, endpoint, params)
 }
 
-fn render_endpoint(prepared: &Prepared, endpoint: &str, params: &Value) -> AppResult<CallInput> {
+/// The call a template endpoint renders for an integration already opened for calling.
+pub fn render_endpoint(
+    prepared: &Prepared,
+    endpoint: &str,
+    params: &Value,
+) -> AppResult<CallInput> {
     let template = prepared.template.as_ref().ok_or_else(|| {
         AppError::validation(format!(
             "integration `{}` is not of a template: it has no endpoint `{endpoint}`",
@@ -630,11 +635,6 @@ pub async fn execute_endpoint(
     let prepared = prepare(state, integration.clone()).await?;
     let input = render_endpoint(&prepared, endpoint, params)?;
     execute_prepared(state, &prepared, actor, input).await
-}
-
-/// The call `invokeEndpoint` makes through an integration already opened for calling.
-pub fn invoke_input(prepared: &Prepared, endpoint: &str, params: &Value) -> AppResult<CallInput> {
-    render_endpoint(prepared, endpoint, params)
 }
 
 /// `executeGraphql`: an operation against a `graphql` integration's endpoint.

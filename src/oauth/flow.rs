@@ -169,10 +169,6 @@ impl TokenFailure {
             Self::Transient(reason) => Self::Transient(cut(reason)),
         }
     }
-
-    pub fn is_invalid_grant(&self) -> bool {
-        matches!(self, Self::Refused { code, .. } if code == "invalid_grant")
-    }
 }
 
 /// A grant to exchange at the token endpoint.
