@@ -751,6 +751,33 @@ async fn refused_connections_store_no_token(backend: Backend) {
             .contains("access_denied")
     );
     s.auth.set(|a| a.deny = false);
+    // An attempt older than its 10 minutes is refused, and says so.
+    let started = s.start(None).await;
+    let url = started.data()["startOAuthConnection"]["authorizationUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    {
+        let mut conn = s.app.state.pool.get().await.unwrap();
+        integration_hub::with_conn!(&mut conn, |c| diesel_async::RunQueryDsl::execute(
+            diesel::sql_query("UPDATE oauth_states SET expires_at = '2000-01-01 00:00:00'"),
+            c
+        )
+        .await)
+        .unwrap();
+    }
+    let back = no_redirects().get(&url).send().await.unwrap().headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let (status, _, page) = callback(&back).await;
+    assert_eq!(status, 400);
+    assert!(page.contains("expired"), "{page}");
+    assert_eq!(
+        s.auth.grants("authorization_code"),
+        0,
+        "no exchange for an expired attempt"
+    );
     // A state that was never issued.
     let (status, _, page) = callback(&format!(
         "{}/oauth/callback?code=x&state=forged",
