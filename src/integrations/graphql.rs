@@ -73,14 +73,11 @@ impl IntegrationNode {
         else {
             return Ok(None);
         };
-        let custom = crate::templates::provider_of(
-            &mut *conn(ctx).await?,
-            &self.0.team_id,
-            template_id,
-            version,
-        )
-        .await?;
-        Ok(Some(ProviderNode::Custom(Box::new(custom))))
+        let custom = self
+            .1
+            .template_provider(state(ctx), template_id, version)
+            .await?;
+        Ok(custom.map(ProviderNode::Custom))
     }
     async fn provider_key(&self) -> &str {
         &self.0.provider_key

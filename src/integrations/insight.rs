@@ -340,6 +340,9 @@ impl From<Totals> for IntegrationMetrics {
 pub struct Siblings {
     team_id: String,
     ids: Vec<String>,
+    /// (template id, version) of the template integrations among them.
+    templates: Vec<(String, i32)>,
+    providers: OnceCell<HashMap<(String, i32), Arc<crate::providers::graphql::CustomProvider>>>,
     health: OnceCell<HashMap<String, WindowStats>>,
     /// Metrics by the `since` they were asked with (aliases may ask for several).
     metrics: Mutex<Vec<MetricsSlot>>,
@@ -355,9 +358,37 @@ impl Siblings {
         Arc::new(Self {
             team_id: rows.first().map(|r| r.team_id.clone()).unwrap_or_default(),
             ids: rows.iter().map(|r| r.id.clone()).collect(),
+            templates: {
+                let mut pairs: Vec<(String, i32)> = rows
+                    .iter()
+                    .filter_map(|r| Some((r.template_id.clone()?, r.template_version?)))
+                    .collect();
+                pairs.sort();
+                pairs.dedup();
+                pairs
+            },
+            providers: OnceCell::new(),
             health: OnceCell::new(),
             metrics: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The template provider of a template integration among them (at its pinned version),
+    /// loaded for every sibling by the first to ask.
+    pub async fn template_provider(
+        &self,
+        state: &AppState,
+        template_id: &str,
+        version: i32,
+    ) -> AppResult<Option<Arc<crate::providers::graphql::CustomProvider>>> {
+        let all = self
+            .providers
+            .get_or_try_init(|| async {
+                let mut conn = state.pool.read().await?;
+                crate::templates::providers_of(&mut conn, &self.team_id, &self.templates).await
+            })
+            .await?;
+        Ok(all.get(&(template_id.to_string(), version)).cloned())
     }
 
     /// The window statistics of `id`, loaded for every sibling by the first to ask.

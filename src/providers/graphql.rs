@@ -24,7 +24,7 @@ pub struct CustomProvider {
 /// configuration and credential forms.
 pub enum ProviderNode {
     Builtin(&'static Provider),
-    Custom(Box<CustomProvider>),
+    Custom(std::sync::Arc<CustomProvider>),
 }
 
 #[Object(name = "Provider")]

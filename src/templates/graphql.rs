@@ -268,11 +268,9 @@ async fn team_providers(ctx: &Context<'_>, team_id: &str) -> AppResult<Vec<Provi
         .collect();
     for (row, document) in store::latest_of_team(&mut *conn(ctx).await?, team_id).await? {
         let doc: TemplateDoc = serde_json::from_str(&document)?;
-        nodes.push(ProviderNode::Custom(Box::new(super::as_provider(
-            &row,
-            row.latest_version,
-            &doc,
-        ))));
+        nodes.push(ProviderNode::Custom(std::sync::Arc::new(
+            super::as_provider(&row, row.latest_version, &doc),
+        )));
     }
     Ok(nodes)
 }
@@ -315,7 +313,7 @@ impl TemplateQuery {
         let mut db = conn(ctx).await?;
         Ok(
             match super::resolve(&mut db, &caller.team_id, &key, None).await {
-                Ok(Some((row, version, doc))) => Some(ProviderNode::Custom(Box::new(
+                Ok(Some((row, version, doc))) => Some(ProviderNode::Custom(std::sync::Arc::new(
                     super::as_provider(&row, version, &doc),
                 ))),
                 _ => None,

@@ -854,17 +854,27 @@ pub fn as_provider(
     }
 }
 
-/// The provider a template integration uses: its template at its pinned version.
-pub async fn provider_of(
+/// The providers template integrations use: each (template id, version) of `pairs` as its
+/// template at that version, loaded in a fixed number of statements.
+pub async fn providers_of(
     conn: &mut crate::db::DbConn,
     team_id: &str,
-    template_id: &str,
-    version: i32,
-) -> AppResult<crate::providers::graphql::CustomProvider> {
-    let row = store::get(conn, team_id, template_id).await?;
-    let stored = store::version(conn, template_id, version).await?;
-    let doc: TemplateDoc = serde_json::from_str(&stored.document)?;
-    Ok(as_provider(&row, version, &doc))
+    pairs: &[(String, i32)],
+) -> AppResult<
+    std::collections::HashMap<
+        (String, i32),
+        std::sync::Arc<crate::providers::graphql::CustomProvider>,
+    >,
+> {
+    let mut out = std::collections::HashMap::new();
+    for (row, stored) in store::versions_for(conn, team_id, pairs).await? {
+        let doc: TemplateDoc = serde_json::from_str(&stored.document)?;
+        out.insert(
+            (row.id.clone(), stored.version),
+            std::sync::Arc::new(as_provider(&row, stored.version, &doc)),
+        );
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

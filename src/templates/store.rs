@@ -383,3 +383,41 @@ pub async fn latest_of_team(
         .load(c)
         .await)?)
 }
+
+/// The team's templates and the versions named by `pairs` (template id, version), in two
+/// statements however many there are (a page of integrations asking for their provider).
+pub async fn versions_for(
+    conn: &mut DbConn,
+    team_id: &str,
+    pairs: &[(String, i32)],
+) -> AppResult<Vec<(TemplateRow, VersionRow)>> {
+    if pairs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = pairs.iter().map(|(id, _)| id.as_str()).collect();
+    let numbers: Vec<i32> = pairs.iter().map(|(_, v)| *v).collect();
+    let templates: Vec<TemplateRow> = with_conn!(conn, |c| integration_templates::table
+        .filter(integration_templates::team_id.eq(team_id))
+        .filter(integration_templates::id.eq_any(&ids))
+        .select(TemplateRow::as_select())
+        .load(c)
+        .await)?;
+    let versions: Vec<VersionRow> = with_conn!(conn, |c| integration_template_versions::table
+        .filter(integration_template_versions::template_id.eq_any(&ids))
+        .filter(integration_template_versions::version.eq_any(&numbers))
+        .select(VersionRow::as_select())
+        .load(c)
+        .await)?;
+    Ok(versions
+        .into_iter()
+        .filter(|v| {
+            pairs
+                .iter()
+                .any(|(id, n)| *id == v.template_id && *n == v.version)
+        })
+        .filter_map(|v| {
+            let row = templates.iter().find(|t| t.id == v.template_id)?.clone();
+            Some((row, v))
+        })
+        .collect())
+}

@@ -427,6 +427,55 @@ async fn versions_upgrades_and_deletion(backend: Backend) {
         updated.data()["updateIntegrationTemplate"]["versions"],
         json!([{ "version": 1 }, { "version": 2 }])
     );
+    // Each integration's provider is its template at its pinned version; a page asks the
+    // database the same number of times for one template integration as for several.
+    let page = "query($p: ID!) { integrations(projectId: $p) { nodes { provider { key templateVersion } } } }";
+    // The fewest over five reads: a background write (usage counts, the webhook worker) may
+    // land inside one.
+    let fewest = || async {
+        let statements = app.state.pool.statements();
+        let mut fewest = u64::MAX;
+        let mut answer = Value::Null;
+        for _ in 0..5 {
+            let before = statements.count();
+            answer = app.gql(&admin, page, json!({ "p": project })).await.body;
+            fewest = fewest.min(statements.count() - before);
+        }
+        (answer, fewest)
+    };
+    let (one, for_one) = fewest().await;
+    assert_eq!(
+        one["data"]["integrations"]["nodes"],
+        json!([{ "provider": { "key": "template:testres", "templateVersion": 1 } }])
+    );
+    let second = app
+        .gql(
+            &admin,
+            REGISTER,
+            json!({ "input": { "projectId": project, "provider": "template:testres", "name": "Second",
+                "config": { "host": host_of(&api), "tenant": "acme" }, "credentials": { "apiToken": TOKEN } } }),
+        )
+        .await;
+    let second = second.data()["registerIntegration"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (two, for_two) = fewest().await;
+    assert_eq!(
+        two["data"]["integrations"]["nodes"],
+        json!([
+            { "provider": { "key": "template:testres", "templateVersion": 1 } },
+            { "provider": { "key": "template:testres", "templateVersion": 2 } }
+        ])
+    );
+    assert_eq!(for_one, for_two, "statements do not grow with the page");
+    app.gql(
+        &admin,
+        "mutation($id: ID!) { deleteIntegration(id: $id) }",
+        json!({ "id": second }),
+    )
+    .await
+    .data();
     // The integration keeps version 1 and its endpoints.
     let got = invoke(&app, &admin, &id, "getIssue", json!({ "issue": 1 })).await;
     assert_eq!(
