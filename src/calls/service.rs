@@ -192,21 +192,14 @@ impl Prepared {
 /// call time, so a cached target follows enabling and disabling).
 pub async fn prepare(state: &AppState, integration: IntegrationRow) -> AppResult<Prepared> {
     let template = match &integration.template_id {
-        Some(template_id) => {
-            let version = integration.template_version.unwrap_or(1);
-            let stored = crate::templates::store::version(
-                &mut state.pool.get().await?,
+        Some(template_id) => Some(
+            template_runtime(
+                state,
                 template_id,
-                version,
+                integration.template_version.unwrap_or(1),
             )
-            .await?;
-            let doc = crate::templates::TemplateDoc::parse(&stored.document)?;
-            Some(std::sync::Arc::new(crate::templates::Runtime::new(
-                template_id,
-                version,
-                doc,
-            )?))
-        }
+            .await?,
+        ),
         None => None,
     };
     // A template integration is sent like a generic REST one (and counted as one).
@@ -231,6 +224,30 @@ pub async fn prepare(state: &AppState, integration: IntegrationRow) -> AppResult
         base,
         template,
     })
+}
+
+/// A template version opened for calls (its document parsed, its parameter schemas
+/// compiled). Versions never change, so the replica keeps them for the call-target cache
+/// period: a sync's writes do not compile them again for every record.
+async fn template_runtime(
+    state: &AppState,
+    template_id: &str,
+    version: i32,
+) -> AppResult<std::sync::Arc<crate::templates::Runtime>> {
+    let key = format!("template-version:{template_id}:{version}");
+    let targets = &state.call_targets;
+    if let Some(runtime) = targets.get::<crate::templates::Runtime>(&key) {
+        return Ok(runtime);
+    }
+    let generation = targets.generation();
+    let stored =
+        crate::templates::store::version(&mut state.pool.get().await?, template_id, version)
+            .await?;
+    let doc = crate::templates::TemplateDoc::parse(&stored.document)?;
+    let runtime = std::sync::Arc::new(crate::templates::Runtime::new(template_id, version, doc)?);
+    // Kept under the template's id: dropped with it, never with a project.
+    targets.insert_keyed(generation, &key, template_id, "", runtime.clone());
+    Ok(runtime)
 }
 
 /// The OAuth access token to send, for an integration that connects through an app: the
