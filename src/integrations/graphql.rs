@@ -465,7 +465,9 @@ impl IntegrationMutation {
             config: input.config.map(|c| c.0),
             oauth_app_id: input.oauth_app_id.map(|id| id.0),
         };
-        let row = service::update(&mut db, &caller.team_id, &id, update).await?;
+        let may_write_credentials = caller.require(Scope::CredentialsWrite).is_ok();
+        let row =
+            service::update(&mut db, &caller.team_id, &id, update, may_write_credentials).await?;
         publish(ctx, EventKind::IntegrationUpdated, &row);
         Ok(IntegrationNode::one(row))
     }
@@ -523,8 +525,16 @@ impl IntegrationMutation {
         audit::target(ctx, "integration", &id);
         let mut db = conn(ctx).await?;
         visible(&mut db, caller, &id).await?;
-        let row =
-            service::upgrade(&mut db, &state(ctx).keyring, &caller.team_id, &id, version).await?;
+        let may_write_credentials = caller.require(Scope::CredentialsWrite).is_ok();
+        let row = service::upgrade(
+            &mut db,
+            &state(ctx).keyring,
+            &caller.team_id,
+            &id,
+            version,
+            may_write_credentials,
+        )
+        .await?;
         publish(ctx, EventKind::IntegrationUpdated, &row);
         Ok(IntegrationNode::one(row))
     }

@@ -100,6 +100,18 @@ impl Kind {
         }
     }
 
+    /// The origin (scheme, host, port) the integration's credentials are sent to with this
+    /// configuration; None when it has no usable base URL yet.
+    pub fn origin(&self, config: &Value) -> Option<String> {
+        let url = match self {
+            Self::Builtin(provider) => {
+                url::Url::parse(config["baseUrl"].as_str().or(provider.default_base_url)?).ok()?
+            }
+            Self::Template { doc, .. } => doc.base_url_for(config).ok()?,
+        };
+        Some(url.origin().ascii_serialization())
+    }
+
     pub fn validate_credentials(&self, credentials: &Value) -> AppResult<()> {
         match self {
             Self::Builtin(provider) => provider.validate_credentials(credentials),
@@ -201,11 +213,32 @@ pub struct IntegrationUpdate {
     pub oauth_app_id: Option<String>,
 }
 
+/// Refuses a change that would send the integration's stored credentials (or OAuth tokens)
+/// to another origin, unless the caller may write credentials: pointing an integration
+/// elsewhere is as good as reading its secrets.
+fn check_move(
+    current: &IntegrationRow,
+    from: (&Kind, &Value),
+    to: (&Kind, &Value),
+    may_write_credentials: bool,
+) -> AppResult<()> {
+    if may_write_credentials || current.credentials_sealed.is_none() {
+        return Ok(());
+    }
+    if from.0.origin(from.1) != to.0.origin(to.1) {
+        return Err(AppError::Forbidden(
+            "this change sends the integration's credentials to another origin (its base URL); that needs `credentials:write`".into(),
+        ));
+    }
+    Ok(())
+}
+
 pub async fn update(
     conn: &mut DbConn,
     team_id: &str,
     id: &str,
     update: IntegrationUpdate,
+    may_write_credentials: bool,
 ) -> AppResult<IntegrationRow> {
     let current = store::get(conn, team_id, id).await?;
     let kind = Kind::of(
@@ -217,6 +250,13 @@ pub async fn update(
     .await?;
     if let Some(config) = &update.config {
         kind.validate_config(config)?;
+        let old: Value = serde_json::from_str(&current.config)?;
+        check_move(
+            &current,
+            (&kind, &old),
+            (&kind, config),
+            may_write_credentials,
+        )?;
     }
     let mut changes = IntegrationChanges {
         name: update.name.as_deref().map(check_name).transpose()?,
@@ -341,6 +381,7 @@ pub async fn upgrade(
     team_id: &str,
     id: &str,
     version: i32,
+    may_write_credentials: bool,
 ) -> AppResult<IntegrationRow> {
     let current = store::get(conn, team_id, id).await?;
     if current.template_id.is_none() {
@@ -351,6 +392,19 @@ pub async fn upgrade(
     let kind = Kind::of(conn, team_id, &current.provider_key, Some(version)).await?;
     let config: Value = serde_json::from_str(&current.config)?;
     kind.validate_config(&config)?;
+    let pinned = Kind::of(
+        conn,
+        team_id,
+        &current.provider_key,
+        current.template_version,
+    )
+    .await?;
+    check_move(
+        &current,
+        (&pinned, &config),
+        (&kind, &config),
+        may_write_credentials,
+    )?;
     if current.oauth_app_id.is_none()
         && let Some(credentials) = open_credentials(keyring, &current)?
     {

@@ -484,6 +484,18 @@ impl TemplateDoc {
         }
     }
 
+    /// The base URL with an integration's configuration filled in.
+    pub fn base_url_for(&self, config: &Value) -> AppResult<url::Url> {
+        let text = render(&self.base_url, |p| match p {
+            Placeholder::Config(field) => config_text(config, field, true),
+            Placeholder::Param(name) => Err(AppError::validation(format!(
+                "unknown placeholder {{{name}}} in the base URL"
+            ))),
+        })?;
+        url::Url::parse(&text)
+            .map_err(|_| AppError::validation("the template's base URL is not a URL"))
+    }
+
     /// The endpoint named `name`.
     pub fn endpoint(&self, name: &str) -> AppResult<&EndpointSpec> {
         self.endpoints
@@ -623,14 +635,7 @@ impl Runtime {
 
     /// The base URL with the integration's configuration filled in.
     pub fn base_url(&self, config: &Value) -> AppResult<url::Url> {
-        let text = render(&self.doc.base_url, |p| match p {
-            Placeholder::Config(field) => config_text(config, field, true),
-            Placeholder::Param(name) => Err(AppError::validation(format!(
-                "unknown placeholder {{{name}}} in the base URL"
-            ))),
-        })?;
-        url::Url::parse(&text)
-            .map_err(|_| AppError::validation("the template's base URL is not a URL"))
+        self.doc.base_url_for(config)
     }
 
     /// Method, path and the status that means healthy.

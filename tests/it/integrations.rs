@@ -9,6 +9,7 @@ on_both_backends!(
     pagination_and_filters,
     concurrent_creates,
     reseal_moves_credentials_to_the_active_key,
+    only_credential_writers_point_credentials_elsewhere,
 );
 
 const GET: &str = "query($id: ID!) { integration(id: $id) {
@@ -484,4 +485,99 @@ async fn reseal_moves_credentials_to_the_active_key(backend: Backend) {
         assert_eq!(opened, Some(json!({ "token": format!("token-{i}") })));
     }
     app.stop().await;
+}
+
+/// Pointing an integration at another origin sends its stored credentials there: a key that
+/// may change integrations but not credentials cannot do it (nor through a template version);
+/// a path under the same origin, or an integration without credentials, it may change.
+async fn only_credential_writers_point_credentials_elsewhere(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let project = app.create_project(&app.admin_key, "p").await;
+    let with_secret = app
+        .gql(
+            &app.admin_key,
+            REGISTER,
+            json!({ "input": { "projectId": project, "provider": "jira", "name": "Jira",
+                "config": { "baseUrl": "https://acme.atlassian.net" },
+                "credentials": { "email": "ci@acme.test", "apiToken": "tok-1234" } } }),
+        )
+        .await;
+    let id = with_secret.data()["registerIntegration"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, editor) = app
+        .key_with(&["integrations:read", "integrations:write"])
+        .await;
+    let update = "mutation($id: ID!, $c: JSON!) { updateIntegration(id: $id, input: { config: $c }) { config } }";
+    let moved = app
+        .gql(
+            &editor,
+            update,
+            json!({ "id": id, "c": { "baseUrl": "https://evil.example" } }),
+        )
+        .await;
+    assert_eq!(moved.code(), "FORBIDDEN");
+    assert!(
+        moved.message().contains("credentials:write"),
+        "{}",
+        moved.body
+    );
+    for sneaky in [
+        "http://acme.atlassian.net",
+        "https://acme.atlassian.net:8443",
+    ] {
+        let answer = app
+            .gql(
+                &editor,
+                update,
+                json!({ "id": id, "c": { "baseUrl": sneaky } }),
+            )
+            .await;
+        assert_eq!(
+            answer.code(),
+            "FORBIDDEN",
+            "{sneaky}: scheme and port are the origin too"
+        );
+    }
+    let same = app
+        .gql(
+            &editor,
+            update,
+            json!({ "id": id, "c": { "baseUrl": "https://acme.atlassian.net/", "defaultProjectKey": "QA" } }),
+        )
+        .await;
+    assert_eq!(
+        same.data()["updateIntegration"]["config"]["defaultProjectKey"],
+        "QA"
+    );
+    let admin = app
+        .gql(
+            &app.admin_key,
+            update,
+            json!({ "id": id, "c": { "baseUrl": "https://other.atlassian.net" } }),
+        )
+        .await;
+    admin.data();
+    // Without stored credentials there is nothing to send: any origin.
+    let bare = app
+        .gql(
+            &app.admin_key,
+            REGISTER,
+            json!({ "input": { "projectId": project, "provider": "jira", "name": "Bare",
+                "config": { "baseUrl": "https://acme.atlassian.net" } } }),
+        )
+        .await;
+    let bare = bare.data()["registerIntegration"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let anywhere = app
+        .gql(
+            &editor,
+            update,
+            json!({ "id": bare, "c": { "baseUrl": "https://elsewhere.example" } }),
+        )
+        .await;
+    anywhere.data();
 }

@@ -503,6 +503,18 @@ async fn versions_upgrades_and_deletion(backend: Backend) {
     );
     let gone = invoke(&app, &admin, &id, "getIssue", json!({ "issue": 1 })).await;
     assert_eq!(gone["errors"][0]["extensions"]["code"], "VALIDATION_FAILED");
+    // A version that sends the credentials to another origin (here https instead of http)
+    // needs credentials:write to upgrade to.
+    let mut v3 = v2.clone();
+    v3["baseUrl"] = json!("https://{config.host}/api");
+    app.gql(&admin, UPDATE, json!({ "id": template_id, "input": v3 }))
+        .await
+        .data();
+    let (_, editor) = app
+        .key_with(&["integrations:read", "integrations:write"])
+        .await;
+    let moved = app.gql(&editor, upgrade, json!({ "id": id, "v": 3 })).await;
+    assert_eq!(moved.code(), "FORBIDDEN", "{}", moved.body);
     let missing = app.gql(&admin, upgrade, json!({ "id": id, "v": 9 })).await;
     assert_eq!(missing.code(), "NOT_FOUND");
     // The key cannot change between versions.
