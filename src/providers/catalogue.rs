@@ -74,9 +74,12 @@ impl Provider {
     }
 }
 
-fn check(validator: &Validator, instance: &Value, what: &str) -> Result<(), AppError> {
+/// Checks `instance` against a compiled schema: INVALID_CONFIGURATION naming each path (at
+/// most 20), with messages that never echo the values. Also what templates' schemas use.
+pub fn check(validator: &Validator, instance: &Value, what: &str) -> Result<(), AppError> {
     let problems: Vec<FieldProblem> = validator
         .iter_errors(instance)
+        .take(20)
         .map(|err| {
             let path = err.instance_path().to_string();
             FieldProblem {

@@ -779,29 +779,7 @@ fn fill_json(template: &Value, params: &Value, config: &Value) -> AppResult<Valu
 /// (messages never echo the values).
 pub fn check_against(schema: &Value, instance: &Value, what: &str) -> AppResult<()> {
     let validator = compile_schema(schema).map_err(AppError::validation)?;
-    let problems: Vec<FieldProblem> = validator
-        .iter_errors(instance)
-        .take(20)
-        .map(|err| {
-            let path = err.instance_path().to_string();
-            FieldProblem {
-                path: if path.is_empty() { "/".into() } else { path },
-                message: err.masked().to_string(),
-            }
-        })
-        .collect();
-    if problems.is_empty() {
-        return Ok(());
-    }
-    let summary = problems
-        .iter()
-        .map(|p| format!("{}: {}", p.path, p.message))
-        .collect::<Vec<_>>()
-        .join("; ");
-    Err(AppError::InvalidConfiguration {
-        message: format!("invalid {what}: {summary}"),
-        problems,
-    })
+    crate::providers::catalogue::check(&validator, instance, what)
 }
 
 /// The template version an integration of `provider_key` uses: its pinned `version`, or the
