@@ -195,6 +195,10 @@ pub struct Config {
     /// Seconds between the OAuth refresher's looks for expiring tokens (0: no background
     /// refresh; calls still refresh an expired token).
     pub oauth_refresh_scan_secs: u64,
+    /// Memory for whole answers to repeated queries of stored fields (projects and
+    /// integrations), served again while the team's data is unchanged; SQLite only
+    /// (0: off).
+    pub answer_cache_mb: usize,
 }
 
 impl Default for Config {
@@ -280,6 +284,7 @@ impl Default for Config {
             oauth_refresh_before_secs: 300,
             oauth_refresh_scan_secs: 30,
             max_connections: 0,
+            answer_cache_mb: 16,
         }
     }
 }

@@ -326,6 +326,13 @@ diesel::joinable!(sync_runs -> sync_configs (config_id));
 diesel::joinable!(request_logs -> integrations (integration_id));
 diesel::joinable!(health_checks -> integrations (integration_id));
 
+diesel::table! {
+    data_versions (team_id) {
+        team_id -> Text,
+        version -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     teams,
     projects,

@@ -3,6 +3,7 @@
 //! shares: turning a presented credential into a caller (`authenticate`), error codes
 //! (`codes`) and the operation limits (`limits`). The WebSocket transport is `live`.
 
+pub mod answers;
 pub mod authenticate;
 pub mod codes;
 pub mod http;
@@ -100,6 +101,8 @@ pub fn build_schema(state: AppState) -> HubSchema {
 pub struct QuerySchema {
     schema: HubSchema,
     limits: QueryLimits,
+    /// Answers kept while their data is unchanged (SQLite; `HUB_ANSWER_CACHE_MB` > 0).
+    pub answers: Option<answers::Answers>,
 }
 
 impl QuerySchema {
@@ -141,9 +144,16 @@ pub fn build_query_schema(state: AppState) -> QuerySchema {
     if !config.field_suggestions {
         builder = builder.disable_suggestions();
     }
+    let kept_bytes = match state.pool.backend_name() {
+        "sqlite" => config.answer_cache_mb * 1024 * 1024,
+        _ => 0,
+    };
+    let schema = builder.data(state).finish();
+    let answers = (kept_bytes > 0).then(|| answers::Answers::new(&schema.sdl(), kept_bytes));
     QuerySchema {
-        schema: builder.data(state).finish(),
+        schema,
         limits,
+        answers,
     }
 }
 

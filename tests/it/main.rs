@@ -3,6 +3,7 @@
 
 mod support;
 
+mod answers;
 mod api_keys;
 mod audit;
 mod auth;

@@ -1,0 +1,247 @@
+//! Whole answers to repeated queries of stored fields (`graphql::answers`): on SQLite a
+//! repeated read costs one statement (the team's data version), and whatever changes the rows
+//! — a mutation, another connection's SQL — the next read shows it; an answer is never given
+//! to another caller. On PostgreSQL nothing is kept, and the same reads are just as fresh.
+
+use serde_json::{Value, json};
+
+use crate::on_both_backends;
+use crate::support::{Backend, TestApp};
+
+on_both_backends!(
+    kept_answers_are_never_stale,
+    kept_answers_stay_with_their_caller
+);
+
+const LIST: &str = "query($p: ID!) { integrations(projectId: $p, first: 20) { nodes { id name status enabled config credentials { isSet fields keyId updatedAt } } } }";
+
+/// The answer to `query`, read five times, and the fewest statements one read ran (a
+/// background write — usage counts, the webhook worker — may land inside one).
+async fn read(app: &TestApp, key: &str, query: &str, variables: Value) -> (Value, u64) {
+    let statements = app.state.pool.statements();
+    let mut fewest = u64::MAX;
+    let mut answer = Value::Null;
+    for _ in 0..5 {
+        let before = statements.count();
+        let body = app.gql(key, query, variables.clone()).await.body;
+        fewest = fewest.min(statements.count() - before);
+        if !answer.is_null() {
+            assert_eq!(body, answer, "the same read answered differently");
+        }
+        answer = body;
+    }
+    (answer, fewest)
+}
+
+fn names(answer: &Value) -> Vec<(String, String, bool)> {
+    answer["data"]["integrations"]["nodes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().to_string(),
+                n["status"].as_str().unwrap().to_string(),
+                n["enabled"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+async fn sql(app: &TestApp, statement: &str) {
+    let mut conn = app.state.pool.get().await.unwrap();
+    integration_hub::with_conn!(&mut conn, |c| diesel_async::RunQueryDsl::execute(
+        diesel::sql_query(statement),
+        c
+    )
+    .await)
+    .unwrap();
+}
+
+async fn kept_answers_are_never_stale(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let admin = app.admin_key.clone();
+    let project = app.create_project(&admin, "Dash").await;
+    let first = app
+        .register_github(&admin, &project, "one", "ghp_one")
+        .await;
+    let second = app
+        .register_github(&admin, &project, "two", "ghp_two")
+        .await;
+    let vars = json!({ "p": project });
+
+    let (answer, statements) = read(&app, &admin, LIST, vars.clone()).await;
+    let pending = "PENDING".to_string();
+    assert_eq!(
+        names(&answer),
+        [
+            ("one".to_string(), pending.clone(), true),
+            ("two".to_string(), pending.clone(), true)
+        ]
+    );
+    if backend == Backend::Sqlite {
+        // Kept: the version is all a repeated read asks.
+        assert_eq!(statements, 1, "a kept answer reads only the data version");
+    }
+
+    // A mutation.
+    app.gql(
+        &admin,
+        "mutation($id: ID!) { updateIntegration(id: $id, input: { name: \"uno\" }) { id } }",
+        json!({ "id": first }),
+    )
+    .await
+    .data();
+    let (answer, _) = read(&app, &admin, LIST, vars.clone()).await;
+    assert_eq!(names(&answer)[0].0, "uno");
+
+    // Another connection's SQL, as an operator or another process would write.
+    sql(
+        &app,
+        &format!("UPDATE integrations SET status = 'error' WHERE id = '{second}'"),
+    )
+    .await;
+    let (answer, _) = read(&app, &admin, LIST, vars.clone()).await;
+    assert_eq!(names(&answer)[1].1, "ERROR");
+
+    app.gql(
+        &admin,
+        "mutation($id: ID!) { setIntegrationEnabled(id: $id, enabled: false) { id } }",
+        json!({ "id": second }),
+    )
+    .await
+    .data();
+    let (answer, _) = read(&app, &admin, LIST, vars.clone()).await;
+    assert!(!names(&answer)[1].2);
+
+    // Credentials rotated: the `updatedAt` the list shows moves.
+    let before = answer["data"]["integrations"]["nodes"][0]["credentials"]["updatedAt"].clone();
+    sql(
+        &app,
+        &format!(
+            "UPDATE integrations SET credentials_updated_at = '2030-01-01 00:00:00' WHERE id = '{first}'"
+        ),
+    )
+    .await;
+    let (answer, _) = read(&app, &admin, LIST, vars.clone()).await;
+    let after = &answer["data"]["integrations"]["nodes"][0]["credentials"]["updatedAt"];
+    assert_ne!(*after, before);
+    assert!(after.as_str().unwrap().starts_with("2030-01-01"), "{after}");
+
+    // Deleted and registered.
+    app.gql(
+        &admin,
+        "mutation($id: ID!) { deleteIntegration(id: $id) }",
+        json!({ "id": second }),
+    )
+    .await
+    .data();
+    let (answer, _) = read(&app, &admin, LIST, vars.clone()).await;
+    assert_eq!(names(&answer).len(), 1);
+    app.register_github(&admin, &project, "three", "ghp_three")
+        .await;
+    let (answer, statements) = read(&app, &admin, LIST, vars.clone()).await;
+    assert_eq!(names(&answer).len(), 2);
+    if backend == Backend::Sqlite {
+        assert_eq!(statements, 1);
+    }
+
+    // Projects: renamed by a mutation, then by SQL.
+    let project_query =
+        "query($p: ID!) { project(id: $p) { id name description } projects { name } }";
+    let (answer, _) = read(&app, &admin, project_query, vars.clone()).await;
+    assert_eq!(answer["data"]["project"]["name"], "Dash");
+    app.gql(
+        &admin,
+        "mutation($id: ID!) { updateProject(id: $id, input: { name: \"Board\" }) { id } }",
+        json!({ "id": project }),
+    )
+    .await
+    .data();
+    let (answer, _) = read(&app, &admin, project_query, vars.clone()).await;
+    assert_eq!(answer["data"]["project"]["name"], "Board");
+    assert_eq!(answer["data"]["projects"], json!([{ "name": "Board" }]));
+    sql(
+        &app,
+        &format!("UPDATE projects SET description = 'by SQL' WHERE id = '{project}'"),
+    )
+    .await;
+    let (answer, _) = read(&app, &admin, project_query, vars.clone()).await;
+    assert_eq!(answer["data"]["project"]["description"], "by SQL");
+
+    // A read of anything else (here the health the logs make) is executed every time.
+    let health =
+        "query($p: ID!) { integrations(projectId: $p) { nodes { name health { status } } } }";
+    let (_, statements) = read(&app, &admin, health, vars.clone()).await;
+    assert!(statements >= 2, "{statements}");
+    let with_viewer =
+        "query($p: ID!) { viewer { kind } integrations(projectId: $p) { nodes { name } } }";
+    let (answer, statements) = read(&app, &admin, with_viewer, vars).await;
+    assert_eq!(answer["data"]["viewer"]["kind"], "API_KEY");
+    assert!(statements >= 1, "{statements}");
+    app.stop().await;
+}
+
+async fn kept_answers_stay_with_their_caller(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let admin = app.admin_key.clone();
+    let project = app.create_project(&admin, "Mine").await;
+    let other_project = app.create_project(&admin, "Other").await;
+    let id = app
+        .register_github(&admin, &project, "kept", "ghp_kept")
+        .await;
+    let vars = json!({ "p": project });
+    let (answer, _) = read(&app, &admin, LIST, vars.clone()).await;
+    assert_eq!(names(&answer)[0].0, "kept");
+
+    // Another team's admin, the same document and variables: not found, not the answer.
+    let (_, stranger) = app.new_team("Strangers").await;
+    let refused = app.gql(&stranger, LIST, vars.clone()).await;
+    assert_eq!(refused.code(), "NOT_FOUND", "{}", refused.body);
+
+    // A key of the same team without the scope: refused.
+    let (_, logs_only) = app.key_with(&["logs:read"]).await;
+    let refused = app.gql(&logs_only, LIST, vars.clone()).await;
+    assert_eq!(refused.code(), "FORBIDDEN", "{}", refused.body);
+
+    // A key limited to another project: not found.
+    let limited = app
+        .gql(
+            &admin,
+            "mutation($input: CreateApiKeyInput!) { createApiKey(input: $input) { key } }",
+            json!({ "input": { "name": "other", "scopes": ["integrations:read"],
+                "allowedProjectIds": [other_project] } }),
+        )
+        .await;
+    let limited = limited.data()["createApiKey"]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let refused = app.gql(&limited, LIST, vars.clone()).await;
+    assert_eq!(refused.code(), "NOT_FOUND", "{}", refused.body);
+
+    // A key limited to the integration sees it; its scopes narrowed later, it is refused.
+    let (reader_id, reader) = app.key_with(&["integrations:read"]).await;
+    let (answer, _) = read(&app, &reader, LIST, vars.clone()).await;
+    assert_eq!(answer["data"]["integrations"]["nodes"][0]["id"], json!(id));
+    app.gql(
+        &admin,
+        "mutation($id: ID!) { updateApiKey(id: $id, input: { scopes: [\"logs:read\"] }) { id } }",
+        json!({ "id": reader_id }),
+    )
+    .await
+    .data();
+    let refused = app.gql(&reader, LIST, vars.clone()).await;
+    assert_eq!(refused.code(), "FORBIDDEN", "{}", refused.body);
+
+    // A revoked key is refused before any answer.
+    app.gql(
+        &admin,
+        "mutation($id: ID!) { revokeApiKey(id: $id) { id } }",
+        json!({ "id": reader_id }),
+    )
+    .await;
+    let refused = app.gql(&reader, LIST, vars).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    app.stop().await;
+}
