@@ -198,8 +198,9 @@ impl Answers {
             request.query,
             variables
         );
-        let Ok(version) = version(pool, &principal.team_id).await else {
-            // The execution meets the same database and reports what is wrong.
+        // No version yet (a team without projects) is nothing to keep an answer under. An
+        // error is met again by the execution, which reports it.
+        let Ok(Some(version)) = version(pool, &principal.team_id).await else {
             return Lookup::Pass;
         };
         {
@@ -327,8 +328,8 @@ fn plain(directives: &[Positioned<Directive>]) -> bool {
         .all(|d| matches!(d.node.name.node.as_str(), "include" | "skip"))
 }
 
-/// The team's data version (0 before its first project).
-async fn version(pool: &DbPool, team_id: &str) -> AppResult<i64> {
+/// The team's data version (none before its first project).
+async fn version(pool: &DbPool, team_id: &str) -> AppResult<Option<i64>> {
     let mut conn = pool.read().await?;
     let version = with_conn!(&mut conn, |c| data_versions::table
         .find(team_id)
@@ -336,7 +337,7 @@ async fn version(pool: &DbPool, team_id: &str) -> AppResult<i64> {
         .first::<i64>(c)
         .await
         .optional())?;
-    Ok(version.unwrap_or(0))
+    Ok(version)
 }
 
 #[cfg(test)]
