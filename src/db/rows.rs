@@ -10,6 +10,10 @@ use super::schema::{audit_events, inbound_webhook_events, request_logs};
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = audit_events)]
 #[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+// A `None` is bound as NULL (what these columns default to anyway), not written as `DEFAULT`:
+// the statement is then the same for every row, and diesel finds it in its statement cache by
+// its type instead of building its SQL text to look it up, once per row the journal writes.
+#[diesel(treat_none_as_default_value = false)]
 pub struct AuditEventRow {
     pub id: String,
     pub team_id: String,
@@ -28,6 +32,10 @@ pub struct AuditEventRow {
 #[derive(Debug, Clone, Queryable, Selectable, Insertable, serde::Serialize, serde::Deserialize)]
 #[diesel(table_name = request_logs)]
 #[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+// A `None` is bound as NULL (what these columns default to anyway), not written as `DEFAULT`:
+// the statement is then the same for every row, and diesel finds it in its statement cache by
+// its type instead of building its SQL text to look it up, once per row the journal writes.
+#[diesel(treat_none_as_default_value = false)]
 pub struct RequestLogRow {
     pub id: String,
     pub team_id: String,
