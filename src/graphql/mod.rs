@@ -145,7 +145,7 @@ pub fn build_query_schema(state: AppState) -> QuerySchema {
         builder = builder.disable_suggestions();
     }
     let kept_bytes = match state.pool.backend_name() {
-        "sqlite" => config.answer_cache_mb * 1024 * 1024,
+        "sqlite" => config.answer_cache_mb.saturating_mul(1024 * 1024),
         _ => 0,
     };
     let schema = builder.data(state).finish();
