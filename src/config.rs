@@ -196,8 +196,7 @@ pub struct Config {
     /// refresh; calls still refresh an expired token).
     pub oauth_refresh_scan_secs: u64,
     /// Memory for whole answers to repeated queries of stored fields (projects and
-    /// integrations), served again while the team's data is unchanged; SQLite only
-    /// (0: off).
+    /// integrations), served again while the team's data is unchanged (0: off).
     pub answer_cache_mb: usize,
 }
 

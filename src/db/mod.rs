@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use diesel::ConnectionError;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{
     AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, SimpleAsyncConnection,
@@ -195,6 +197,11 @@ impl DbPool {
                 let statements = Statements::default();
                 let counted = statements.clone();
                 let mut config = ManagerConfig::<AsyncPgConnection>::default();
+                // No `SELECT 1` round trip on every checkout: a connection whose socket the
+                // server closed (a restart, `pg_terminate_backend`) is already known to be
+                // closed and is replaced; one that fails in use fails its statement, which the
+                // request reports as an outage (503, retry).
+                config.recycling_method = RecyclingMethod::Fast;
                 config.custom_setup = Box::new(move |url| {
                     let url = url.to_string();
                     let counted = counted.clone();
@@ -234,6 +241,9 @@ impl DbPool {
                 let statements = Statements::default();
                 let counted = statements.clone();
                 let mut config = ManagerConfig::<SqliteConnection>::default();
+                // A local file cannot go away under a connection: no test statement (and
+                // blocking-pool hop) on every checkout.
+                config.recycling_method = RecyclingMethod::Fast;
                 let pragmas = sqlite_pragmas(timeout);
                 config.custom_setup = Box::new(move |path| {
                     let path = path.to_string();

@@ -17,12 +17,15 @@
 //! errors or extensions are not kept. A kept answer costs one indexed read of the version
 //! (on the calling thread's SQLite reader) instead of the execution.
 //!
-//! SQLite only: on PostgreSQL the version read would be a round trip per request (as much
-//! as the read it saves), and the triggers' counter row would make a team's writers wait on
-//! each other across replicas.
+//! On SQLite the version is read on the calling thread's reader. On PostgreSQL a round trip
+//! per read would cost as much as the read it saves, so version reads are shared ([`Rounds`]):
+//! one statement answers every read that was waiting when it was sent, for all their teams.
+//! A read never uses a version read before it arrived, so sharing never makes it stale; the
+//! triggers there are deferred to commit, so a team's writers wait on its counter row only
+//! while a commit completes.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
 
 use actix_web::web::Bytes;
 use async_graphql::Request;
@@ -118,6 +121,86 @@ pub struct Answers {
     fields: HashMap<String, HashMap<String, String>>,
     max_bytes: usize,
     kept: RwLock<(HashMap<String, Kept>, usize)>,
+    /// Shared version reads (PostgreSQL).
+    rounds: Rounds,
+}
+
+/// Teams one shared version read asks for at most; more readers start another round.
+const MAX_ROUND_TEAMS: usize = 512;
+
+/// Version reads on PostgreSQL, shared between concurrent requests like a group commit: a
+/// read joins the round not yet sent, and one statement answers all of the round's teams.
+/// One round is in flight at a time, so under load a round gathers every read that arrived
+/// during the previous one. A read joins only a round that has not been sent, so the version
+/// it gets was read after it arrived: as current as a read of its own.
+#[derive(Default)]
+struct Rounds {
+    /// The round that is gathering reads.
+    gathering: Mutex<Option<Arc<Round>>>,
+    /// Held while a round is in flight.
+    in_flight: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Round {
+    teams: Mutex<Vec<String>>,
+    /// The versions read, or `None` when the read failed (the readers execute instead).
+    versions: tokio::sync::OnceCell<Option<Arc<HashMap<String, i64>>>>,
+}
+
+impl Rounds {
+    async fn version(&self, pool: &DbPool, team_id: &str) -> Option<i64> {
+        let round = {
+            let mut gathering = self.gathering.lock().unwrap_or_else(|e| e.into_inner());
+            let round = match gathering.as_ref() {
+                Some(round)
+                    if round.teams.lock().unwrap_or_else(|e| e.into_inner()).len()
+                        < MAX_ROUND_TEAMS =>
+                {
+                    round.clone()
+                }
+                _ => gathering.insert(Arc::default()).clone(),
+            };
+            let mut teams = round.teams.lock().unwrap_or_else(|e| e.into_inner());
+            if !teams.iter().any(|t| t == team_id) {
+                teams.push(team_id.to_string());
+            }
+            drop(teams);
+            round
+        };
+        let versions = round
+            .versions
+            .get_or_init(|| self.send(pool, round.clone()))
+            .await;
+        versions.as_ref()?.get(team_id).copied()
+    }
+
+    /// Waits for the round in flight, stops `round` gathering, and reads its teams' versions.
+    /// The read runs in a task of its own: a reader that goes away does not cut it off.
+    async fn send(&self, pool: &DbPool, round: Arc<Round>) -> Option<Arc<HashMap<String, i64>>> {
+        let _in_flight = self.in_flight.lock().await;
+        let teams = {
+            let mut gathering = self.gathering.lock().unwrap_or_else(|e| e.into_inner());
+            if gathering.as_ref().is_some_and(|g| Arc::ptr_eq(g, &round)) {
+                *gathering = None;
+            }
+            round
+                .teams
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        };
+        let pool = pool.clone();
+        let read = tokio::spawn(async move { versions(&pool, teams).await });
+        match read.await {
+            Ok(Ok(versions)) => Some(Arc::new(versions)),
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err.message(), "data versions not read");
+                None
+            }
+            Err(_) => None,
+        }
+    }
 }
 
 impl Answers {
@@ -163,6 +246,7 @@ impl Answers {
             fields,
             max_bytes,
             kept: RwLock::new((HashMap::new(), 0)),
+            rounds: Rounds::default(),
         }
     }
 
@@ -200,7 +284,11 @@ impl Answers {
         );
         // No version yet (a team without projects) is nothing to keep an answer under. An
         // error is met again by the execution, which reports it.
-        let Ok(Some(version)) = version(pool, &principal.team_id).await else {
+        let version = match pool.backend_name() {
+            "sqlite" => version(pool, &principal.team_id).await.ok().flatten(),
+            _ => self.rounds.version(pool, &principal.team_id).await,
+        };
+        let Some(version) = version else {
             return Lookup::Pass;
         };
         {
@@ -254,8 +342,13 @@ impl Answers {
             }
             _ => return false,
         };
+        // `{ __typename }` alone reads no data: executing it costs less than the version.
+        let reads_data = operation.node.selection_set.node.items.iter().any(|item| {
+            !matches!(&item.node, Selection::Field(field) if field.node.name.node == "__typename")
+        });
         operation.node.ty == OperationType::Query
             && operation.node.directives.is_empty()
+            && reads_data
             && self.selects_stored(document, "Query", &operation.node.selection_set.node, 0)
     }
 
@@ -340,6 +433,17 @@ async fn version(pool: &DbPool, team_id: &str) -> AppResult<Option<i64>> {
     Ok(version)
 }
 
+/// The data versions of `teams` (those that have one).
+async fn versions(pool: &DbPool, teams: Vec<String>) -> AppResult<HashMap<String, i64>> {
+    let mut conn = pool.read().await?;
+    let versions = with_conn!(&mut conn, |c| data_versions::table
+        .filter(data_versions::team_id.eq_any(&teams))
+        .select((data_versions::team_id, data_versions::version))
+        .load::<(String, i64)>(c)
+        .await)?;
+    Ok(versions.into_iter().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,6 +472,8 @@ mod tests {
             "query($p: ID!) { integrations(projectId: $p) { nodes { provider { key } } } }"
         ));
         assert!(!stored("{ __schema { types { name } } }"));
+        assert!(!stored("{ __typename }"));
+        assert!(stored("{ __typename projects { id } }"));
         assert!(!stored(
             "mutation { createProject(input: { name: \"x\" }) { id } }"
         ));

@@ -144,10 +144,7 @@ pub fn build_query_schema(state: AppState) -> QuerySchema {
     if !config.field_suggestions {
         builder = builder.disable_suggestions();
     }
-    let kept_bytes = match state.pool.backend_name() {
-        "sqlite" => config.answer_cache_mb.saturating_mul(1024 * 1024),
-        _ => 0,
-    };
+    let kept_bytes = config.answer_cache_mb.saturating_mul(1024 * 1024);
     let schema = builder.data(state).finish();
     let answers = (kept_bytes > 0).then(|| answers::Answers::new(&schema.sdl(), kept_bytes));
     QuerySchema {
