@@ -12,7 +12,8 @@ use crate::support::{Backend, TestApp};
 on_both_backends!(
     kept_answers_are_never_stale,
     kept_answers_stay_with_their_caller,
-    reads_under_load_see_every_write_on_any_replica
+    reads_under_load_see_every_write_on_any_replica,
+    one_teams_writers_on_two_replicas_all_commit
 );
 
 const LIST: &str = "query($p: ID!) { integrations(projectId: $p, first: 20) { nodes { id name status enabled config credentials { isSet fields keyId updatedAt } } } }";
@@ -317,6 +318,82 @@ async fn reads_under_load_see_every_write_on_any_replica(backend: Backend) {
     for reader in background {
         assert!(reader.await.unwrap() > 0);
     }
+    replica.stop().await;
+    app.stop().await;
+}
+
+/// Every write of a team's projects and integrations bumps its data version (on PostgreSQL at
+/// commit, on one counter row): many concurrent writers of one team, through two replicas,
+/// all commit — none fails on the shared row — and the version moved once for each.
+async fn one_teams_writers_on_two_replicas_all_commit(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let admin = app.admin_key.clone();
+    let project = app.create_project(&admin, "Crowd").await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(
+            app.register_github(&admin, &project, &format!("w{i}"), "ghp_w")
+                .await,
+        );
+    }
+    let replica = app.start_replica().await;
+    let bases = [app.base.clone(), format!("http://{}", replica.addr)];
+    let version = || async {
+        let mut conn = app.state.pool.get().await.unwrap();
+        integration_hub::with_conn!(&mut conn, |c| {
+            use diesel::prelude::*;
+            use integration_hub::db::schema::data_versions;
+            diesel_async::RunQueryDsl::get_result::<i64>(
+                data_versions::table
+                    .find(&app.team_id)
+                    .select(data_versions::version),
+                c,
+            )
+            .await
+        })
+        .unwrap()
+    };
+    let before = version().await;
+    let client = reqwest::Client::new();
+    let rounds = 5;
+    let writers = ids.iter().enumerate().map(|(i, id)| {
+        let (client, admin, base) = (client.clone(), admin.clone(), bases[i % 2].clone());
+        let id = id.clone();
+        async move {
+            for round in 0..rounds {
+                let answer: Value = client
+                    .post(format!("{base}/graphql"))
+                    .bearer_auth(&admin)
+                    .json(&json!({
+                        "query": "mutation($id: ID!, $name: String!) { updateIntegration(id: $id, input: { name: $name }) { name } }",
+                        "variables": { "id": id, "name": format!("w{i}-{round}") },
+                    }))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert!(answer["errors"].is_null(), "writer {i}, round {round}: {answer}");
+            }
+        }
+    });
+    futures_util::future::join_all(writers).await;
+    let after = version().await;
+    assert!(
+        after - before >= (ids.len() * rounds) as i64,
+        "{} writes moved the version by {}",
+        ids.len() * rounds,
+        after - before
+    );
+    let (answer, _) = read(&app, &admin, LIST, json!({ "p": project })).await;
+    let mut shown: Vec<String> = names(&answer).into_iter().map(|(n, ..)| n).collect();
+    shown.sort();
+    let mut expected: Vec<String> = (0..ids.len())
+        .map(|i| format!("w{i}-{}", rounds - 1))
+        .collect();
+    expected.sort();
+    assert_eq!(shown, expected);
     replica.stop().await;
     app.stop().await;
 }
