@@ -24,7 +24,7 @@
 //! triggers there are deferred to commit, so a team's writers wait on its counter row only
 //! while a commit completes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use actix_web::web::Bytes;
@@ -143,7 +143,7 @@ struct Rounds {
 
 #[derive(Default)]
 struct Round {
-    teams: Mutex<Vec<String>>,
+    teams: Mutex<HashSet<String>>,
     /// The versions read, or `None` when the read failed (the readers execute instead).
     versions: tokio::sync::OnceCell<Option<Arc<HashMap<String, i64>>>>,
 }
@@ -162,8 +162,8 @@ impl Rounds {
                 _ => gathering.insert(Arc::default()).clone(),
             };
             let mut teams = round.teams.lock().unwrap_or_else(|e| e.into_inner());
-            if !teams.iter().any(|t| t == team_id) {
-                teams.push(team_id.to_string());
+            if !teams.contains(team_id) {
+                teams.insert(team_id.to_string());
             }
             drop(teams);
             round
@@ -184,11 +184,8 @@ impl Rounds {
             if gathering.as_ref().is_some_and(|g| Arc::ptr_eq(g, &round)) {
                 *gathering = None;
             }
-            round
-                .teams
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
+            let teams = round.teams.lock().unwrap_or_else(|e| e.into_inner());
+            teams.iter().cloned().collect::<Vec<_>>()
         };
         let pool = pool.clone();
         let read = tokio::spawn(async move { versions(&pool, teams).await });
