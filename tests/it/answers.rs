@@ -7,6 +7,7 @@
 use serde_json::{Value, json};
 
 use crate::on_both_backends;
+use crate::support::process::gql;
 use crate::support::{Backend, TestApp};
 
 on_both_backends!(
@@ -15,6 +16,8 @@ on_both_backends!(
     reads_under_load_see_every_write_on_any_replica,
     one_teams_writers_on_two_replicas_all_commit
 );
+
+const RENAME: &str = "mutation($id: ID!, $name: String!) { updateIntegration(id: $id, input: { name: $name }) { name } }";
 
 const LIST: &str = "query($p: ID!) { integrations(projectId: $p, first: 20) { nodes { id name status enabled config credentials { isSet fields keyId updatedAt } } } }";
 
@@ -258,24 +261,12 @@ async fn reads_under_load_see_every_write_on_any_replica(backend: Backend) {
         .await;
     let replica = app.start_replica().await;
     let vars = json!({ "p": project });
-    let client = reqwest::Client::new();
-    let bearer = admin.clone();
-    let ask = move |base: String, query: &'static str, variables: Value| {
-        let client = client.clone();
-        let admin = bearer.clone();
-        async move {
-            let response = client
-                .post(format!("{base}/graphql"))
-                .bearer_auth(admin)
-                .json(&json!({ "query": query, "variables": variables }))
-                .send()
-                .await
-                .expect("the server answers");
-            response.json::<Value>().await.expect("JSON")
-        }
+    let ask = move |addr: String, query: &'static str, variables: Value| {
+        let key = admin.clone();
+        async move { gql(&addr, &key, query, variables).await }
     };
-    let home = app.base.clone();
-    let elsewhere = format!("http://{}", replica.addr);
+    let home = app.base.trim_start_matches("http://").to_string();
+    let elsewhere = replica.addr.to_string();
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut background = Vec::new();
@@ -294,12 +285,7 @@ async fn reads_under_load_see_every_write_on_any_replica(backend: Backend) {
     for round in 1..=12 {
         let name = format!("name-{round}");
         let writer = if round % 2 == 0 { &home } else { &elsewhere };
-        let renamed = ask(
-            writer.clone(),
-            "mutation($id: ID!, $name: String!) { updateIntegration(id: $id, input: { name: $name }) { name } }",
-            json!({ "id": id, "name": name }),
-        )
-        .await;
+        let renamed = ask(writer.clone(), RENAME, json!({ "id": id, "name": name })).await;
         assert_eq!(
             renamed["data"]["updateIntegration"]["name"],
             json!(name),
@@ -337,7 +323,10 @@ async fn one_teams_writers_on_two_replicas_all_commit(backend: Backend) {
         );
     }
     let replica = app.start_replica().await;
-    let bases = [app.base.clone(), format!("http://{}", replica.addr)];
+    let addrs = [
+        app.base.trim_start_matches("http://").to_string(),
+        replica.addr.to_string(),
+    ];
     let version = || async {
         let mut conn = app.state.pool.get().await.unwrap();
         integration_hub::with_conn!(&mut conn, |c| {
@@ -354,27 +343,22 @@ async fn one_teams_writers_on_two_replicas_all_commit(backend: Backend) {
         .unwrap()
     };
     let before = version().await;
-    let client = reqwest::Client::new();
     let rounds = 5;
     let writers = ids.iter().enumerate().map(|(i, id)| {
-        let (client, admin, base) = (client.clone(), admin.clone(), bases[i % 2].clone());
-        let id = id.clone();
+        let (admin, addr, id) = (admin.clone(), addrs[i % 2].clone(), id.clone());
         async move {
             for round in 0..rounds {
-                let answer: Value = client
-                    .post(format!("{base}/graphql"))
-                    .bearer_auth(&admin)
-                    .json(&json!({
-                        "query": "mutation($id: ID!, $name: String!) { updateIntegration(id: $id, input: { name: $name }) { name } }",
-                        "variables": { "id": id, "name": format!("w{i}-{round}") },
-                    }))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                assert!(answer["errors"].is_null(), "writer {i}, round {round}: {answer}");
+                let answer = gql(
+                    &addr,
+                    &admin,
+                    RENAME,
+                    json!({ "id": id, "name": format!("w{i}-{round}") }),
+                )
+                .await;
+                assert!(
+                    answer["errors"].is_null(),
+                    "writer {i}, round {round}: {answer}"
+                );
             }
         }
     });
