@@ -141,7 +141,7 @@ async fn execute(client: &reqwest::Client, hub: &Hub, upstream_url: &str, integr
         compare_throughput(client, hub, upstream_url, integration, "/items/1").await;
     let (instant_direct_rps, instant_hub_rps) = (direct_rps, hub_rps);
     println!(
-        "execute throughput: direct {direct_rps:.0} req/s, through the hub {hub_rps:.0} req/s, ratio {:.2} (target ≥ 0.5); hub CPU {cpu_per_call:.0} µs per call",
+        "execute throughput: direct {direct_rps:.0} req/s, through the hub {hub_rps:.0} req/s, ratio {:.2}; hub CPU {cpu_per_call:.0} µs per call",
         hub_rps / direct_rps
     );
     let (direct_rps, hub_rps, _) =
@@ -211,18 +211,41 @@ async fn execute(client: &reqwest::Client, hub: &Hub, upstream_url: &str, integr
     let forwarder = forwarder.run();
     let forwarder_handle = forwarder.handle();
     tokio::spawn(forwarder);
-    let forwarded_rps = throughput(callers(), Duration::from_secs(5), {
+    let forward = {
         let client = client.clone();
         move || get_ok(client.clone(), forwarder_url.clone())
-    })
-    .await;
-    forwarder_handle.stop(false).await;
+    };
+    let forwarded_rps = throughput(callers(), Duration::from_secs(5), forward.clone()).await;
     println!(
         "reference, a bare forwarder (actix-web + reqwest, nothing else): {forwarded_rps:.0} req/s, {:.2}× direct; the hub makes {:.2}× of it",
         forwarded_rps / instant_direct_rps,
         instant_hub_rps / forwarded_rps
     );
+    // 1e. The share of the forwarder, measured in alternating 3 s rounds (forwarder, hub,
+    // forwarder, hub...): the machine's drift over the phases above does not enter the ratio.
+    let mut shares = Vec::new();
+    for _ in 0..ROUNDS {
+        let forwarded = throughput(callers(), Duration::from_secs(3), forward.clone()).await;
+        let through = throughput(
+            callers(),
+            Duration::from_secs(3),
+            hub_call(client, hub, EXECUTE, integration),
+        )
+        .await;
+        shares.push(through / forwarded.max(1.0));
+    }
+    forwarder_handle.stop(false).await;
+    let rounds: Vec<String> = shares.iter().map(|s| format!("{s:.2}")).collect();
+    shares.sort_by(f64::total_cmp);
+    println!(
+        "execute share of a bare forwarder, alternating rounds: median {:.2} (target ≥ 0.5; rounds {})",
+        percentile(&shares, 0.5),
+        rounds.join(", ")
+    );
 }
+
+/// Alternating forwarder/hub rounds for the share of the forwarder.
+const ROUNDS: usize = 5;
 
 async fn fan_out(client: &reqwest::Client, hub: &Hub, integration: &str) {
     // 2. Live-log fan-out.
@@ -408,35 +431,45 @@ async fn compare_throughput(
         "mutation($id: ID!) {{ executeRequest(integrationId: $id, input: {{ method: \"GET\", path: \"{path}\" }}) {{ status }} }}"
     );
     let cpu_before = cpu_seconds(hub.child.id().unwrap());
-    let hub_rps = throughput(callers(), Duration::from_secs(5), {
-        let (client, url, key, id) = (
-            client.clone(),
-            format!("http://{}/graphql", hub.addr),
-            hub.key.clone(),
-            integration.to_string(),
-        );
-        move || {
-            let (client, url, key, id, query) = (
-                client.clone(),
-                url.clone(),
-                key.clone(),
-                id.clone(),
-                query.clone(),
-            );
-            async move {
-                client
-                    .post(&url)
-                    .bearer_auth(&key)
-                    .json(&json!({ "query": query, "variables": { "id": id } }))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == 200)
-            }
-        }
-    })
+    let hub_rps = throughput(
+        callers(),
+        Duration::from_secs(5),
+        hub_call(client, hub, &query, integration),
+    )
     .await;
     let cpu = cpu_seconds(hub.child.id().unwrap()) - cpu_before;
     (direct_rps, hub_rps, cpu * 1e6 / (hub_rps * 5.0).max(1.0))
+}
+
+/// A call for [`throughput`]: `query` (an `executeRequest` mutation) through the hub with
+/// `id`, successful when it answers 200.
+fn hub_call(
+    client: &reqwest::Client,
+    hub: &Hub,
+    query: &str,
+    id: &str,
+) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
++ Clone
++ Send
++ 'static {
+    let (client, url, key) = (
+        client.clone(),
+        format!("http://{}/graphql", hub.addr),
+        hub.key.clone(),
+    );
+    let body = json!({ "query": query, "variables": { "id": id } });
+    move || {
+        let (client, url, key, body) = (client.clone(), url.clone(), key.clone(), body.clone());
+        Box::pin(async move {
+            client
+                .post(&url)
+                .bearer_auth(&key)
+                .json(&body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+    }
 }
 
 /// A call for [`throughput`]: GET `url`, successful when it answers 200.
