@@ -271,6 +271,13 @@ pub async fn heartbeat(
             .filter(sync_runs::id.eq(run_id))
             .filter(sync_runs::attempts.eq(attempts))
             .filter(sync_runs::status.eq_any(["queued", "running"]))
+            // A lease given back at a stop stays given back: a renewal that was on its way
+            // when the replica stopped must not hold the run for another lease.
+            .filter(
+                sync_runs::heartbeat_at
+                    .is_null()
+                    .or(sync_runs::heartbeat_at.ne(released_at())),
+            )
     )
     .set(sync_runs::heartbeat_at.eq(Some(at)))
     .execute(c)
@@ -341,15 +348,19 @@ pub async fn take_over(
 /// Gives back the leases of runs `ids` (this replica's, at a graceful stop) at once: another
 /// replica takes them over at its next check instead of waiting for them to run out.
 pub async fn release_runs(conn: &mut DbConn, ids: &[String]) -> AppResult<usize> {
-    let long_ago = chrono::DateTime::UNIX_EPOCH.naive_utc();
     Ok(with_conn!(conn, |c| diesel::update(
         sync_runs::table
             .filter(sync_runs::id.eq_any(ids))
             .filter(sync_runs::status.eq_any(["queued", "running"]))
     )
-    .set(sync_runs::heartbeat_at.eq(Some(long_ago)))
+    .set(sync_runs::heartbeat_at.eq(Some(released_at())))
     .execute(c)
     .await)?)
+}
+
+/// The heartbeat of a run whose lease was given back: long ago, so any replica takes it over.
+fn released_at() -> NaiveDateTime {
+    chrono::DateTime::UNIX_EPOCH.naive_utc()
 }
 
 /// Runs `ids` marked interrupted with `reason` if still queued or running (runs taken over
