@@ -21,6 +21,7 @@ on_both_backends!(
     transformers_preview_and_real_run_agree,
     bidirectional_without_ping_pong_and_conflicts,
     cancel_interrupt_and_rerun,
+    a_lease_given_back_is_not_renewed,
     push_to_two_targets_one_failing,
     scheduler_confinement_and_live_progress,
     a_key_twice_in_a_page_is_recorded,
@@ -659,6 +660,44 @@ async fn cancel_interrupt_and_rerun(backend: Backend) {
         (40, 0, 40, 0),
         "nothing left to write: {rerun}"
     );
+    app.stop().await;
+}
+
+/// A lease given back at a stop stays given back: a renewal that lands after the release
+/// (it was on its way when the replica stopped) does not hold the run for another lease.
+async fn a_lease_given_back_is_not_renewed(backend: Backend) {
+    use integration_hub::sync::store;
+    let source = Records::new("key", issues(40));
+    let target = Records::new("externalId", vec![]);
+    target.delay_ms.store(100, Ordering::SeqCst);
+    let (source_server, target_server) = (serve(&source).await, serve(&target).await);
+    let app = TestApp::start(backend).await;
+    let config = paged_config(&app, &source_server, &target_server, "held").await;
+    let started = app.gql(&app.admin_key, RUN, json!({ "id": config })).await;
+    let run_id = started.data()["runSync"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut conn = app.state.pool.get().await.unwrap();
+    let at = integration_hub::db::now();
+    assert!(
+        store::heartbeat(&mut conn, &run_id, 1, at).await.unwrap(),
+        "the holder renews its lease"
+    );
+    let released = store::release_runs(&mut conn, std::slice::from_ref(&run_id))
+        .await
+        .unwrap();
+    assert_eq!(released, 1);
+    assert!(
+        !store::heartbeat(&mut conn, &run_id, 1, at).await.unwrap(),
+        "a lease given back is not renewed"
+    );
+    let stale = store::stale_runs(&mut conn, at, &[], 8).await.unwrap();
+    assert!(
+        stale.iter().any(|run| run.id == run_id),
+        "the run is free to take over"
+    );
+    drop(conn);
     app.stop().await;
 }
 
