@@ -1,21 +1,31 @@
 //! Parsed operations, kept by their text: clients send the same few documents over and over
 //! (a frontend's queries, an API client's `executeRequest`), and parsing is the costliest step
-//! before execution. A document is still validated, checked against the query limits and
-//! executed on every request; only the parse is reused. Text that does not parse is never
-//! kept, so its errors come from the normal path.
+//! before execution. Text that does not parse is never kept, so its errors come from the
+//! normal path.
+//!
+//! Next to a document the cache keeps what validating it gave once it passed (per operation
+//! name): everything async-graphql's validation checks depends on the document alone, except
+//! the variables' values (`graphql::limits` checks those on every request and validates in
+//! full when one does not fit). So a document is validated once, not on every request.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use async_graphql::Request;
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
+use async_graphql::{Request, ValidationResult};
 
 /// Documents longer than this are parsed every time (they are rare and would crowd out the rest).
 const MAX_DOCUMENT_BYTES: usize = 16 * 1024;
 
 pub struct DocumentCache {
     max_entries: usize,
-    entries: RwLock<HashMap<String, ExecutableDocument>>,
+    entries: RwLock<HashMap<String, Entry>>,
+}
+
+struct Entry {
+    document: ExecutableDocument,
+    /// The operation name a validation passed with, and what it gave.
+    validated: Option<(Option<String>, ValidationResult)>,
 }
 
 impl DocumentCache {
@@ -33,7 +43,9 @@ impl DocumentCache {
         }
         let cached = {
             let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-            entries.get(&request.query).cloned()
+            entries
+                .get(&request.query)
+                .map(|entry| entry.document.clone())
         };
         if let Some(document) = cached {
             request.set_parsed_query(document);
@@ -47,9 +59,30 @@ impl DocumentCache {
             // Crude but bounded: a working set larger than the cache is re-learnt.
             entries.clear();
         }
-        entries.insert(request.query.clone(), document.clone());
+        let entry = Entry {
+            document: document.clone(),
+            validated: None,
+        };
+        entries.insert(request.query.clone(), entry);
         drop(entries);
         request.set_parsed_query(document);
+    }
+
+    /// What validating the kept document `query` gave when it passed for `operation`.
+    pub fn validated(&self, query: &str, operation: Option<&str>) -> Option<ValidationResult> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        match &entries.get(query)?.validated {
+            Some((name, result)) if name.as_deref() == operation => Some(*result),
+            _ => None,
+        }
+    }
+
+    /// Keeps what validating `query` for `operation` gave (a document not kept is ignored).
+    pub fn passed(&self, query: &str, operation: Option<&str>, result: ValidationResult) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = entries.get_mut(query) {
+            entry.validated = Some((operation.map(str::to_string), result));
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod authenticate;
 pub mod codes;
 pub mod http;
 pub mod limits;
+pub mod validated;
 
 use async_graphql::{MergedObject, MergedSubscription, Schema};
 
@@ -81,6 +82,7 @@ pub fn build_schema(state: AppState) -> HubSchema {
         Subscription::default(),
     )
     .extension(codes::ErrorCodes)
+    .extension(validated::ValidatedDocuments(state.documents.clone()))
     .extension(query_limits(&state))
     .extension(AuditLog)
     .limit_recursive_depth(64);

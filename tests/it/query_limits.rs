@@ -9,7 +9,8 @@ on_both_backends!(
     depth_and_complexity_in_our_words,
     abusive_documents_are_refused,
     production_switches,
-    every_error_has_a_code
+    every_error_has_a_code,
+    a_validated_document_still_refuses_variables_that_do_not_fit
 );
 
 async fn abusive_documents_are_refused(backend: Backend) {
@@ -299,5 +300,79 @@ async fn depth_and_complexity_in_our_words(backend: Backend) {
     assert_eq!(missing.code(), "NOT_FOUND", "{}", missing.body);
     let unknown = app.gql(&key, "{ nothing }", json!({})).await;
     assert_eq!(unknown.code(), "VALIDATION_FAILED", "{}", unknown.body);
+    app.stop().await;
+}
+
+/// A document is validated in full once; later requests with the same text reuse that result
+/// when their variables fit (see `graphql::validated`). Every variable that does not fit is
+/// still refused by the full validation, in the same words, code, locations and status as
+/// the first time the document is seen; variables that fit run as before.
+async fn a_validated_document_still_refuses_variables_that_do_not_fit(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let key = app.admin_key.clone();
+    let create = "mutation($input: CreateProjectInput!, $fallback: String = \"d\") { \
+                  createProject(input: $input) { name } \
+                  other: createProject(input: { name: $fallback }) { name } }";
+    let fits = |name: &str| json!({ "input": { "name": name }, "fallback": format!("{name}-2") });
+    // Validated in full the first time, then reused: each run creates what it names.
+    for name in ["first", "second", "third"] {
+        let answer = app.gql(&key, create, fits(name)).await;
+        assert_eq!(
+            answer.data()["createProject"]["name"],
+            json!(name),
+            "{}",
+            answer.body
+        );
+        assert_eq!(answer.data()["other"]["name"], json!(format!("{name}-2")));
+    }
+    let cases = [
+        ("a number for a String", json!({ "input": { "name": 5 } })),
+        (
+            "an unknown field",
+            json!({ "input": { "name": "x", "bogus": 1 } }),
+        ),
+        (
+            "a required field missing",
+            json!({ "input": { "description": "x" } }),
+        ),
+        // async-graphql's validation takes these; ours refuses them before anything runs
+        // (the second field would have created a project first).
+        ("a list for an object", json!({ "input": [] })),
+        ("a String for an object", json!({ "input": "x" })),
+        ("null for a required input", json!({ "input": null })),
+        (
+            "null for a variable with a default, where null is not allowed",
+            json!({ "input": { "name": "x" }, "fallback": null }),
+        ),
+        (
+            "a bad value next to a good one",
+            json!({ "input": { "name": "x", "description": [1] } }),
+        ),
+    ];
+    for (index, (what, variables)) in cases.iter().enumerate() {
+        // The same document under a text never validated (trailing blanks keep the positions).
+        let fresh = format!("{create}{}", " ".repeat(index + 1));
+        let first = app.gql(&key, &fresh, variables.clone()).await;
+        let again = app.gql(&key, create, variables.clone()).await;
+        assert_eq!(first.status, 400, "{what}: {}", first.body);
+        assert!(first.body.get("data").is_none(), "{what}: {}", first.body);
+        assert_eq!(
+            (again.status, &again.body),
+            (first.status, &first.body),
+            "{what}: a validated document answers as a new one"
+        );
+        assert_eq!(first.code(), "VALIDATION_FAILED", "{what}: {}", first.body);
+        if what.ends_with("for an object") {
+            assert!(first.message().contains("$input"), "{}", first.body);
+        }
+    }
+    // Nothing refused was created: the three runs above made six projects.
+    let projects = app.gql(&key, "{ projects { name } }", json!({})).await;
+    assert_eq!(
+        projects.data()["projects"].as_array().map(Vec::len),
+        Some(6),
+        "{}",
+        projects.body
+    );
     app.stop().await;
 }
