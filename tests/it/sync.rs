@@ -1130,6 +1130,18 @@ async fn concurrent_run_requests_start_one_run(backend: Backend) {
         )
         .await;
     assert_eq!(runs.data()["syncRuns"]["totalCount"], 1);
+    // A run whose final state is stored frees its config at once, even while its task is
+    // still winding down on this replica (it announces its end, then leaves the list of jobs):
+    // a client that saw the run end and starts the next is not refused. The database decides.
+    app.state.jobs.started(
+        "winding-down".into(),
+        config.clone(),
+        Arc::new(AtomicBool::new(false)),
+        tokio::spawn(async {}),
+    );
+    let again = run_to_end(&app, &config).await;
+    assert_eq!(again["status"], "SUCCEEDED", "{again}");
+    app.state.jobs.finished("winding-down");
     app.stop().await;
 }
 
