@@ -55,87 +55,100 @@ impl Extension for AuditLog {
         if !is_mutation {
             return next.run(ctx, info).await;
         }
-        let action = info.name.to_string();
-        let path = info.path_node.to_string();
-        let key = info.alias.unwrap_or(info.name).to_string();
-        let acts = CALLS.contains(&action.as_str()) || ACTIONS.contains(&action.as_str());
-        if let Some(unit) = ctx.data_opt::<WriteUnit>() {
-            unit.enter_mutation();
+        // Boxed: this future is built for every field resolved, and only a root mutation field
+        // needs the state below.
+        Box::pin(audited(ctx, info, next)).await
+    }
+}
+
+/// Resolves a root mutation field and records its audit event (see [`AuditLog`]).
+async fn audited(
+    ctx: &ExtensionContext<'_>,
+    info: ResolveInfo<'_>,
+    next: NextResolve<'_>,
+) -> ServerResult<Option<Value>> {
+    let action = info.name.to_string();
+    let path = info.path_node.to_string();
+    let key = info.alias.unwrap_or(info.name).to_string();
+    let acts = CALLS.contains(&action.as_str()) || ACTIONS.contains(&action.as_str());
+    if let Some(unit) = ctx.data_opt::<WriteUnit>() {
+        unit.enter_mutation();
+    }
+    let unit = ctx.data_opt::<WriteUnit>().filter(|_| !acts);
+    if let Some(unit) = unit {
+        unit.open();
+    }
+    let result = next.run(ctx, info).await;
+    let closed = match unit {
+        Some(unit) => Some(unit.close().await),
+        None => None,
+    };
+    let Some(state) = ctx.data_opt::<AppState>() else {
+        return result;
+    };
+    let mut row = ctx.data_opt::<Arc<Principal>>().map(|principal| {
+        let target = ctx.data_opt::<AuditTargets>().and_then(|t| t.take(&path));
+        AuditEventRow {
+            id: new_id(),
+            team_id: principal.team_id.clone(),
+            actor: principal.actor.label(),
+            action,
+            target_type: target.as_ref().map(|t| t.0.clone()),
+            target_id: target.map(|t| t.1),
+            outcome: "success".into(),
+            error_code: None,
+            created_at: now(),
+            request_id: ctx
+                .data_opt::<crate::trace::RequestId>()
+                .map(|id| id.as_str().to_string()),
         }
-        let unit = ctx.data_opt::<WriteUnit>().filter(|_| !acts);
-        if let Some(unit) = unit {
-            unit.open();
-        }
-        let result = next.run(ctx, info).await;
-        let closed = match unit {
-            Some(unit) => Some(unit.close().await),
-            None => None,
-        };
-        let Some(state) = ctx.data_opt::<AppState>() else {
-            return result;
-        };
-        let mut row = ctx.data_opt::<Arc<Principal>>().map(|principal| {
-            let target = ctx.data_opt::<AuditTargets>().and_then(|t| t.take(&path));
-            AuditEventRow {
-                id: new_id(),
-                team_id: principal.team_id.clone(),
-                actor: principal.actor.label(),
-                action,
-                target_type: target.as_ref().map(|t| t.0.clone()),
-                target_id: target.map(|t| t.1),
-                outcome: "success".into(),
-                error_code: None,
-                created_at: now(),
-                request_id: ctx
-                    .data_opt::<crate::trace::RequestId>()
-                    .map(|id| id.as_str().to_string()),
-            }
-        });
-        let result = match (result, closed) {
-            (Ok(value), Some(closed)) => match commit(state, closed, row.as_ref()).await {
-                Ok(()) => return Ok(value),
-                Err(err) => {
-                    tracing::error!(
-                        code = err.code(),
-                        "mutation rolled back: it could not commit with its audit event"
-                    );
-                    let mut err = err.into_graphql().into_server_error(Default::default());
-                    err.locations.clear();
-                    err.path = vec![PathSegment::Field(key)];
-                    Err(err)
-                }
-            },
-            (Ok(value), None) => {
-                if let Some(row) = row {
-                    let journaled = if CALLS.contains(&row.action.as_str()) {
-                        state.journal.call_row(JournalRow::Audit(row)).await
-                    } else {
-                        state.journal.audit(row).await
-                    };
-                    // The action happened (a call was answered, a run started): answering an
-                    // error would invite a retry that does it again. Logged, not hidden.
-                    if let Err(err) = journaled {
-                        tracing::error!(code = err.code(), "audit event not recorded");
-                    }
-                }
-                return Ok(value);
-            }
-            (Err(err), closed) => {
-                if let Some(closed) = closed {
-                    roll_back(closed).await;
-                }
+    });
+    let result = match (result, closed) {
+        // The futures that commit or wait are boxed: calls take neither path, and this
+        // future is built for every field of every mutation.
+        (Ok(value), Some(closed)) => match Box::pin(commit(state, closed, row.as_ref())).await {
+            Ok(()) => return Ok(value),
+            Err(err) => {
+                tracing::error!(
+                    code = err.code(),
+                    "mutation rolled back: it could not commit with its audit event"
+                );
+                let mut err = err.into_graphql().into_server_error(Default::default());
+                err.locations.clear();
+                err.path = vec![PathSegment::Field(key)];
                 Err(err)
             }
-        };
-        if let (Err(err), Some(mut row)) = (&result, row.take()) {
-            row.outcome = "failure".into();
-            row.error_code = Some(code_of(err));
-            if let Err(err) = state.journal.audit(row).await {
-                tracing::error!(code = err.code(), "failure audit event not recorded");
+        },
+        (Ok(value), None) => {
+            if let Some(row) = row {
+                let journaled = if CALLS.contains(&row.action.as_str()) {
+                    state.journal.call_row(JournalRow::Audit(row)).await
+                } else {
+                    Box::pin(state.journal.audit(row)).await
+                };
+                // The action happened (a call was answered, a run started): answering an
+                // error would invite a retry that does it again. Logged, not hidden.
+                if let Err(err) = journaled {
+                    tracing::error!(code = err.code(), "audit event not recorded");
+                }
             }
+            return Ok(value);
         }
-        result
+        (Err(err), closed) => {
+            if let Some(closed) = closed {
+                Box::pin(roll_back(closed)).await;
+            }
+            Err(err)
+        }
+    };
+    if let (Err(err), Some(mut row)) = (&result, row.take()) {
+        row.outcome = "failure".into();
+        row.error_code = Some(code_of(err));
+        if let Err(err) = Box::pin(state.journal.audit(row)).await {
+            tracing::error!(code = err.code(), "failure audit event not recorded");
+        }
     }
+    result
 }
 
 /// Inserts the audit row in the unit's transaction and commits, then runs the deferred

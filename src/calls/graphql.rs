@@ -124,9 +124,11 @@ async fn callable(
         caller.check_integration(&target.integration.project_id, id)?;
         return Ok(target);
     }
+    // A miss reads and opens the integration: boxed, so the futures of the calls that find
+    // it cached (nearly all) do not carry the state of that read.
     let generation = targets.generation();
-    let row = reachable(ctx, caller, id).await?;
-    let target = Arc::new(service::prepare(state(ctx), row).await?);
+    let row = Box::pin(reachable(ctx, caller, id)).await?;
+    let target = Arc::new(Box::pin(service::prepare(state(ctx), row)).await?);
     targets.insert(
         generation,
         &target.integration.id,

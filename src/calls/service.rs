@@ -270,7 +270,9 @@ async fn oauth_token(state: &AppState, prepared: &Prepared) -> AppResult<Option<
         }));
     }
     Ok(Some(
-        refresh::token(state, &row.id, Want::ValidFor(EXPIRY_SKEW)).await?,
+        // Boxed, like the other waits only some calls make (a session, a refusal): every
+        // call's future would otherwise carry their state.
+        Box::pin(refresh::token(state, &row.id, Want::ValidFor(EXPIRY_SKEW))).await?,
     ))
 }
 
@@ -568,7 +570,7 @@ pub async fn execute_prepared(
     } else {
         let session = match prepared.provider.auth_scheme {
             AuthScheme::Session if prepared.template.is_none() => {
-                Some(alm_session(state, prepared, actor).await?)
+                Some(Box::pin(alm_session(state, prepared, actor)).await?)
             }
             _ => None,
         };
@@ -587,7 +589,7 @@ pub async fn execute_prepared(
     if let (Some(used), Some(mut again), Ok(response)) = (&token, again, &outcome)
         && response.status.as_u16() == 401
     {
-        let fresh = token_after_refusal(state, prepared, used).await?;
+        let fresh = Box::pin(token_after_refusal(state, prepared, used)).await?;
         again.headers.insert(AUTHORIZATION, bearer(&fresh.access)?);
         let (correlation_id, duration_ms, outcome) =
             send_logged(state, prepared, actor, again).await?;
@@ -733,7 +735,7 @@ pub async fn check(
         && prepared.template.is_none()
         && prepared.provider.auth_scheme == AuthScheme::Session
     {
-        let outcome = alm_session(state, &prepared, actor).await;
+        let outcome = Box::pin(alm_session(state, &prepared, actor)).await;
         return Ok(CheckOutcome {
             ok: outcome.is_ok(),
             status: None,
@@ -776,7 +778,7 @@ pub async fn check(
     let (_, mut duration_ms, mut outcome) = send_logged(state, &prepared, actor, request).await?;
     if let (Some(used), Some(mut again), Ok(response)) = (&token, again, &outcome)
         && response.status.as_u16() == 401
-        && let Ok(fresh) = token_after_refusal(state, &prepared, used).await
+        && let Ok(fresh) = Box::pin(token_after_refusal(state, &prepared, used)).await
     {
         again.headers.insert(AUTHORIZATION, bearer(&fresh.access)?);
         (_, duration_ms, outcome) = send_logged(state, &prepared, actor, again).await?;

@@ -161,10 +161,13 @@ async fn commit<T: Clone>(
 }
 
 /// The writer's life: batch after batch until every handle is dropped.
+/// `own_thread`: the writer runs on a thread of its own (SQLite), which simply sleeps while a
+/// batch fills, instead of waiting on a runtime timer (another thread's wake-up per batch).
 async fn drain<T: Clone>(
     mut receiver: mpsc::Receiver<Job<T>>,
     max_batch: usize,
     progress: Arc<Progress>,
+    own_thread: bool,
     mut write: impl AsyncFnMut(Vec<T>) -> Outcome,
 ) {
     let mut busy = false;
@@ -172,7 +175,11 @@ async fn drain<T: Clone>(
         if busy {
             // Under load, let the batch fill for a moment: one commit then carries many rows
             // instead of a few (a commit costs far more than a row).
-            tokio::time::sleep(LINGER).await;
+            if own_thread {
+                std::thread::sleep(LINGER);
+            } else {
+                tokio::time::sleep(LINGER).await;
+            }
         }
         let jobs = gather(first, &mut receiver, max_batch);
         busy = jobs.len() > 1;
@@ -255,6 +262,7 @@ impl<T: GroupInsert> GroupWriter<T> {
                             receiver,
                             max_batch,
                             writer_progress,
+                            true,
                             async |rows| {
                                 let outcome = write_sqlite(&mut conn, rows);
                                 if outcome.as_ref().is_err_and(|code| code == OUTAGE) {
@@ -276,6 +284,7 @@ impl<T: GroupInsert> GroupWriter<T> {
                     receiver,
                     max_batch,
                     progress.clone(),
+                    false,
                     async move |rows| write_postgres(&pool, rows).await,
                 ));
             }
@@ -329,6 +338,32 @@ impl<T: GroupInsert> GroupWriter<T> {
     /// Queues `row` without waiting for it to be written (waiting only while the queue is
     /// full, as long as a waiter would). A failure is logged by the writer.
     pub async fn queue(&self, row: T) -> AppResult<()> {
+        // Room right now, the usual case: no waiting future is built. Every call queues its
+        // rows here, and a future that may wait is large (the row, the channel's permit, the
+        // timer), so it is boxed and built only when the queue is full.
+        match self.offer(row) {
+            Ok(()) => Ok(()),
+            Err(row) => Box::pin(self.queue_waiting(row)).await,
+        }
+    }
+
+    /// Queues `row` if there is room right now; hands it back if not.
+    fn offer(&self, row: T) -> Result<(), T> {
+        self.progress.queued.fetch_add(1, Ordering::SeqCst);
+        match self.sender.try_send((Some(row), None)) {
+            Ok(()) => Ok(()),
+            Err(refused) => {
+                self.progress.queued.fetch_sub(1, Ordering::SeqCst);
+                match refused.into_inner() {
+                    (Some(row), _) => Err(row),
+                    // Never: a row was sent.
+                    (None, _) => Ok(()),
+                }
+            }
+        }
+    }
+
+    async fn queue_waiting(&self, row: T) -> AppResult<()> {
         self.handed(true, async {
             match tokio::time::timeout(self.wait, self.sender.send((Some(row), None))).await {
                 Ok(Ok(())) => Ok(()),
@@ -356,12 +391,7 @@ impl<T: GroupInsert> GroupWriter<T> {
     /// Queues `row` if there is room right now, without waiting (for callers that cannot wait,
     /// like a drop); false when the queue is full or the writer stopped.
     pub fn try_queue(&self, row: T) -> bool {
-        self.progress.queued.fetch_add(1, Ordering::SeqCst);
-        let sent = self.sender.try_send((Some(row), None)).is_ok();
-        if !sent {
-            self.progress.queued.fetch_sub(1, Ordering::SeqCst);
-        }
-        sent
+        self.offer(row).is_ok()
     }
 
     /// Returns once every row queued before is stored (or has failed): at once when the

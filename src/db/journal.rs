@@ -37,24 +37,15 @@ impl JournalRow {
 
 impl GroupInsert for JournalRow {
     fn insert_sqlite(conn: &mut diesel::SqliteConnection, rows: Vec<Self>) -> QueryResult<()> {
-        // One statement per row: SQLite caches it, and the cost is in the b-trees anyway.
         let (logs, audits, inbound) = Self::split(rows);
         for row in &inbound {
             diesel::insert_or_ignore_into(inbound_webhook_events::table)
                 .values(row)
                 .execute(conn)?;
         }
-        for row in &logs {
-            diesel::insert_into(request_logs::table)
-                .values(row)
-                .execute(conn)?;
-        }
-        for row in &audits {
-            diesel::insert_into(audit_events::table)
-                .values(row)
-                .execute(conn)?;
-        }
-        Ok(())
+        // Calls' rows, many per statement (see `journal_sqlite`).
+        super::journal_sqlite::insert(conn, &logs)?;
+        super::journal_sqlite::insert(conn, &audits)
     }
 
     async fn insert_postgres(conn: &mut AsyncPgConnection, rows: Vec<Self>) -> QueryResult<()> {
@@ -130,7 +121,8 @@ impl Journal {
     /// by [`Journal::flush`]), or with `committed` durability stored before this returns.
     pub async fn call_row(&self, row: JournalRow) -> AppResult<()> {
         if self.committed {
-            self.writer.write(row).await
+            // Boxed: the waiting future is large, and every call's future would carry it.
+            Box::pin(self.writer.write(row)).await
         } else {
             self.writer.queue(row).await
         }

@@ -3,6 +3,7 @@
 
 pub mod group;
 pub mod journal;
+pub mod journal_sqlite;
 pub mod lease;
 pub mod reader;
 pub mod rows;
