@@ -246,6 +246,9 @@ pub async fn run_to_end(app: &TestApp, config: &str) -> Value {
 }
 
 async fn wait_run(app: &TestApp, config: &str, run_id: &str) -> Value {
+    // The run as last seen, for the failure message: its status and attempts tell a run never
+    // taken over (RUNNING, the first attempt) from one taken over that is still going.
+    let mut last = Value::Null;
     for _ in 0..300 {
         let runs = app
             .gql(
@@ -264,9 +267,10 @@ async fn wait_run(app: &TestApp, config: &str, run_id: &str) -> Value {
         if !matches!(run["status"].as_str(), Some("QUEUED" | "RUNNING")) {
             return run;
         }
+        last = run;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the run did not end");
+    panic!("the run did not end within 15 s: {last}");
 }
 
 fn counts(run: &Value) -> (i64, i64, i64, i64) {
