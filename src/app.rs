@@ -351,17 +351,25 @@ impl RunningServer {
         }
         // This replica's runs stop here: their leases are given back at once, so another
         // replica (or this one's next start) takes them over at its next check instead of
-        // waiting for them to run out. If the database cannot be reached now, the leases
-        // run out as after a crash.
+        // waiting for them to run out. A database busy at this moment is tried again for a
+        // few seconds; one that cannot be reached lets the leases run out as after a crash.
         let mine = self.state.jobs.ids();
         self.state.jobs.abort_all();
         if !mine.is_empty() {
-            let released = tokio::time::timeout(Duration::from_secs(2), async {
-                let mut conn = self.state.pool.get().await?;
-                crate::sync::store::release_runs(&mut conn, &mine).await
+            let released = tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    let attempt = tokio::time::timeout(Duration::from_secs(2), async {
+                        let mut conn = self.state.pool.get().await?;
+                        crate::sync::store::release_runs(&mut conn, &mine).await
+                    });
+                    if let Ok(Ok(released)) = attempt.await {
+                        return released;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             })
             .await;
-            if !matches!(released, Ok(Ok(_))) {
+            if released.is_err() {
                 tracing::warn!(
                     runs = mine.len(),
                     "sync runs not released at shutdown; their leases will run out"
@@ -594,7 +602,7 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
     let per_worker = connections.div_ceil(workers.max(1));
     let shutdown = state.config.shutdown_timeout_secs;
     let schema = build_schema(state.clone());
-    let queries = web::Data::new(crate::graphql::build_query_schema(state.clone()));
+    let fast = web::Data::new(crate::graphql::build_fast_schema(state.clone()));
     let origins =
         crate::config::cors_origins(&state.config.cors_origins).map_err(anyhow::Error::msg)?;
     let app_state = state.clone();
@@ -621,10 +629,10 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
         // Signals are ours (below): WebSockets are told to go away before the graceful stop.
         .disable_signals()
         .listen("integration-hub", listener, move || {
-            let (app_state, schema, queries, fanout, origins) = (
+            let (app_state, schema, fast, fanout, origins) = (
                 app_state.clone(),
                 schema.clone(),
-                queries.clone(),
+                fast.clone(),
                 fanout.clone(),
                 origins.clone(),
             );
@@ -636,7 +644,7 @@ pub fn start(state: AppState) -> anyhow::Result<RunningServer> {
                     crate::web::cors(&origins),
                 ))
                 .wrap(from_fn(crate::web::request_context))
-                .app_data(queries)
+                .app_data(fast)
                 .configure(|cfg| routes(cfg, &app_state, &schema, &fanout));
             let upgrades = upgrades.clone();
             let upgrade = actix_service::fn_service(

@@ -1,9 +1,10 @@
 //! The audit log: who (key or user) did which mutation to what, when, and how it ended.
-//! Recorded for every root mutation field by an extension, so no mutation can forget it;
+//! Recorded for every root mutation field by the root mutation type itself
+//! ([`recorded::Audited`]), so no mutation can forget it on any schema or transport;
 //! resolvers only name their target with [`target`].
 
-pub mod extension;
 pub mod graphql;
+pub mod recorded;
 pub mod store;
 
 use std::collections::HashMap;

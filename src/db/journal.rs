@@ -79,7 +79,7 @@ impl GroupInsert for JournalRow {
 
 /// Writes journal rows in order. State-changing mutations wait until their audit row is
 /// committed; calls through an integration (their request logs, and the audit rows of the
-/// mutations that only make calls: `CALLS` in `audit::extension`) are only queued, and every
+/// mutations that only make calls: `CALLS` in `audit::recorded`) are only queued, and every
 /// read of these tables [`Journal::flush`]es first, so a client that reads after a call sees it.
 ///
 /// With `HUB_JOURNAL_DURABILITY=committed` calls wait for their rows too (nothing a call

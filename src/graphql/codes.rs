@@ -6,22 +6,7 @@
 //! Applied to single responses, each item of a batch and every
 //! subscription message.
 
-use std::sync::Arc;
-
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextRequest, NextSubscribe,
-};
 use async_graphql::{Response, ServerError};
-use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
-
-pub struct ErrorCodes;
-
-impl ExtensionFactory for ErrorCodes {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(ErrorCodes)
-    }
-}
 
 fn tag(error: &mut ServerError) {
     let extensions = error.extensions.get_or_insert_with(Default::default);
@@ -84,20 +69,4 @@ fn one_line(message: &str, locations: &[async_graphql::Pos]) -> String {
 pub fn tagged(mut response: Response) -> Response {
     response.errors.iter_mut().for_each(tag);
     response
-}
-
-#[async_graphql::async_trait::async_trait]
-impl Extension for ErrorCodes {
-    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        tagged(next.run(ctx).await)
-    }
-
-    fn subscribe<'s>(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        stream: BoxStream<'s, Response>,
-        next: NextSubscribe<'_>,
-    ) -> BoxStream<'s, Response> {
-        next.run(ctx, stream).map(tagged).boxed()
-    }
 }

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 
 use super::answers::Lookup;
 use super::authenticate::authenticate_from;
-use super::{HubSchema, QuerySchema};
+use super::{FastSchema, HubSchema};
 use crate::audit::AuditTargets;
 use crate::auth::Principal;
 use crate::context::AppState;
@@ -202,7 +202,7 @@ fn selects_mutation(request: &Request) -> bool {
 pub async fn graphql_post(
     state: web::Data<AppState>,
     schema: web::Data<HubSchema>,
-    queries: web::Data<QuerySchema>,
+    fast: web::Data<FastSchema>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
@@ -228,7 +228,7 @@ pub async fn graphql_post(
     let mut response = match read_body(payload, state.config.max_body_bytes, format).await {
         Ok(body) => match parse_batch(&state, &body) {
             Ok(batch) => {
-                let schemas = (schema.get_ref(), queries.get_ref());
+                let schemas = (schema.get_ref(), fast.get_ref());
                 execute(&state, schemas, &req, batch, principal, &decision, format).await
             }
             Err(err) => error_response(err, format),
@@ -273,7 +273,7 @@ fn parse_batch(state: &AppState, body: &[u8]) -> Result<BatchRequest, AppError> 
 pub async fn graphql_get(
     state: web::Data<AppState>,
     schema: web::Data<HubSchema>,
-    queries: web::Data<QuerySchema>,
+    fast: web::Data<FastSchema>,
     req: HttpRequest,
 ) -> HttpResponse {
     let wants_html = req
@@ -320,7 +320,7 @@ pub async fn graphql_get(
     };
     let mut response = execute(
         &state,
-        (schema.get_ref(), queries.get_ref()),
+        (schema.get_ref(), fast.get_ref()),
         &req,
         BatchRequest::Single(request),
         principal,
@@ -334,7 +334,7 @@ pub async fn graphql_get(
 
 async fn execute(
     state: &AppState,
-    (schema, queries): (&HubSchema, &QuerySchema),
+    (schema, fast): (&HubSchema, &FastSchema),
     req: &HttpRequest,
     mut batch: BatchRequest,
     principal: Option<Arc<Principal>>,
@@ -390,13 +390,14 @@ async fn execute(
         .collect();
     let started = std::time::Instant::now();
     let mut ticket = None;
-    // A single query runs on the schema without extensions (see `QuerySchema`), or is
-    // answered with what was kept for it while its data is unchanged (see `answers`).
+    // A single query or mutation whose document passed validation before runs on the
+    // schema without extensions (see `FastSchema`); a query may be answered with what was
+    // kept for it while its data is unchanged (see `answers`).
     let response = match batch {
         BatchRequest::Single(mut request)
             if types.first().is_some_and(|(kind, _)| *kind == "query") =>
         {
-            let lookup = match &queries.answers {
+            let lookup = match &fast.answers {
                 Some(answers) => {
                     answers
                         .lookup(&state.pool, caller.as_deref(), &mut request)
@@ -415,7 +416,12 @@ async fn execute(
                 Lookup::Miss(miss) => ticket = Some(miss),
                 Lookup::Pass => {}
             }
-            BatchResponse::Single(queries.execute(request).await)
+            BatchResponse::Single(execute_single(schema, fast, request).await)
+        }
+        BatchRequest::Single(request)
+            if types.first().is_some_and(|(kind, _)| *kind == "mutation") =>
+        {
+            BatchResponse::Single(execute_single(schema, fast, request).await)
         }
         batch => schema.execute_batch(batch).await,
     };
@@ -445,7 +451,7 @@ async fn execute(
                 let body = web::Bytes::from(to_json(&single));
                 let answered = single.errors.is_empty() && single.extensions.is_empty();
                 if let (Some(ticket), Some(answers), true) =
-                    (ticket, &queries.answers, answered && headers.is_empty())
+                    (ticket, &fast.answers, answered && headers.is_empty())
                 {
                     answers.keep(ticket, body.clone());
                 }
@@ -479,6 +485,20 @@ async fn execute(
         ));
     }
     builder.content_type(format.content_type()).body(body)
+}
+
+/// Runs one operation: on the schema without extensions when its document passed
+/// validation before, else on the schema that validates it in full (and keeps the result).
+async fn execute_single(
+    schema: &HubSchema,
+    fast: &FastSchema,
+    mut request: Request,
+) -> async_graphql::Response {
+    if fast.admits(&mut request) {
+        fast.execute(request).await
+    } else {
+        schema.execute(request).await
+    }
 }
 
 /// Counts each operation of a request (its type, its registered name or `other`, and whether

@@ -4,11 +4,7 @@
 //! complexity from async-graphql's own validation. Every refusal is QUERY_TOO_COMPLEX.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextValidation,
-};
 use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
 use async_graphql::{ServerError, ServerResult, ValidationResult, Variables};
 
@@ -58,12 +54,6 @@ pub fn too_complex(message: String) -> ServerError {
     extensions.set("code", "QUERY_TOO_COMPLEX");
     error.extensions = Some(extensions);
     error
-}
-
-impl ExtensionFactory for QueryLimits {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(*self)
-    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -161,6 +151,23 @@ impl QueryLimits {
         *error = too_complex(message);
     }
 
+    /// Depth and complexity from async-graphql's validation, against the limits.
+    pub fn check_result(&self, result: &ValidationResult) -> Result<(), Vec<ServerError>> {
+        if result.depth > self.max_depth {
+            return Err(vec![too_complex(format!(
+                "the query is nested {} levels deep; the limit is {}",
+                result.depth, self.max_depth
+            ))]);
+        }
+        if result.complexity > self.max_complexity {
+            return Err(vec![too_complex(format!(
+                "the query's complexity is {}; the limit is {}",
+                result.complexity, self.max_complexity
+            ))]);
+        }
+        Ok(())
+    }
+
     pub fn check_document(&self, doc: &ExecutableDocument) -> ServerResult<()> {
         let mut walker = Walker {
             doc,
@@ -183,42 +190,5 @@ impl QueryLimits {
             }
         }
         Ok(())
-    }
-}
-
-#[async_graphql::async_trait::async_trait]
-impl Extension for QueryLimits {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        check_variables(variables)?;
-        let doc = next.run(ctx, query, variables).await?;
-        self.check_document(&doc)?;
-        Ok(doc)
-    }
-
-    async fn validation(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        next: NextValidation<'_>,
-    ) -> Result<ValidationResult, Vec<ServerError>> {
-        let result = next.run(ctx).await?;
-        if result.depth > self.max_depth {
-            return Err(vec![too_complex(format!(
-                "the query is nested {} levels deep; the limit is {}",
-                result.depth, self.max_depth
-            ))]);
-        }
-        if result.complexity > self.max_complexity {
-            return Err(vec![too_complex(format!(
-                "the query's complexity is {}; the limit is {}",
-                result.complexity, self.max_complexity
-            ))]);
-        }
-        Ok(result)
     }
 }

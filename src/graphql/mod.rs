@@ -11,15 +11,22 @@ pub mod http;
 pub mod limits;
 pub mod validated;
 
-use async_graphql::{MergedObject, MergedSubscription, Schema};
+use std::sync::Arc;
+
+use async_graphql::registry::Registry;
+use async_graphql::{
+    MergedObject, MergedSubscription, OutputType, Schema, SchemaBuilder, SubscriptionType,
+    ValidationMode,
+};
 
 use boxed::Boxed;
 
 use crate::api_keys::graphql::{ApiKeyMutation, ApiKeyQuery};
-use crate::audit::extension::AuditLog;
 use crate::audit::graphql::AuditQuery;
+use crate::audit::recorded::Audited;
 use crate::calls::graphql::CallsMutation;
 use crate::context::AppState;
+use crate::context::documents::DocumentCache;
 use crate::health::graphql::{HealthMutation, HealthQuery, HealthSubscription};
 use crate::integrations::graphql::{
     IntegrationMutation, IntegrationQuery, IntegrationSubscription,
@@ -77,21 +84,16 @@ pub struct Subscription(
     WebhookSubscription,
 );
 
-pub type HubSchema = Schema<Query, Mutation, Subscription>;
+pub type HubSchema = Schema<Query, Audited<Mutation>, Subscription>;
 
-/// The schema over the application state: limits, audit log and production switches from
-/// its configuration.
-pub fn build_schema(state: AppState) -> HubSchema {
+/// The schema's parts with introspection, field suggestions and nesting as configured.
+fn builder(state: &AppState) -> SchemaBuilder<Query, Audited<Mutation>, Subscription> {
     let config = &state.config;
     let mut builder = Schema::build(
         Query::default(),
-        Mutation::default(),
+        Audited::default(),
         Subscription::default(),
     )
-    .extension(codes::ErrorCodes)
-    .extension(validated::ValidatedDocuments(state.documents.clone()))
-    .extension(query_limits(&state))
-    .extension(AuditLog)
     .limit_recursive_depth(64);
     if !config.introspection {
         builder = builder.disable_introspection();
@@ -99,24 +101,49 @@ pub fn build_schema(state: AppState) -> HubSchema {
     if !config.field_suggestions {
         builder = builder.disable_suggestions();
     }
-    builder.data(state).finish()
+    builder
 }
 
-/// The same schema for queries sent over HTTP, without extensions. async-graphql resolves
-/// every field through a slower path (a registry lookup, a `ResolveInfo` and a boxed call per
-/// extension) as soon as any extension is installed; a query needs none of them: the audit
-/// log records mutations, and the limits and error codes are applied here around the
+/// The schema over the application state, with every check as an extension: error codes,
+/// validation kept per document, the operation limits. It runs subscriptions, batches and
+/// every operation whose document is new (see [`FastSchema`] for the rest).
+pub fn build_schema(state: AppState) -> HubSchema {
+    builder(&state)
+        .extension(validated::Checks {
+            documents: state.documents.clone(),
+            limits: query_limits(&state),
+        })
+        .data(state)
+        .finish()
+}
+
+/// The same schema without extensions, for a single query or mutation over HTTP whose
+/// document passed validation before (`validated::admitted`). async-graphql resolves every
+/// field through a slower path (a registry lookup, a `ResolveInfo` and a boxed call per
+/// extension) as soon as any extension is installed, and validates every request in full
+/// unless an extension steps in; here the validation is async-graphql's fast mode (depth,
+/// complexity with this request's variables, fragment cycles), the audit is the mutation
+/// type's own (`audit::recorded`), and the limits and error codes are applied around the
 /// execution. `integrations(first: 20)` ×1.15–1.2 (`cargo bench --bench reads`).
-pub struct QuerySchema {
+pub struct FastSchema {
     schema: HubSchema,
+    /// The schema's types, to check a request's variables against.
+    registry: Registry,
+    documents: Arc<DocumentCache>,
     limits: QueryLimits,
     /// Answers kept while their data is unchanged (SQLite; `HUB_ANSWER_CACHE_MB` > 0).
     pub answers: Option<answers::Answers>,
 }
 
-impl QuerySchema {
-    /// Runs a query (the caller checked its operation type): the variables and document
-    /// limits first, then the execution, then every error tagged with its code.
+impl FastSchema {
+    /// Whether `request` may run here (see `validated::admitted`); one that may not runs on
+    /// the schema with extensions, which validates it in full.
+    pub fn admits(&self, request: &mut async_graphql::Request) -> bool {
+        validated::admitted(&self.documents, &self.registry, request)
+    }
+
+    /// Runs an admitted request: the document limits first, then the execution, then every
+    /// error tagged with its code.
     pub async fn execute(&self, mut request: async_graphql::Request) -> async_graphql::Response {
         let checked = limits::check_variables(&request.variables).and_then(|()| {
             match request.parsed_query() {
@@ -136,31 +163,35 @@ impl QuerySchema {
     }
 }
 
-pub fn build_query_schema(state: AppState) -> QuerySchema {
+pub fn build_fast_schema(state: AppState) -> FastSchema {
     let config = &state.config;
     let limits = query_limits(&state);
-    let mut builder = Schema::build(
-        Query::default(),
-        Mutation::default(),
-        Subscription::default(),
-    )
-    .limit_depth(config.max_depth)
-    .limit_complexity(config.max_complexity)
-    .limit_recursive_depth(64);
-    if !config.introspection {
-        builder = builder.disable_introspection();
-    }
-    if !config.field_suggestions {
-        builder = builder.disable_suggestions();
-    }
+    let documents = state.documents.clone();
     let kept_bytes = config.answer_cache_mb.saturating_mul(1024 * 1024);
-    let schema = builder.data(state).finish();
+    let schema = builder(&state)
+        .validation_mode(ValidationMode::Fast)
+        .limit_depth(config.max_depth)
+        .limit_complexity(config.max_complexity)
+        .data(state)
+        .finish();
     let answers = (kept_bytes > 0).then(|| answers::Answers::new(&schema.sdl(), kept_bytes));
-    QuerySchema {
+    FastSchema {
         schema,
+        registry: registry(),
+        documents,
         limits,
         answers,
     }
+}
+
+/// The types of the schema, as its own registry holds them (async-graphql does not lend its
+/// own): every type reachable from the roots.
+fn registry() -> Registry {
+    let mut registry = Registry::default();
+    <Query as OutputType>::create_type_info(&mut registry);
+    <Audited<Mutation> as OutputType>::create_type_info(&mut registry);
+    <Subscription as SubscriptionType>::create_type_info(&mut registry);
+    registry
 }
 
 fn query_limits(state: &AppState) -> QueryLimits {
@@ -178,7 +209,7 @@ fn query_limits(state: &AppState) -> QueryLimits {
 pub fn sdl() -> String {
     Schema::build(
         Query::default(),
-        Mutation::default(),
+        Audited::<Mutation>::default(),
         Subscription::default(),
     )
     .finish()

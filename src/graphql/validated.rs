@@ -1,4 +1,5 @@
-//! Validation once per document. async-graphql validates every request in full (about a tenth
+//! Validation once per document, and [`Checks`], the schema's one extension that applies it
+//! with the error codes and the limits. async-graphql validates every request in full (about a tenth
 //! of an `executeRequest`'s CPU), yet everything its rules check depends on the document and
 //! the operation name alone, except one thing: whether each variable's value fits its type.
 //! So once a kept document (see `context::documents`) passed validation, a later request with
@@ -17,24 +18,35 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest,
-    NextValidation,
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextPrepareRequest, NextRequest,
+    NextSubscribe, NextValidation,
 };
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationDefinition};
 use async_graphql::registry::{MetaType, MetaTypeName, Registry};
 use async_graphql::{
-    Positioned, Request, ServerError, ServerResult, ValidationResult, Value, Variables,
+    Positioned, Request, Response, ServerError, ServerResult, ValidationResult, Value, Variables,
 };
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 
+use super::codes;
+use super::limits::{self, QueryLimits};
 use crate::context::documents::DocumentCache;
 
-/// Installs validation once per document on a schema.
-pub struct ValidatedDocuments(pub Arc<DocumentCache>);
+/// The schema's one extension: every check around an operation, in this order: error codes
+/// on every answer (`codes`), the variable and document limits (`limits`), validation once
+/// per document (this module). One extension rather than three: async-graphql wraps every
+/// hook and every field resolved in one boxed call per extension installed.
+pub struct Checks {
+    pub documents: Arc<DocumentCache>,
+    pub limits: QueryLimits,
+}
 
-impl ExtensionFactory for ValidatedDocuments {
+impl ExtensionFactory for Checks {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(PerRequest {
-            documents: self.0.clone(),
+            documents: self.documents.clone(),
+            limits: self.limits,
             state: Mutex::new(State::default()),
         })
     }
@@ -42,6 +54,7 @@ impl ExtensionFactory for ValidatedDocuments {
 
 struct PerRequest {
     documents: Arc<DocumentCache>,
+    limits: QueryLimits,
     state: Mutex<State>,
 }
 
@@ -64,6 +77,19 @@ impl PerRequest {
 
 #[async_graphql::async_trait::async_trait]
 impl Extension for PerRequest {
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        codes::tagged(next.run(ctx).await)
+    }
+
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        next.run(ctx, stream).map(codes::tagged).boxed()
+    }
+
     async fn prepare_request(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -81,7 +107,9 @@ impl Extension for PerRequest {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
+        limits::check_variables(variables)?;
         let document = next.run(ctx, query, variables).await?;
+        self.limits.check_document(&document)?;
         let registry = &ctx.schema_env.registry;
         let mut state = self.state();
         let selected = operation(&document, state.operation.as_deref());
@@ -105,6 +133,7 @@ impl Extension for PerRequest {
             Some(result) => result,
             None => {
                 let result = next.run(ctx).await?;
+                self.limits.check_result(&result)?;
                 let mut state = self.state();
                 if let Some(query) = state.query.take() {
                     self.documents
@@ -124,6 +153,34 @@ impl Extension for PerRequest {
             None => Ok(result),
         }
     }
+}
+
+/// Whether `request` may run without being validated again (on `graphql::FastSchema`): its
+/// document is kept and passed validation before under the same operation name, its variables
+/// are within the limits (`limits::check_variables`), fit their declared types and hold no
+/// misshapen input object. Whatever is not admitted here is validated in full, so every
+/// refusal stays async-graphql's own (or ours, above).
+pub fn admitted(documents: &DocumentCache, registry: &Registry, request: &mut Request) -> bool {
+    if limits::check_variables(&request.variables).is_err()
+        || documents
+            .validated(&request.query, request.operation_name.as_deref())
+            .is_none()
+    {
+        return false;
+    }
+    // Taken out for the moment: the parsed document borrows the request.
+    let variables = std::mem::take(&mut request.variables);
+    let name = request.operation_name.take();
+    let admitted = match request.parsed_query() {
+        Ok(document) => operation(document, name.as_deref()).is_some_and(|op| {
+            misshapen_variable(registry, &op.node, &variables).is_none()
+                && variables_fit(registry, &op.node, &variables)
+        }),
+        Err(_) => false,
+    };
+    request.variables = variables;
+    request.operation_name = name;
+    admitted
 }
 
 /// The first variable given whose value holds something other than an object (or null) where

@@ -7,6 +7,7 @@ use crate::on_both_backends;
 use crate::support::{Backend, TestApp};
 
 on_both_backends!(mutations_are_audited);
+on_both_backends!(a_known_document_is_audited_as_a_new_one);
 
 const LOG: &str = "query($f: AuditFilterInput, $first: Int, $after: String) { auditLog(filter: $f, first: $first, after: $after) {
     edges { node { actor action targetType targetId outcome errorCode at } }
@@ -154,5 +155,92 @@ async fn mutations_are_audited(backend: Backend) {
     let (_, other) = app.new_team("other").await;
     let theirs = app.gql(&other, LOG, json!({})).await;
     assert_eq!(theirs.data()["auditLog"]["edges"], json!([]));
+    app.stop().await;
+}
+
+/// The first request with a document is validated in full on the schema with extensions;
+/// later ones run on the schema without them (`graphql::FastSchema`). Both record the same
+/// audit events: success with its target, failure with its code, a call through the journal.
+async fn a_known_document_is_audited_as_a_new_one(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let admin = app.admin_key.clone();
+    let (_, writer) = app
+        .key_with(&["integrations:write", "integrations:execute"])
+        .await;
+    let create = "mutation($name: String!) { createProject(input: { name: $name }) { id } }";
+    let delete = "mutation($id: ID!) { deleteIntegration(id: $id) }";
+    let forbidden =
+        "mutation { createApiKey(input: { name: \"x\", scopes: [\"admin\"] }) { key } }";
+    let call = "mutation($id: ID!) { executeRequest(integrationId: $id, input: { method: \"GET\", path: \"/x\" }) { status } }";
+    let mut expected = Vec::new();
+    for round in 0..3 {
+        let created = app
+            .gql(&admin, create, json!({ "name": format!("p{round}") }))
+            .await;
+        let id = created.data()["createProject"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        expected.push(("createProject", "SUCCESS", None, Some(id)));
+        let missing = format!("missing-{round}");
+        let failed = app.gql(&writer, delete, json!({ "id": missing })).await;
+        assert_eq!(failed.code(), "NOT_FOUND", "{}", failed.body);
+        expected.push((
+            "deleteIntegration",
+            "FAILURE",
+            Some("NOT_FOUND"),
+            Some(missing),
+        ));
+        let refused = app.gql(&writer, forbidden, json!({})).await;
+        assert_eq!(refused.code(), "FORBIDDEN", "{}", refused.body);
+        expected.push(("createApiKey", "FAILURE", Some("FORBIDDEN"), None));
+        // A call (its audit row goes through the journal with its request log) to an
+        // integration of another team's, refused as unknown.
+        let called = app.gql(&writer, call, json!({ "id": "nowhere" })).await;
+        assert_eq!(called.code(), "NOT_FOUND", "{}", called.body);
+        expected.push((
+            "executeRequest",
+            "FAILURE",
+            Some("NOT_FOUND"),
+            Some("nowhere".into()),
+        ));
+    }
+    let log = app
+        .gql(
+            &admin,
+            "{ auditLog(first: 100) { edges { node { action outcome errorCode targetId } } } }",
+            json!({}),
+        )
+        .await;
+    let mut seen: Vec<(String, String, Option<String>, Option<String>)> =
+        log.data()["auditLog"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["node"])
+            // The writer's key, created first, is not this test's.
+            .filter(|n| n["action"] != "createApiKey" || n["outcome"] == "FAILURE")
+            .map(|n| {
+                (
+                    n["action"].as_str().unwrap().to_string(),
+                    n["outcome"].as_str().unwrap().to_string(),
+                    n["errorCode"].as_str().map(str::to_string),
+                    n["targetId"].as_str().map(str::to_string),
+                )
+            })
+            .collect();
+    seen.reverse();
+    let expected: Vec<(String, String, Option<String>, Option<String>)> = expected
+        .into_iter()
+        .map(|(action, outcome, code, target)| {
+            (
+                action.into(),
+                outcome.into(),
+                code.map(str::to_string),
+                target,
+            )
+        })
+        .collect();
+    assert_eq!(seen, expected);
     app.stop().await;
 }

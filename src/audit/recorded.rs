@@ -1,9 +1,13 @@
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextResolve, ResolveInfo,
+use async_graphql::parser::types::Field;
+use async_graphql::registry::Registry;
+use async_graphql::resolver_utils::resolve_container_serial;
+use async_graphql::{
+    ContainerType, Context, ContextSelectionSet, ObjectType, OutputType, PathSegment, Positioned,
+    ServerError, ServerResult, Value,
 };
-use async_graphql::{PathSegment, ServerError, ServerResult, Value};
 
 use super::{AuditEventRow, AuditTargets};
 use crate::auth::Principal;
@@ -14,9 +18,10 @@ use crate::db::{new_id, now};
 use crate::error::AppError;
 
 /// Mutations that act rather than change what the hub stores: calls through an integration,
-/// a connection test, a sync run or push, an OAuth token obtained or revoked. What they do is recorded by their own rows (request
-/// logs, runs), so their audit rows go through the journal: the calls' with their request
-/// logs (same durability), the others' committed before the answer.
+/// a connection test, a sync run or push, an OAuth token obtained or revoked. What they do is
+/// recorded by their own rows (request logs, runs), so their audit rows go through the
+/// journal: the calls' with their request logs (same durability), the others' committed
+/// before the answer.
 const CALLS: [&str; 4] = [
     "executeRequest",
     "executeGraphql",
@@ -32,44 +37,55 @@ const ACTIONS: [&str; 6] = [
     "connectOAuthClientCredentials",
 ];
 
-/// Records one audit event per root mutation field of an authenticated caller. A mutation
-/// that changes stored state runs in a [`WriteUnit`]: its writes and its audit row commit
-/// together, or it fails and nothing it wrote stays.
-pub struct AuditLog;
+/// The root mutation type `M`, recording one audit event per field it resolves for an
+/// authenticated caller, on every schema and transport that runs it (no extension needed,
+/// so a schema without extensions audits as well). A mutation that changes stored state
+/// runs in a [`WriteUnit`]: its writes and its audit row commit together, or it fails and
+/// nothing it wrote stays. The same GraphQL type as `M` in every other respect.
+#[derive(Default)]
+pub struct Audited<M>(pub M);
 
-impl ExtensionFactory for AuditLog {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(AuditLog)
+impl<M: ObjectType> OutputType for Audited<M> {
+    fn type_name() -> Cow<'static, str> {
+        M::type_name()
     }
-}
 
-#[async_graphql::async_trait::async_trait]
-impl Extension for AuditLog {
+    fn create_type_info(registry: &mut Registry) -> String {
+        M::create_type_info(registry)
+    }
+
     async fn resolve(
         &self,
-        ctx: &ExtensionContext<'_>,
-        info: ResolveInfo<'_>,
-        next: NextResolve<'_>,
-    ) -> ServerResult<Option<Value>> {
-        let is_mutation = info.parent_type == "Mutation" && info.path_node.parent.is_none();
-        if !is_mutation {
-            return next.run(ctx, info).await;
-        }
-        // Boxed: this future is built for every field resolved, and only a root mutation field
-        // needs the state below.
-        Box::pin(audited(ctx, info, next)).await
+        ctx: &ContextSelectionSet<'_>,
+        _field: &Positioned<Field>,
+    ) -> ServerResult<Value> {
+        resolve_container_serial(ctx, self).await
     }
 }
 
-/// Resolves a root mutation field and records its audit event (see [`AuditLog`]).
+impl<M: ObjectType> ContainerType for Audited<M> {
+    async fn resolve_field(&self, ctx: &Context<'_>) -> ServerResult<Option<Value>> {
+        // Pinned where it is made: the field's future (kilobytes) is not moved again.
+        let resolve = std::pin::pin!(self.0.resolve_field(ctx));
+        audited(ctx, resolve).await
+    }
+
+    async fn find_entity(&self, ctx: &Context<'_>, params: &Value) -> ServerResult<Option<Value>> {
+        self.0.find_entity(ctx, params).await
+    }
+}
+
+impl<M: ObjectType> ObjectType for Audited<M> {}
+
+/// Resolves a root mutation field and records its audit event (see [`Audited`]).
 async fn audited(
-    ctx: &ExtensionContext<'_>,
-    info: ResolveInfo<'_>,
-    next: NextResolve<'_>,
+    ctx: &Context<'_>,
+    resolve: std::pin::Pin<&mut impl std::future::Future<Output = ServerResult<Option<Value>>>>,
 ) -> ServerResult<Option<Value>> {
-    let action = info.name.to_string();
-    let path = info.path_node.to_string();
-    let key = info.alias.unwrap_or(info.name).to_string();
+    let field = &ctx.item.node;
+    let action = field.name.node.to_string();
+    let path = ctx.path_node.map(|p| p.to_string()).unwrap_or_default();
+    let key = field.response_key().node.to_string();
     let acts = CALLS.contains(&action.as_str()) || ACTIONS.contains(&action.as_str());
     if let Some(unit) = ctx.data_opt::<WriteUnit>() {
         unit.enter_mutation();
@@ -78,7 +94,7 @@ async fn audited(
     if let Some(unit) = unit {
         unit.open();
     }
-    let result = next.run(ctx, info).await;
+    let result = resolve.await;
     let closed = match unit {
         Some(unit) => Some(unit.close().await),
         None => None,
