@@ -121,7 +121,7 @@ async fn audited(
     });
     let result = match (result, closed) {
         // The futures that commit or wait are boxed: calls take neither path, and this
-        // future is built for every field of every mutation.
+        // future is built for every root field of every mutation.
         (Ok(value), Some(closed)) => match Box::pin(commit(state, closed, row.as_ref())).await {
             Ok(()) => return Ok(value),
             Err(err) => {
