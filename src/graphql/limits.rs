@@ -134,8 +134,8 @@ impl<'a> Walker<'a> {
 }
 
 impl QueryLimits {
-    /// async-graphql's own depth and complexity refusals (the query schema sets its limits
-    /// instead of reading the validation result) in our words, QUERY_TOO_COMPLEX.
+    /// async-graphql's own depth and complexity refusals (`graphql::FastSchema` sets its
+    /// limits instead of reading the validation result) in our words, QUERY_TOO_COMPLEX.
     pub fn explain(&self, error: &mut ServerError) {
         let message = match error.message.as_str() {
             "Query is nested too deep." => format!(

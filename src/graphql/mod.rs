@@ -142,20 +142,13 @@ impl FastSchema {
         validated::admitted(&self.documents, &self.registry, request)
     }
 
-    /// Runs an admitted request: the document limits first, then the execution, then every
-    /// error tagged with its code.
-    pub async fn execute(&self, mut request: async_graphql::Request) -> async_graphql::Response {
-        let checked = limits::check_variables(&request.variables).and_then(|()| {
-            match request.parsed_query() {
-                Ok(document) => self.limits.check_document(document),
-                // Reported by the execution, as any parse error.
-                Err(_) => Ok(()),
-            }
-        });
-        let mut response = match checked {
-            Ok(()) => self.schema.execute(request).await,
-            Err(error) => async_graphql::Response::from_errors(vec![error]),
-        };
+    /// Runs an admitted request, then tags every error with its code. The limits that do not
+    /// depend on the variables' values hold already: `admits` checked the variables' own
+    /// limits, and a document is kept as validated only after it passed the document limits
+    /// (`validated::Checks`); depth and complexity with this request's variables are
+    /// async-graphql's own here.
+    pub async fn execute(&self, request: async_graphql::Request) -> async_graphql::Response {
+        let mut response = self.schema.execute(request).await;
         for error in &mut response.errors {
             self.limits.explain(error);
         }
