@@ -93,20 +93,14 @@ async fn write_through_outages<T>(
     }
 }
 
-/// The first job and whatever else is already queued, up to `max_batch`.
-fn gather<T>(
-    first: Job<T>,
-    receiver: &mut mpsc::Receiver<Job<T>>,
-    max_batch: usize,
-) -> Vec<Job<T>> {
-    let mut jobs = vec![first];
+/// Adds to `jobs` whatever is already queued, up to `max_batch` jobs in all.
+fn gather<T>(jobs: &mut Vec<Job<T>>, receiver: &mut mpsc::Receiver<Job<T>>, max_batch: usize) {
     while jobs.len() < max_batch {
         match receiver.try_recv() {
             Ok(job) => jobs.push(job),
             Err(_) => break,
         }
     }
-    jobs
 }
 
 /// The rows of `jobs`, to write together.
@@ -163,33 +157,51 @@ async fn commit<T: Clone>(
 /// The writer's life: batch after batch until every handle is dropped.
 /// `own_thread`: the writer runs on a thread of its own (SQLite), which simply sleeps while a
 /// batch fills, instead of waiting on a runtime timer (another thread's wake-up per batch).
+///
+/// Under load (the previous batch held more than one row) a batch is let fill before it is
+/// committed: one commit then carries many rows instead of a few, and a commit costs far more
+/// than a row (on SQLite it writes every b-tree page its rows touched, and about as many for
+/// one row as for dozens). A batch someone waits for (a flush, a row written with
+/// `write`) fills for [`STEP`]; one nobody waits for fills for up to `linger`, in steps, and
+/// is committed as soon as it is full or someone starts waiting on it. A lone row is
+/// committed at once.
 async fn drain<T: Clone>(
     mut receiver: mpsc::Receiver<Job<T>>,
     max_batch: usize,
+    linger: Duration,
     progress: Arc<Progress>,
     own_thread: bool,
     mut write: impl AsyncFnMut(Vec<T>) -> Outcome,
 ) {
     let mut busy = false;
     while let Some(first) = receiver.recv().await {
+        let mut jobs = vec![first];
         if busy {
-            // Under load, let the batch fill for a moment: one commit then carries many rows
-            // instead of a few (a commit costs far more than a row).
-            if own_thread {
-                std::thread::sleep(LINGER);
-            } else {
-                tokio::time::sleep(LINGER).await;
+            let mut lingered = Duration::ZERO;
+            loop {
+                if own_thread {
+                    std::thread::sleep(STEP);
+                } else {
+                    tokio::time::sleep(STEP).await;
+                }
+                lingered += STEP;
+                gather(&mut jobs, &mut receiver, max_batch);
+                let waited_on = jobs.iter().any(|(_, waiter)| waiter.is_some());
+                if waited_on || lingered >= linger || jobs.len() >= max_batch {
+                    break;
+                }
             }
+        } else {
+            gather(&mut jobs, &mut receiver, max_batch);
         }
-        let jobs = gather(first, &mut receiver, max_batch);
         busy = jobs.len() > 1;
         commit(jobs, &mut write, &progress).await;
     }
 }
 
-/// How long the writer lets a batch fill while rows keep coming (the previous batch held more
-/// than one): the latency it adds to a row is this, at most, and only under load.
-const LINGER: Duration = Duration::from_millis(1);
+/// How long a batch fills at a time under load: the latency it adds to a row someone waits
+/// for, at most (and only under load).
+const STEP: Duration = Duration::from_millis(1);
 
 /// A failed write as the stable code waiters get; the details go to the log.
 fn outcome_of(result: QueryResult<()>) -> Outcome {
@@ -230,11 +242,13 @@ async fn write_postgres<T: GroupInsert>(pool: &Pool<AsyncPgConnection>, rows: Ve
 impl<T: GroupInsert> GroupWriter<T> {
     /// Starts the writer (a thread with its own connection on SQLite, a task on PostgreSQL);
     /// it ends when every handle is dropped. At most `max_pending` rows wait to be written;
-    /// `wait` bounds how long a caller waits for its row or a flush.
+    /// under load a batch nobody waits for fills for up to `linger` (see [`drain`]); `wait`
+    /// bounds how long a caller waits for its row or a flush.
     pub fn spawn(
         pool: &DbPool,
         max_batch: usize,
         max_pending: usize,
+        linger: Duration,
         wait: Duration,
     ) -> AppResult<Self> {
         let (sender, receiver) = mpsc::channel::<Job<T>>(max_pending.max(1));
@@ -261,6 +275,7 @@ impl<T: GroupInsert> GroupWriter<T> {
                         runtime.block_on(drain(
                             receiver,
                             max_batch,
+                            linger,
                             writer_progress,
                             true,
                             async |rows| {
@@ -283,6 +298,7 @@ impl<T: GroupInsert> GroupWriter<T> {
                 tokio::spawn(drain(
                     receiver,
                     max_batch,
+                    linger,
                     progress.clone(),
                     false,
                     async move |rows| write_postgres(&pool, rows).await,
@@ -410,7 +426,86 @@ impl<T: GroupInsert> GroupWriter<T> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+    use std::time::Instant;
+
     use super::*;
+
+    /// Under load a batch nobody waits for fills for the linger, and is committed early
+    /// once someone waits on it or it is full.
+    #[tokio::test]
+    async fn a_batch_nobody_waits_for_lingers_until_someone_waits_or_it_is_full() {
+        let linger = Duration::from_millis(600);
+        let (sender, receiver) = mpsc::channel::<Job<u8>>(64);
+        let batches = Arc::new(Mutex::new(Vec::<(Vec<u8>, Instant)>::new()));
+        let written = batches.clone();
+        // Two rows queued before the writer starts: its first batch holds both, so it is
+        // under load from then on.
+        for row in [1, 2] {
+            sender.send((Some(row), None)).await.unwrap();
+        }
+        let writer = tokio::spawn(drain(
+            receiver,
+            4,
+            linger,
+            Arc::new(Progress::default()),
+            false,
+            async move |rows: Vec<u8>| {
+                written.lock().unwrap().push((rows, Instant::now()));
+                Ok(())
+            },
+        ));
+        let batch = |i: usize| batches.lock().unwrap().get(i).cloned();
+        let wait_for = async |i: usize| loop {
+            if let Some(batch) = batch(i) {
+                return batch;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        assert_eq!(wait_for(0).await.0, [1, 2]);
+
+        // Rows nobody waits for, then a flush: committed with the flush, before the linger.
+        let started = Instant::now();
+        sender.send((Some(3), None)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        sender.send((Some(4), None)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(batch(1).is_none(), "rows nobody waits for linger");
+        let (done, outcome) = oneshot::channel();
+        sender.send((None, Some(done))).await.unwrap();
+        assert_eq!(outcome.await.unwrap(), Ok(()));
+        let (rows, at) = wait_for(1).await;
+        assert_eq!(rows, [3, 4]);
+        assert!(
+            at - started < linger / 2,
+            "committed once waited on: {:?}",
+            at - started
+        );
+
+        // Rows nobody waits for: one batch, after the linger.
+        let started = Instant::now();
+        for row in [5, 6] {
+            sender.send((Some(row), None)).await.unwrap();
+        }
+        let (rows, at) = wait_for(2).await;
+        assert_eq!(rows, [5, 6]);
+        assert!(at - started >= linger, "lingered: {:?}", at - started);
+
+        // A full batch does not wait for the linger.
+        let started = Instant::now();
+        for row in [7, 8, 9, 10] {
+            sender.send((Some(row), None)).await.unwrap();
+        }
+        let (rows, at) = wait_for(3).await;
+        assert_eq!(rows, [7, 8, 9, 10]);
+        assert!(
+            at - started < linger / 2,
+            "committed once full: {:?}",
+            at - started
+        );
+        drop(sender);
+        writer.await.unwrap();
+    }
 
     #[tokio::test]
     async fn an_outage_keeps_the_batch_until_the_database_is_back() {

@@ -3,6 +3,8 @@
 //! transaction, and on SQLite no two of our writers ever compete for its single write lock (a
 //! lost race costs a busy-wait of milliseconds).
 
+use std::time::Duration;
+
 use diesel::{QueryResult, RunQueryDsl};
 use diesel_async::AsyncPgConnection;
 
@@ -94,7 +96,13 @@ pub struct Journal {
 impl Journal {
     pub fn spawn(pool: &super::DbPool, config: &crate::config::Config) -> AppResult<Self> {
         Ok(Self {
-            writer: GroupWriter::spawn(pool, 512, config.journal_max_pending, config.db_timeout())?,
+            writer: GroupWriter::spawn(
+                pool,
+                512,
+                config.journal_max_pending,
+                Duration::from_millis(config.journal_linger_ms),
+                config.db_timeout(),
+            )?,
             committed: config.journal_durability == "committed",
         })
     }
