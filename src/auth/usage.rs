@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use chrono::NaiveDateTime;
+use diesel::dsl::case_when;
 use diesel::prelude::*;
+use diesel::sql_types::{Nullable, Timestamp};
 use diesel_async::RunQueryDsl;
 
 use crate::db::schema::api_keys;
@@ -78,7 +80,8 @@ impl UsageRecorder {
     }
 }
 
-/// Adds `count` uses and moves `last_used_at` forward (never back).
+/// Adds `count` uses and moves `last_used_at` forward (never back), in one statement: a
+/// reader never sees the new count without its time.
 pub async fn add_usage(
     conn: &mut DbConn,
     id: &str,
@@ -88,17 +91,16 @@ pub async fn add_usage(
     with_conn!(conn, |c| diesel::update(
         api_keys::table.filter(api_keys::id.eq(id))
     )
-    .set(api_keys::usage_count.eq(api_keys::usage_count + count))
-    .execute(c)
-    .await)?;
-    with_conn!(conn, |c| diesel::update(
-        api_keys::table.filter(api_keys::id.eq(id)).filter(
+    .set((
+        api_keys::usage_count.eq(api_keys::usage_count + count),
+        api_keys::last_used_at.eq(case_when(
             api_keys::last_used_at
                 .is_null()
-                .or(api_keys::last_used_at.lt(at))
+                .or(api_keys::last_used_at.lt(at)),
+            Some(at).into_sql::<Nullable<Timestamp>>(),
         )
-    )
-    .set(api_keys::last_used_at.eq(at))
+        .otherwise(api_keys::last_used_at)),
+    ))
     .execute(c)
     .await)?;
     Ok(())
